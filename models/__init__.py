@@ -1,0 +1,35 @@
+"""The model zoo: how each model is built, exported, fed and scored.
+
+Each kind module provides `load_for_export()`, `calibration_feeds()`, `evaluation_feeds()` and
+`compare(reference_run, candidate_run)`; `onnx_path(kind)` exports at first use into the cache.
+"""
+
+import importlib
+from pathlib import Path
+
+from onnxcomp.cache import cache_dir
+from onnxcomp.errors import OnnxcompError
+
+KINDS = {"digits": "digits", "minilm": "minilm"}
+
+
+def get(kind: str):
+    if kind not in KINDS:
+        raise OnnxcompError(f"unknown model kind {kind!r} (choose from {', '.join(sorted(KINDS))})")
+    return importlib.import_module(f"{__name__}.{KINDS[kind]}")
+
+
+def onnx_path(kind: str) -> Path:
+    """The fp32 ONNX export of a zoo model, built into the cache at first use."""
+    from onnxcomp.export import export_module
+
+    path = cache_dir("models") / f"{kind}.onnx"
+    if not path.exists():
+        model, inputs, dynamic_axes = get(kind).load_for_export()
+        export_module(model, inputs, path, dynamic_axes)
+    return path
+
+
+def tokenizer(kind: str):
+    module = get(kind)
+    return module.tokenizer() if hasattr(module, "tokenizer") else None

@@ -1,0 +1,30 @@
+"""English text shipped with Python (pydoc_data.topics), split into disjoint sentence sets.
+
+Topics are taken in sorted key order; even-indexed topics give calibration text, odd-indexed
+topics give evaluation text, so no sentence is in both.
+"""
+
+import re
+
+from pydoc_data.topics import topics
+
+_WORDS = re.compile(r"[A-Za-z]")
+
+
+def _sentences(keys: list[str]) -> list[str]:
+    out = []
+    for key in keys:
+        text = " ".join(topics[key].split())
+        for sentence in re.split(r"(?<=[.!?])\s+", text):
+            words = sentence.split()
+            if 6 <= len(words) <= 60 and len(_WORDS.findall(sentence)) > 20:
+                out.append(sentence)
+    return out
+
+
+def calibration_sentences(n: int) -> list[str]:
+    return _sentences(sorted(topics)[0::2])[:n]
+
+
+def evaluation_sentences(n: int) -> list[str]:
+    return _sentences(sorted(topics)[1::2])[:n]

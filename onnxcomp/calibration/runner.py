@@ -1,0 +1,100 @@
+"""Stream calibration batches through ONNX Runtime and collect statistics of chosen tensors.
+
+The chosen intermediate tensors are exposed as extra graph outputs of a copy of the model;
+each batch's values update bounded `TensorStats` and are then dropped. Results are cached on
+disk keyed by a hash of the model bytes, the data and the settings, so a rerun skips the work.
+"""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ..cache import cache_dir, digest
+from ..errors import OnnxcompError
+from ..progress import progress
+from .collectors import NUM_BINS, TensorStats
+
+CACHE_VERSION = "1"
+
+
+def _with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(proto)
+    existing = {o.name for o in exposed.graph.output}
+    for name in names:
+        if name not in existing:
+            exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return exposed
+
+
+def data_fingerprint(reader) -> str:
+    """Hash of every calibration feed (names, dtypes, shapes, bytes)."""
+    parts = []
+    for feed in reader:
+        for name in sorted(feed):
+            arr = np.ascontiguousarray(feed[name])
+            parts.append(f"{name}|{arr.dtype}|{arr.shape}")
+            parts.append(digest(arr.tobytes()))
+    if not parts:
+        raise OnnxcompError("calibration data produced no samples")
+    return digest(*parts)
+
+
+def collect_statistics(
+    proto: onnx.ModelProto,
+    tensor_names: list[str],
+    reader,
+    use_cache: bool = True,
+    num_bins: int = NUM_BINS,
+) -> dict[str, TensorStats]:
+    """Run every feed of `reader` through the model and return stats for `tensor_names`."""
+    names = sorted(set(tensor_names))
+    if not names:
+        return {}
+    key = digest(CACHE_VERSION, proto.SerializeToString(deterministic=True), data_fingerprint(reader), str(num_bins), *names)
+    cache_file = cache_dir("calibration") / f"{key}.npz"
+    if use_cache and cache_file.exists():
+        return _load(cache_file, names)
+
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session_options.log_severity_level = 3
+    exposed = _with_outputs(proto, names)
+    session = ort.InferenceSession(exposed.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+    stats = {name: TensorStats(num_bins) for name in names}
+    batches = 0
+    for feed in progress(reader, desc="calibrating", unit="batch"):
+        values = session.run(names, feed)
+        for name, value in zip(names, values):
+            stats[name].update(value)
+        batches += 1
+    if batches == 0:
+        raise OnnxcompError("calibration data produced no samples")
+    empty = [n for n, s in stats.items() if s.count == 0]
+    if empty:
+        raise OnnxcompError(f"calibration collected no values for tensor {empty[0]!r} (it is empty on every sample)")
+    if use_cache:
+        _save(cache_file, stats)
+    return stats
+
+
+def _save(path, stats: dict[str, TensorStats]) -> None:
+    arrays = {}
+    for i, (name, st) in enumerate(sorted(stats.items())):
+        for field, value in st.to_arrays().items():
+            arrays[f"{i}/{field}"] = value
+    arrays["names"] = np.array(sorted(stats))
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load(path, names: list[str]) -> dict[str, TensorStats]:
+    with np.load(path, allow_pickle=False) as data:
+        stored = list(data["names"])
+        out = {}
+        for i, name in enumerate(stored):
+            prefix = f"{i}/"
+            fields = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
+            out[str(name)] = TensorStats.from_arrays(fields)
+    return {n: out[n] for n in names}

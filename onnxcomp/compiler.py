@@ -1,0 +1,105 @@
+"""The Python API: `compress(model, recipe, calibration=...)` → (compressed model, report)."""
+
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from .calibration.readers import make_reader
+from .cache import digest
+from .errors import OnnxcompError
+from .graph import input_specs
+from .modelio import DEFAULT_OPSET, check_output_path, load_proto, save_model, serialize, upgrade_opset
+from .passbase import Context
+from .pipeline import Pipeline
+from .recipes import apply_overrides, load_recipe
+
+
+@dataclass
+class CompressResult:
+    model: onnx.ModelProto
+    report: dict
+
+    def save(self, path: str | os.PathLike) -> int:
+        return save_model(self.model, path)
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def compress(
+    model: str | os.PathLike | onnx.ModelProto,
+    recipe: str | os.PathLike | list = "int8",
+    calibration=None,
+    *,
+    output: str | os.PathLike | None = None,
+    options: dict[str, dict] | None = None,
+    verify: bool = False,
+    opset: int = DEFAULT_OPSET,
+    tokenizer=None,
+    use_cache: bool = True,
+) -> CompressResult:
+    """Compress an ONNX model with a recipe; identical inputs give byte-identical output.
+
+    model: a path or ModelProto (never modified). recipe: a preset name, a .toml/.yaml file,
+    or [(pass, options)]. calibration: a folder of .npz, a .txt file (needs `tokenizer`), a
+    folder of images, `module:function`, a callable or a list of feeds. options: per-pass
+    overrides, e.g. {"quantize_qdq": {"method": "entropy"}}. verify: run the original and the
+    current model in ONNX Runtime after every pass and record the output deviation.
+    """
+    start = time.perf_counter()
+    steps = apply_overrides(load_recipe(recipe), options or {}, "options")
+    if isinstance(model, onnx.ModelProto):
+        proto, source = model, "<ModelProto>"
+    else:
+        proto, source = load_proto(model), str(model)
+    input_digest = digest(serialize(proto))
+    proto = upgrade_opset(proto, opset)
+    if output is not None:
+        check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
+
+    from onnxcomp.passes import PASSES
+
+    reader = make_reader(calibration, input_specs(proto), tokenizer) if calibration is not None else None
+    context = Context(calibration=reader, use_cache=use_cache)
+    passes = [PASSES[name](context, **opts) for name, opts in steps]
+    verify_feed = _verify_feed(reader) if verify else None
+    if verify and verify_feed is None:
+        raise OnnxcompError("--verify needs calibration data to run the models on (pass --calib)")
+
+    ir_model = ir.from_proto(proto)
+    entries = Pipeline(passes, context).run(ir_model, verify_feed)
+    result_proto = ir.to_proto(ir_model)
+    data = serialize(result_proto)
+    report = {
+        "input": source,
+        "input_sha256": input_digest,
+        "output": str(output) if output is not None else None,
+        "recipe": [{"pass": name, **opts} for name, opts in steps],
+        "passes": entries,
+        "input_bytes": proto.ByteSize(),
+        "output_bytes": len(data),
+        "seconds": round(time.perf_counter() - start, 3),
+        "peak_rss_bytes": _peak_rss_bytes(),
+    }
+    if output is not None:
+        save_model(result_proto, output)
+    return CompressResult(result_proto, report)
+
+
+def _verify_feed(reader):
+    if reader is None:
+        return None
+    for feed in reader:
+        return feed
+    return None
+
+
+def output_name_for(path: str | os.PathLike, suffix: str = "int8") -> Path:
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{suffix}.onnx")

@@ -1,0 +1,65 @@
+"""PyTorch → ONNX export (torch.onnx dynamo exporter) and upgrade of existing ONNX files."""
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+
+from .calibration.readers import load_callable
+from .errors import OnnxcompError
+from .modelio import DEFAULT_OPSET, check_output_path, check_proto, load_proto, save_model, upgrade_opset
+
+
+def export_entry(entry: str, output: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export `module:function`, which returns (model, inputs) or (model, inputs, dynamic_axes).
+
+    inputs: a dict of name → example tensor. dynamic_axes: {name: {axis: dim name}}; default:
+    axis 0 of every input is `batch`. The file is written atomically and checked.
+    """
+    check_output_path(output)
+    built = load_callable(entry)()
+    if not isinstance(built, tuple) or len(built) not in (2, 3):
+        raise OnnxcompError(f"{entry}: must return (model, inputs) or (model, inputs, dynamic_axes)")
+    model, inputs, *rest = built
+    dynamic_axes = rest[0] if rest else {name: {0: "batch"} for name in inputs}
+    return export_module(model, inputs, output, dynamic_axes, opset)
+
+
+def export_module(model, inputs: dict, output, dynamic_axes: dict, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    import torch
+
+    if not isinstance(inputs, dict) or not inputs:
+        raise OnnxcompError("export: example inputs must be a non-empty dict of input name -> tensor")
+    dims: dict[str, torch.export.Dim] = {}
+    dynamic_shapes = {
+        name: {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in dynamic_axes.get(name, {}).items()}
+        for name in inputs
+    }
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tmp_path = Path(tmp) / "model.onnx"
+        try:
+            torch.onnx.export(
+                model, (), str(tmp_path), kwargs=inputs, dynamo=True, opset_version=opset,
+                input_names=list(inputs), dynamic_shapes=dynamic_shapes, external_data=False,
+                optimize=True, verbose=False,
+            )
+        except Exception as exc:
+            raise OnnxcompError(f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        proto = onnx.load(str(tmp_path))
+    proto = upgrade_opset(proto, opset)
+    check_proto(proto, "exported model")
+    save_model(proto, output)
+    return proto
+
+
+def upgrade_file(path: str | os.PathLike, output: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Check an existing ONNX file and write it converted to `opset`."""
+    check_output_path(output, path)
+    proto = upgrade_opset(load_proto(path), opset)
+    check_proto(proto, str(output))
+    save_model(proto, output)
+    return proto

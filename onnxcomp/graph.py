@@ -1,0 +1,84 @@
+"""Small read-only helpers over onnx_ir graphs, shared by the passes and the pipeline."""
+
+import fnmatch
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from .calibration.readers import InputSpec
+from .errors import OnnxcompError
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The numpy value of an initializer or Constant output, else None."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain == "":
+        attr = producer.attributes.get("value")
+        if attr is not None:
+            return attr.value.numpy()
+    return None
+
+
+def is_float_activation(value: ir.Value | None) -> bool:
+    """A float tensor computed at run time (not a constant)."""
+    return (
+        value is not None
+        and constant_array(value) is None
+        and value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+    )
+
+
+def op_histogram(model: ir.Model) -> Counter:
+    return Counter(node.op_type for node in model.graph.all_nodes())
+
+
+def initializer_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def input_specs(proto: onnx.ModelProto) -> list[InputSpec]:
+    """Graph inputs that are not initializers, with numpy dtypes and static dims (None = dynamic)."""
+    inits = {i.name for i in proto.graph.initializer}
+    specs = []
+    for inp in proto.graph.input:
+        if inp.name in inits:
+            continue
+        tensor_type = inp.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
+        specs.append(InputSpec(inp.name, dtype, dims))
+    return specs
+
+
+class NodeFilter:
+    """Exclusion patterns: an exact op type (`Softmax`) or a glob on node names (`*attention*`)."""
+
+    def __init__(self, patterns: list[str] | tuple[str, ...] = ()):
+        self.patterns = list(patterns)
+
+    def excludes(self, node: ir.Node) -> bool:
+        return any(node.op_type == p or fnmatch.fnmatchcase(node.name or "", p) for p in self.patterns)
+
+    def check_all_match(self, model: ir.Model) -> None:
+        """Raise when a pattern matches no node: a typo must not silently quantize everything."""
+        nodes = list(model.graph.all_nodes())
+        for pattern in self.patterns:
+            if not any(n.op_type == pattern or fnmatch.fnmatchcase(n.name or "", pattern) for n in nodes):
+                raise OnnxcompError(f"--exclude {pattern!r}: no node has this name or op type")
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """Register `array` as a new initializer under a name not yet used in the graph."""
+    unique, suffix = name, 1
+    while unique in graph.initializers:
+        unique, suffix = f"{name}_{suffix}", suffix + 1
+    tensor = ir.tensor(np.asarray(array), name=unique)
+    value = ir.Value(name=unique, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+    graph.register_initializer(value)
+    return value

@@ -1,0 +1,106 @@
+"""Loading, checking, upgrading and atomically saving ONNX models."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from onnx import version_converter
+
+from .errors import OnnxcompError
+
+DEFAULT_OPSET = 21
+
+
+def load_proto(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
+    """Read an ONNX file (with its external data) and run the checker; clear error on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxcompError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and others; all mean "not ONNX"
+        raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
+    if check:
+        check_proto(proto, str(path))
+    return proto
+
+
+def check_proto(proto: onnx.ModelProto, what: str) -> None:
+    """onnx checker plus strict shape inference; raises OnnxcompError naming `what`."""
+    try:
+        if proto.ByteSize() < 2_000_000_000:
+            onnx.checker.check_model(proto)
+            onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxcompError(f"{what}: rejected by the ONNX checker: {first}") from None
+
+
+def model_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 0
+
+
+def upgrade_opset(proto: onnx.ModelProto, target: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Convert the default-domain opset up to `target` (never down)."""
+    current = model_opset(proto)
+    if current >= target:
+        return proto
+    try:
+        return version_converter.convert_version(proto, target)
+    except Exception as exc:
+        raise OnnxcompError(f"cannot convert opset {current} to {target}: {exc}") from None
+
+
+def load_ir(path: str | os.PathLike, opset: int | None = None) -> ir.Model:
+    """Load, check and (optionally) upgrade a model, returned as an onnx_ir Model."""
+    proto = load_proto(path)
+    if opset is not None:
+        proto = upgrade_opset(proto, opset)
+    return ir.from_proto(proto)
+
+
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
+    """Refuse an output path equal to an input or in a folder we cannot write."""
+    out = Path(output)
+    for inp in inputs:
+        if Path(inp).exists() and out.exists() and out.resolve() == Path(inp).resolve():
+            raise OnnxcompError(f"{out}: output path is the same as the input; choose another")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OnnxcompError(f"{out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OnnxcompError(f"{out}: folder {parent} is not writable")
+    return out
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file beside `path`, then rename: readers never see a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def serialize(model: ir.Model | onnx.ModelProto) -> bytes:
+    """Deterministic bytes of a model (all tensors inline)."""
+    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+    return proto.SerializeToString(deterministic=True)
+
+
+def save_model(model: ir.Model | onnx.ModelProto, path: str | os.PathLike) -> int:
+    """Atomically save the model; returns its size in bytes. Models ≥ 2 GB are refused for now."""
+    data = serialize(model)
+    write_bytes_atomic(path, data)
+    return len(data)

@@ -1,0 +1,95 @@
+"""Recipes: an ordered list of (pass name, options). Presets by name, or a TOML/YAML file.
+
+A recipe file either lists every pass:
+
+    [[passes]]
+    pass = "fold_constants"
+    [[passes]]
+    pass = "quantize_qdq"
+    method = "entropy"
+
+or starts from a preset and overrides options of its passes:
+
+    base = "int8"
+    [options.quantize_qdq]
+    activation_dtype = "int8"
+"""
+
+import copy
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from .errors import OnnxcompError
+
+CANONICALIZE = [("fold_constants", {}), ("simplify", {}), ("fold_batchnorm", {}), ("remove_unused", {})]
+
+PRESETS: dict[str, list[tuple[str, dict]]] = {
+    "canonicalize": CANONICALIZE,
+    "int8": [*CANONICALIZE, ("calibrate", {}), ("quantize_qdq", {}), ("remove_unused", {})],
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def load_recipe(recipe: str | Path | list) -> list[tuple[str, dict]]:
+    """Resolve a preset name, a recipe file, or an explicit list into [(pass, options)]."""
+    from onnxcomp.passes import PASSES
+
+    if isinstance(recipe, list):
+        steps = [(name, dict(opts)) for name, opts in recipe]
+    elif str(recipe) in PRESETS:
+        steps = copy.deepcopy(PRESETS[str(recipe)])
+    else:
+        path = Path(recipe)
+        if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
+            raise OnnxcompError(f"unknown recipe {str(recipe)!r} (presets: {', '.join(preset_names())}; or a .toml/.yaml file)")
+        if not path.is_file():
+            raise OnnxcompError(f"{path}: recipe file not found")
+        steps = _parse_file(path)
+    for name, _ in steps:
+        if name not in PASSES:
+            raise OnnxcompError(f"recipe: unknown pass {name!r} (known: {', '.join(sorted(PASSES))})")
+    return steps
+
+
+def _parse_file(path: Path) -> list[tuple[str, dict]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise OnnxcompError(f"{path}: cannot parse recipe ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise OnnxcompError(f"{path}: a recipe must be a table with 'passes' or 'base'")
+    unknown = sorted(set(data) - {"name", "description", "passes", "base", "options"})
+    if unknown:
+        raise OnnxcompError(f"{path}: unknown recipe key {unknown[0]!r}")
+    if "passes" in data:
+        steps = []
+        for i, entry in enumerate(data["passes"]):
+            if not isinstance(entry, dict) or "pass" not in entry:
+                raise OnnxcompError(f"{path}: passes[{i}] needs a 'pass' name")
+            entry = dict(entry)
+            steps.append((entry.pop("pass"), entry))
+    elif "base" in data:
+        if data["base"] not in PRESETS:
+            raise OnnxcompError(f"{path}: unknown base preset {data['base']!r} (presets: {', '.join(preset_names())})")
+        steps = copy.deepcopy(PRESETS[data["base"]])
+    else:
+        raise OnnxcompError(f"{path}: a recipe needs 'passes' or 'base'")
+    return apply_overrides(steps, data.get("options", {}), str(path))
+
+
+def apply_overrides(steps: list[tuple[str, dict]], overrides: dict[str, dict], where: str = "options") -> list[tuple[str, dict]]:
+    """Set options on every step of the named passes; a pass absent from the recipe is an error."""
+    names = {name for name, _ in steps}
+    for pass_name, opts in overrides.items():
+        if pass_name not in names:
+            raise OnnxcompError(f"{where}: options given for pass {pass_name!r}, which the recipe does not run")
+        for name, step_opts in steps:
+            if name == pass_name:
+                step_opts.update(opts)
+    return steps

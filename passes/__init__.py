@@ -1,0 +1,12 @@
+"""Graph rewrites, one module each. `PASSES` maps recipe names to pass classes."""
+
+from .calibrate import Calibrate
+from .fold_batchnorm import FoldBatchNorm
+from .fold_constants import FoldConstants
+from .quantize_qdq import QuantizeQDQ
+from .remove_unused import RemoveUnused
+from .simplify import Simplify
+
+PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ)}
+
+__all__ = ["PASSES"]

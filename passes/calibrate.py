@@ -1,0 +1,21 @@
+"""calibrate: an analysis step. Streams the calibration data through ONNX Runtime and records
+bounded statistics (min/max, |x| histogram, per-channel max) of every tensor that a later pass
+names in `statistics_needed`. Requires: calibration data. Guarantees: the graph is unchanged.
+"""
+
+import onnx_ir as ir
+
+from onnxcomp.calibration import collect_statistics
+from onnxcomp.passbase import CompressionPass
+
+
+class Calibrate(CompressionPass):
+    name = "calibrate"
+    requires_context = ("calibration",)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        needed = sorted({name for later in self.context.pending for name in later.statistics_needed(model)})
+        stats = collect_statistics(ir.to_proto(model), needed, self.context.calibration, use_cache=self.context.use_cache)
+        self.context.statistics.update(stats)
+        self.details = {"tensors": len(stats), "values_per_tensor": max((s.count for s in stats.values()), default=0)}
+        return ir.passes.PassResult(model, modified=False)

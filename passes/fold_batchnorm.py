@@ -1,0 +1,29 @@
+"""fold_batchnorm: BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights.
+
+Requires: constant BatchNormalization parameters and weights. Guarantees: same outputs up to
+float rounding (W' = W·γ/σ, B' = (B−μ)·γ/σ + β). Uses onnxscript's rewrite rules.
+"""
+
+import onnx_ir as ir
+from onnxscript import rewriter
+from onnxscript.rewriter.rules import common as rules
+
+from onnxcomp.graph import op_histogram
+from onnxcomp.passbase import CompressionPass
+
+RULES = [
+    rules.fuse_batchnorm_into_conv_rule,
+    rules.fuse_batchnorm_into_conv_transpose_rule,
+    rules.fuse_batchnorm_into_gemm_rule,
+]
+
+
+class FoldBatchNorm(CompressionPass):
+    name = "fold_batchnorm"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        before = op_histogram(model)["BatchNormalization"]
+        rewriter.RewritePass(RULES)(model)
+        folded = before - op_histogram(model)["BatchNormalization"]
+        self.details = {"folded": folded}
+        return ir.passes.PassResult(model, modified=folded > 0)

@@ -1,0 +1,225 @@
+"""quantize_qdq: int8 QuantizeLinear/DequantizeLinear insertion around linear operators.
+
+Rewrites, for each Conv / MatMul / Gemm not excluded (placement policy `ort`):
+- the constant weight → int8 per-channel symmetric initializer + DequantizeLinear on the
+  output-channel axis (Conv: 0, MatMul: last, Gemm: 0 with transB=1 else 1);
+- each float activation input → QuantizeLinear → DequantizeLinear with per-tensor parameters
+  (uint8 asymmetric or int8 symmetric) from calibration statistics, shared by all consumers
+  that are quantized, while other consumers (e.g. residual Adds) keep the float tensor;
+- Conv/Gemm bias → int32 with scale = input scale × weight scale, so kernels add it exactly;
+- outputs of `quantize_outputs` op types (default Conv) → Q/DQ, so ONNX Runtime fuses
+  DQ→Conv→Q into QLinearConv; DQ→MatMul without Q fuses into MatMulIntegerToFloat;
+- shared scales: an activation reached through data-movement ops (Reshape, Transpose,
+  MaxPool, Relu, …) from another quantized tensor reuses that tensor's scale and zero point,
+  so ONNX Runtime can drop the DQ→op→Q pair and keep the data in int8.
+MatMuls whose both inputs are activations (attention) are left in float unless
+`activation_matmul` is set.
+Requires: statistics from a preceding `calibrate` for every quantized activation.
+Guarantees: a valid opset ≥ 13 model; weight error ≤ half a step per channel; activation error
+bounded by the calibrated range (values outside it are clipped).
+"""
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.calibration.collectors import METHODS
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.graph import NodeFilter, add_initializer, constant_array, is_float_activation
+from onnxcomp.passbase import CompressionPass
+from onnxcomp.quant_math import ACTIVATION_DTYPES, activation_qparams, quantize_bias, quantize_weight_per_channel
+from onnx_ir.passes.common import TopologicalSortPass
+
+SHARED_SCALE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Identity"}
+SUPPORTED_OPS = {"Conv", "MatMul", "Gemm"}
+
+
+def weight_axis(node: ir.Node, weight: np.ndarray) -> int:
+    """The output-channel axis of a linear operator's weight."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        trans_b = node.attributes.get("transB")
+        return 0 if trans_b is not None and trans_b.as_int() else 1
+    return weight.ndim - 1
+
+
+class QuantizeQDQ(CompressionPass):
+    name = "quantize_qdq"
+    options = {
+        "op_types": ["Conv", "MatMul", "Gemm"],
+        "exclude": [],
+        "activation_dtype": "uint8",
+        "method": "percentile",
+        "percentile": 99.999,
+        "quantize_outputs": ["Conv"],
+        "activation_matmul": False,
+    }
+
+    def validate_options(self) -> None:
+        bad = sorted(set(self.opts["op_types"]) - SUPPORTED_OPS)
+        if bad:
+            raise OnnxcompError(f"pass 'quantize_qdq': op_types {bad[0]!r} not supported (choose from {sorted(SUPPORTED_OPS)})")
+        if self.opts["activation_dtype"] not in ACTIVATION_DTYPES:
+            raise OnnxcompError(f"pass 'quantize_qdq': activation_dtype must be uint8 or int8, not {self.opts['activation_dtype']!r}")
+        if self.opts["method"] not in METHODS:
+            raise OnnxcompError(f"pass 'quantize_qdq': unknown calibration method {self.opts['method']!r} (choose from {', '.join(METHODS)})")
+        if not 0 < float(self.opts["percentile"]) <= 100:
+            raise OnnxcompError(f"pass 'quantize_qdq': percentile must be in (0, 100], not {self.opts['percentile']}")
+
+    # -- planning ------------------------------------------------------------------------
+    def _targets(self, model: ir.Model) -> list[ir.Node]:
+        node_filter = NodeFilter(self.opts["exclude"])
+        node_filter.check_all_match(model)
+        targets, excluded = [], []
+        for node in model.graph:
+            if node.domain != "" or node.op_type not in self.opts["op_types"]:
+                continue
+            (excluded if node_filter.excludes(node) else targets).append(node)
+        self.details["excluded"] = [n.name for n in excluded]
+        return targets
+
+    def _activation_inputs(self, node: ir.Node) -> list[int]:
+        """Indices of the float activation inputs to quantize; [] when the node is skipped."""
+        if not is_float_activation(node.inputs[0]):
+            return []
+        weight = node.inputs[1] if len(node.inputs) > 1 else None
+        if constant_array(weight) is not None:
+            return [0]
+        if node.op_type == "MatMul" and self.opts["activation_matmul"] and is_float_activation(weight):
+            return [0, 1]
+        return []
+
+    def _plan(self, model: ir.Model):
+        """(target node → activation input indices, values whose outputs are quantized)."""
+        plan = {}
+        for node in self._targets(model):
+            indices = self._activation_inputs(node)
+            if indices:
+                plan[node] = indices
+        outputs = [n.outputs[0] for n in plan if n.op_type in self.opts["quantize_outputs"]]
+        return plan, outputs
+
+    def _values_to_quantize(self, model: ir.Model) -> list[ir.Value]:
+        plan, outputs = self._plan(model)
+        values = {id(v): v for n, idx in plan.items() for v in (n.inputs[i] for i in idx)}
+        values.update({id(v): v for v in outputs})
+        return list(values.values())
+
+    def statistics_needed(self, model: ir.Model) -> list[str]:
+        return [v.name for v in self._values_to_quantize(model)]
+
+    @staticmethod
+    def _scale_root(value: ir.Value, quantized: set[int]) -> ir.Value:
+        """The nearest upstream quantized tensor reached through data-movement ops, else `value`."""
+        current = value
+        while (producer := current.producer()) is not None and producer.op_type in SHARED_SCALE_OPS:
+            current = producer.inputs[0]
+            if current is None:
+                break
+            if id(current) in quantized:
+                return current
+        return value
+
+    # -- rewriting -----------------------------------------------------------------------
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        plan, outputs = self._plan(model)
+        values = self._values_to_quantize(model)
+        quantized_ids = {id(v) for v in values}
+        stats = self.context.statistics
+        missing = [v.name for v in values if v.name not in stats]
+        if missing:
+            raise OnnxcompError(
+                f"pass 'quantize_qdq': calibration statistics missing for tensor {missing[0]!r} (add a calibrate step before it)"
+            )
+
+        dtype = self.opts["activation_dtype"]
+        levels = 255 if dtype == "uint8" else 127
+        qparams: dict[int, tuple] = {}
+        ranges = {}
+        for value in values:
+            root = self._scale_root(value, quantized_ids)
+            st = stats[root.name]
+            lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), levels if st.min < 0 and dtype == "uint8" else None)
+            scale, zero_point = activation_qparams(lo, hi, dtype)
+            qparams[id(value)] = (scale, zero_point)
+            ranges[value.name] = {"range": [round(lo, 6), round(hi, 6)], "scale": float(scale), "zero_point": int(zero_point),
+                                  **({"shared_with": root.name} if root is not value else {})}
+
+        dequantized: dict[int, ir.Value] = {}  # id(float value) -> its DequantizeLinear output
+        source_of: dict[int, ir.Value] = {}  # id(DequantizeLinear output) -> the float value
+        new_nodes: list[ir.Node] = []
+
+        def quantize_activation(value: ir.Value) -> ir.Value:
+            if id(value) not in dequantized:
+                scale, zero_point = qparams[id(value)]
+                scale_v = add_initializer(graph, f"{value.name}_scale", np.array(scale, dtype=np.float32))
+                zp_v = add_initializer(graph, f"{value.name}_zero_point", np.array(zero_point))
+                q = ir.node("QuantizeLinear", [value, scale_v, zp_v], name=f"{value.name}_QuantizeLinear")
+                q.outputs[0].name = f"{value.name}_quantized"
+                dq = ir.node("DequantizeLinear", [q.outputs[0], scale_v, zp_v], name=f"{value.name}_DequantizeLinear")
+                dq.outputs[0].name = f"{value.name}_dequantized"
+                new_nodes.extend([q, dq])
+                dequantized[id(value)] = dq.outputs[0]
+                source_of[id(dq.outputs[0])] = value
+            return dequantized[id(value)]
+
+        # Outputs of e.g. Conv: every consumer reads the quantized tensor.
+        for value in outputs:
+            dq_value = quantize_activation(value)
+            quantize_node = dq_value.producer().inputs[0].producer()
+            for use in list(value.uses()):
+                if use.node is not quantize_node:
+                    use.node.replace_input_with(use.idx, dq_value)
+
+        weight_cache: dict[tuple[str, int], tuple[ir.Value, np.ndarray]] = {}
+        layers = []
+        for node, indices in plan.items():
+            for i in indices:
+                if id(node.inputs[i]) not in source_of:  # not already rewired as a quantized output
+                    node.replace_input_with(i, quantize_activation(node.inputs[i]))
+            weight = node.inputs[1]
+            array = constant_array(weight)
+            layer = {"node": node.name, "op": node.op_type}
+            if array is not None and array.dtype.kind == "f" and array.ndim >= 2:
+                axis = weight_axis(node, array)
+                key = (weight.name, axis)
+                if key not in weight_cache:
+                    q, scales = quantize_weight_per_channel(array, axis)
+                    q_v = add_initializer(graph, f"{weight.name}_quantized", q)
+                    s_v = add_initializer(graph, f"{weight.name}_scale", scales)
+                    zp_v = add_initializer(graph, f"{weight.name}_zero_point", np.zeros_like(scales, dtype=np.int8))
+                    dq = ir.node("DequantizeLinear", [q_v, s_v, zp_v], {"axis": axis}, name=f"{weight.name}_DequantizeLinear")
+                    dq.outputs[0].name = f"{weight.name}_dequantized"
+                    new_nodes.append(dq)
+                    weight_cache[key] = (dq.outputs[0], scales)
+                dq_weight, scales = weight_cache[key]
+                node.replace_input_with(1, dq_weight)
+                layer.update({"weight": weight.name, "axis": axis, "channels": int(len(scales))})
+                input_value = source_of.get(id(node.inputs[0]))
+                if input_value is not None:
+                    self._quantize_bias(graph, node, scales, qparams[id(input_value)][0], new_nodes)
+            layers.append(layer)
+
+        for node in new_nodes:
+            graph.append(node)
+        TopologicalSortPass()(model)
+        self.details.update({"quantized_nodes": len(layers), "activations": ranges, "layers": layers})
+        return ir.passes.PassResult(model, modified=bool(new_nodes))
+
+    @staticmethod
+    def _quantize_bias(graph, node, weight_scales, input_scale, new_nodes) -> None:
+        """Conv/Gemm constant 1-D bias → int32 + DequantizeLinear (scale = input × weight scale)."""
+        if node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 3:
+            return
+        bias = node.inputs[2]
+        array = constant_array(bias)
+        if array is None or array.ndim != 1 or len(weight_scales) != len(array):
+            return
+        q, scales = quantize_bias(array, input_scale, weight_scales)
+        q_v = add_initializer(graph, f"{bias.name}_quantized", q)
+        s_v = add_initializer(graph, f"{bias.name}_scale", scales)
+        dq = ir.node("DequantizeLinear", [q_v, s_v], {"axis": 0}, name=f"{bias.name}_DequantizeLinear")
+        dq.outputs[0].name = f"{bias.name}_dequantized"
+        new_nodes.append(dq)
+        node.replace_input_with(2, dq.outputs[0])
