@@ -78,7 +78,7 @@ def compress(
     data = serialize(result_proto)
     report = {
         "input": source,
-        "input_sha256": input_digest,
+        "input_digest": input_digest,
         "output": str(output) if output is not None else None,
         "recipe": [{"pass": name, **opts} for name, opts in steps],
         "passes": entries,

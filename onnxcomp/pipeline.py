@@ -9,23 +9,13 @@ time, nodes added/removed, initializer bytes before/after, and the deviation.
 import time
 
 import numpy as np
-import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
 from .errors import OnnxcompError
 from .graph import initializer_bytes, op_histogram
 from .modelio import check_proto
 from .passbase import CompressionPass, Context
-
-
-def ort_session(proto_or_bytes, threads: int = 2) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    data = proto_or_bytes.SerializeToString() if isinstance(proto_or_bytes, onnx.ModelProto) else proto_or_bytes
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+from .runtime import ort_session
 
 
 def output_deviation(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:

@@ -1,5 +1,6 @@
-"""calibrate: an analysis step. Streams the calibration data through ONNX Runtime and records
-bounded statistics (min/max, |x| histogram, per-channel max) of every tensor that a later pass
+"""calibrate: record activation statistics by streaming calibration data through ONNX Runtime.
+
+An analysis step: keeps bounded statistics (min/max, |x| histogram, per-channel max) of every tensor that a later pass
 names in `statistics_needed`. Requires: calibration data. Guarantees: the graph is unchanged.
 """
 

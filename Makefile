@@ -1,0 +1,34 @@
+# One-command set-up on a fresh machine: `make demo` (the main job) and `make test` (the tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch: the CPU build pinned knowingly; a bare range would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+export ONNXCOMP_CACHE ?= $(CURDIR)/.cache
+export HF_HUB_OFFLINE = 1
+
+.PHONY: install demo test test-fast bench clean
+
+$(BIN)/onnxcomp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/onnxcomp
+
+demo: install  ## export MiniLM-L6, calibrate, compress to int8, print the before/after table
+	$(BIN)/onnxcomp demo --model minilm --out-dir out
+
+test: install  ## the whole suite, real models included (what CI runs)
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+test-fast: install  ## the quick subset for the edit loop
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+bench: install  ## side-by-side benchmark against onnxruntime.quantization (minutes)
+	$(BIN)/python benchmarks/int8_minilm.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,12 @@
+"""onnxcomp: a compiler that makes ONNX models small and fast.
+
+    import onnxcomp
+    result = onnxcomp.compress("model.onnx", "int8", calibration="calib_dir/")
+    result.save("model.int8.onnx"); print(result.report["passes"])
+"""
+
+from .compiler import CompressResult, compress
+from .errors import OnnxcompError
+
+__version__ = "0.1.0"
+__all__ = ["CompressResult", "OnnxcompError", "compress", "__version__"]

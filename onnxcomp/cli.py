@@ -1,0 +1,238 @@
+"""The `onnxcomp` command line: export, compress, inspect, eval, demo, recipes."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import progress
+from .errors import OnnxcompError
+from .modelio import DEFAULT_OPSET, write_bytes_atomic
+
+CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+def _emit(as_json: bool, payload: dict, text: str) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str) if as_json else text)
+
+
+def _table(rows: list[tuple], header: tuple) -> str:
+    rows = [tuple(str(c) for c in r) for r in [header, *rows]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def _json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout (no progress bars).")(func)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OnnxcompError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnxcomp")
+def cli():
+    """Compress ONNX models for deployment.
+
+    \b
+    Typical flow:
+      onnxcomp export minilm -o minilm.onnx            # or module:function, or an .onnx file
+      onnxcomp compress minilm.onnx -o minilm.int8.onnx --recipe int8 --model-kind minilm
+      onnxcomp eval minilm.onnx minilm.int8.onnx --model-kind minilm
+      onnxcomp inspect minilm.int8.onnx
+
+    Every command takes --json for scripts and exits non-zero with one `error:` line on bad input.
+    """
+
+
+@cli.command()
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Target ONNX opset (≥ 21 for int4 and blocked scales).")
+@_json_option
+def export(source, output, opset, as_json):
+    """Export SOURCE to ONNX with dynamic batch/sequence axes.
+
+    \b
+    SOURCE is one of:
+      a zoo model name      minilm, digits
+      module:function       returns (torch model, {input name: example tensor}[, dynamic axes])
+      an existing .onnx     checked and converted to --opset
+    """
+    from . import models
+    from .export import export_entry, export_module, upgrade_file
+
+    progress.set_enabled(not as_json)
+    if source.endswith(".onnx") or Path(source).is_file():
+        proto = upgrade_file(source, output, opset)
+    elif source in models.KINDS:
+        model, inputs, axes = models.get(source).load_for_export()
+        proto = export_module(model, inputs, output, axes, opset)
+    elif ":" in source:
+        proto = export_entry(source, output, opset)
+    else:
+        raise OnnxcompError(f"{source}: not a file, a zoo model ({', '.join(models.KINDS)}) or module:function")
+    payload = {"output": output, "opset": opset, "nodes": len(proto.graph.node), "bytes": Path(output).stat().st_size,
+               "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output]}
+    _emit(as_json, payload, f"wrote {output}: opset {opset}, {payload['nodes']} nodes, {_mb(payload['bytes'])}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Compressed ONNX file to write.")
+@click.option("--recipe", default="int8", show_default=True,
+              help="Preset (int8, canonicalize) or a .toml/.yaml recipe file. See `onnxcomp recipes`.")
+@click.option("--calib", "calib", help="Calibration data: folder of .npz (keys = input names), .txt file "
+              "(needs --model-kind for the tokenizer), folder of images, or module:function.")
+@click.option("--model-kind", help="Zoo model kind (minilm, digits): gives the tokenizer, and built-in calibration data if --calib is absent.")
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), help="How activation ranges are chosen. [recipe default: percentile]")
+@click.option("--activation-dtype", type=click.Choice(["uint8", "int8"]), help="uint8 asymmetric or int8 symmetric activations.")
+@click.option("--exclude", multiple=True, help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.")
+@click.option("--verify", is_flag=True, help="Run original and current model in ONNX Runtime after every pass; record the deviation.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Convert the input to this opset first.")
+@click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
+@_json_option
+def compress(model, output, recipe, calib, model_kind, calib_method, activation_dtype, exclude, verify, report_path,
+             opset, no_cache, as_json):
+    """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
+
+    The input is never modified; OUTPUT appears only when everything succeeded. Identical
+    inputs give byte-identical output.
+    """
+    from . import models
+    from .compiler import compress as run_compress
+    from .modelio import check_output_path
+
+    progress.set_enabled(not as_json)
+    check_output_path(output, model)
+    if report_path:
+        check_output_path(report_path, model)
+    tokenizer, calibration = None, calib
+    if model_kind:
+        tokenizer = models.tokenizer(model_kind)
+        if calib is None:
+            calibration = models.get(model_kind).calibration_feeds()
+    overrides = {}
+    qdq = {k: v for k, v in {"method": calib_method, "activation_dtype": activation_dtype,
+                              "exclude": list(exclude) or None}.items() if v is not None}
+    if qdq:
+        overrides["quantize_qdq"] = qdq
+    result = run_compress(model, recipe, calibration, output=output, options=overrides, verify=verify,
+                          opset=opset, tokenizer=tokenizer, use_cache=not no_cache)
+    report = result.report
+    if report_path:
+        write_bytes_atomic(report_path, json.dumps(report, indent=2, default=str).encode())
+    rows = []
+    for entry in report["passes"]:
+        dev = entry.get("deviation")
+        rows.append((entry["pass"], f"{entry['seconds']:.2f}", f"{entry['nodes_before']}→{entry['nodes_after']}",
+                     f"{_mb(entry['bytes_before'])}→{_mb(entry['bytes_after'])}",
+                     f"{dev['cosine']:.5f} / {dev['max_abs']:.3g}" if dev else "-"))
+    text = _table(rows, ("pass", "seconds", "nodes", "weights", "cosine / max|err| vs input"))
+    text += (f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
+             f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s")
+    _emit(as_json, report, text)
+
+
+@cli.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--layers/--no-layers", default=True, show_default=True, help="List every layer with weights.")
+@_json_option
+def inspect_command(model, layers, as_json):
+    """Show MODEL's opset, operators, parameters and bytes per layer, precisions, external data."""
+    from .inspect_model import inspect
+
+    info = inspect(model)
+    lines = [
+        f"{info['path']}: {_mb(info['file_bytes'])}, IR {info['ir_version']}, opsets {info['opsets']}, producer {info['producer'] or '?'}",
+        f"inputs:  " + ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in info["inputs"]),
+        f"outputs: " + ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in info["outputs"]),
+        f"{info['parameters']:,} parameters in {_mb(info['initializer_bytes'])} of initializers; "
+        f"{info['quantized_activations']} quantized activation tensors; external data: {', '.join(info['external_data']) or 'none'}",
+        "operators: " + ", ".join(f"{op} {n}" for op, n in info["operators"].items()),
+    ]
+    if layers and info["layers"]:
+        rows = [(l["node"], l["op"], l["activation"], " + ".join(w["precision"] for w in l["weights"]),
+                 f"{l['params']:,}", f"{l['bytes'] / 1e3:.1f} kB") for l in info["layers"]]
+        lines += ["", _table(rows, ("layer", "op", "activation", "weights", "params", "bytes"))]
+    _emit(as_json, info, "\n".join(lines))
+
+
+@cli.command("eval")
+@click.argument("original", type=click.Path(dir_okay=False))
+@click.argument("compressed", type=click.Path(dir_okay=False))
+@click.option("--model-kind", help="Zoo model kind: use its accuracy metric (minilm: cosine and NN agreement; digits: accuracy).")
+@click.option("--data", help="Calibration-style data (.npz folder, module:function): report the output deviation on it.")
+@click.option("--batch", default=1, show_default=True, help="Batch size for latency.")
+@click.option("--sequence", default=128, show_default=True, help="Length of dynamic non-batch axes for latency.")
+@click.option("--runs", default=50, show_default=True, help="Timed runs per model (interleaved), after 5 warm-up runs.")
+@click.option("--threads", default=2, show_default=True, help="ONNX Runtime intra-op threads (same for both models).")
+@_json_option
+def eval_command(original, compressed, model_kind, data, batch, sequence, runs, threads, as_json):
+    """Compare ORIGINAL and COMPRESSED: metric, latency (median/p90, ratio), file size."""
+    from .evaluate import evaluate, summary_rows
+
+    if model_kind and data:
+        raise OnnxcompError("give either --model-kind or --data, not both")
+    result = evaluate(original, compressed, model_kind, data, batch, sequence, runs, threads)
+    _emit(as_json, result, _table(summary_rows(result), ("", "original", "compressed")))
+
+
+@cli.command()
+@click.option("--model", "kind", default="minilm", show_default=True, type=click.Choice(["minilm", "digits"]))
+@click.option("--out-dir", default="out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--calib-method", default="percentile", show_default=True, type=click.Choice(CALIB_METHODS))
+@click.option("--runs", default=50, show_default=True, help="Timed runs per model for latency.")
+@_json_option
+def demo(kind, out_dir, calib_method, runs, as_json):
+    """The whole job on a built-in model: export, calibrate, compress to int8, compare."""
+    from .demo import run_demo
+    from .evaluate import summary_rows
+
+    progress.set_enabled(not as_json)
+    if not as_json:
+        click.echo(f"exporting {kind}, calibrating on its built-in data and compressing to int8 ...", err=True)
+    result = run_demo(kind, out_dir, calib_method, runs)
+    report = result["report"]
+    text = (f"{kind}: int8 recipe, calibration method {calib_method}, compiled in {report['seconds']:.1f} s\n\n"
+            + _table(summary_rows(result["evaluation"]), ("", "fp32", "int8"))
+            + f"\n\nfiles: {result['evaluation']['original']}  {result['evaluation']['compressed']}")
+    _emit(as_json, result, text)
+
+
+@cli.command()
+@_json_option
+def recipes(as_json):
+    """List the preset recipes and every pass with its options (for recipe files)."""
+    from .passes import PASSES
+    from .recipes import PRESETS
+
+    payload = {
+        "presets": {name: [p for p, _ in steps] for name, steps in PRESETS.items()},
+        "passes": {name: {"summary": (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0],
+                          "options": cls.options} for name, cls in PASSES.items()},
+    }
+    lines = ["presets:"] + [f"  {n}: {' → '.join(p)}" for n, p in payload["presets"].items()] + ["", "passes:"]
+    for name, info in payload["passes"].items():
+        lines.append(f"  {info['summary']}")
+        for opt, default in info["options"].items():
+            lines.append(f"      {opt} = {json.dumps(default)}")
+    _emit(as_json, payload, "\n".join(lines))
+
+
+def main():
+    cli(prog_name="onnxcomp")

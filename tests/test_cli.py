@@ -1,0 +1,184 @@
+"""The command line as a user meets it: happy paths, --json, and every kind of bad input."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from onnxcomp.cli import cli
+from onnxcomp.models import get, onnx_path
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "digits.onnx"
+    path.write_bytes(onnx_path("digits").read_bytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("calib")
+    for i, feed in enumerate(get("digits").calibration_feeds(128)):
+        np.savez(folder / f"batch_{i:03d}.npz", **feed)
+    return folder
+
+
+def assert_error(result, *needles):
+    """Non-zero exit and one `error:` line that names what is wrong."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_compress_inspect_eval_json(digits_model, calib_dir, tmp_path):
+    before = sha(digits_model)
+    out, report = tmp_path / "d.int8.onnx", tmp_path / "report.json"
+    result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--report", report, "--verify", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert [p["pass"] for p in payload["passes"]][-2:] == ["quantize_qdq", "remove_unused"]
+    assert payload["passes"][-1]["deviation"]["cosine"] > 0.99
+    assert json.loads(report.read_text())["output_bytes"] == out.stat().st_size
+    assert sha(digits_model) == before, "the input model must stay untouched"
+
+    info = json.loads(run("inspect", out, "--json").output)
+    assert info["operators"]["QuantizeLinear"] >= 4
+    assert {l["op"] for l in info["layers"] if l["activation"] == "uint8"} == {"Conv", "Gemm"}
+
+    evaluation = json.loads(run("eval", digits_model, out, "--model-kind", "digits", "--runs", "5", "--json").output)
+    assert evaluation["metric"]["accuracy_drop_points"] <= 0.5
+    assert evaluation["bytes"]["ratio"] < 0.5
+
+    deviation = json.loads(run("eval", digits_model, out, "--data", calib_dir, "--runs", "3", "--json").output)
+    assert deviation["metric"]["samples"] == len(list(calib_dir.glob("*.npz")))
+    assert deviation["metric"]["cosine"] > 0.99
+
+
+def test_same_input_same_bytes(digits_model, calib_dir, tmp_path):
+    outs = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    for out in outs:
+        assert run("compress", digits_model, "-o", out, "--calib", calib_dir, "--no-cache").exit_code == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+def test_recipe_file_and_text_output(digits_model, calib_dir, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('base = "int8"\n[options.quantize_qdq]\nmethod = "mse"\nactivation_dtype = "int8"\n')
+    out = tmp_path / "r.onnx"
+    result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", recipe)
+    assert result.exit_code == 0, result.output
+    assert "quantize_qdq" in result.output and "wrote" in result.output
+    zero_points = [i for i in onnx.load(out).graph.initializer if i.name.endswith("_zero_point") and i.data_type == onnx.TensorProto.INT8]
+    assert zero_points, "activation_dtype=int8 from the recipe file must reach the pass"
+
+
+def test_export_from_onnx_file_upgrades_opset(tmp_path):
+    from onnx import helper, TensorProto
+
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    src = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), src)
+    result = run("export", src, "-o", tmp_path / "new.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    assert onnx.load(tmp_path / "new.onnx").opset_import[0].version == 21
+
+
+def test_recipes_lists_presets_and_options():
+    result = run("recipes")
+    assert result.exit_code == 0 and "int8:" in result.output and "activation_dtype" in result.output
+
+
+# -- bad input: one clear line, exit 2, nothing written, input untouched ----------------------
+
+
+def write_calib(folder: Path, **feed) -> Path:
+    folder.mkdir()
+    np.savez(folder / "s.npz", **feed)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("not_onnx", ["not a readable ONNX model"]),
+        ("truncated", ["bad.onnx"]),
+        ("checker", ["rejected by the ONNX checker"]),
+        ("calib_missing", ["calibration data not found"]),
+        ("calib_empty", ["calibration folder is empty"]),
+        ("calib_nan", ["'image'", "NaN"]),
+        ("calib_name", ["unknown input name", "'pixels'"]),
+        ("calib_dtype", ["'image'", "dtype"]),
+        ("calib_rank", ["'image'", "rank"]),
+        ("recipe_unknown", ["unknown recipe", "int9"]),
+        ("option_unknown", ["unknown option", "bogus"]),
+        ("exclude_missing", ["--exclude", "no_such_node"]),
+        ("output_is_input", ["same as the input"]),
+        ("output_folder", ["does not exist"]),
+    ],
+)
+def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
+    model, calib, out, extra = digits_model, calib_dir, tmp_path / "out.onnx", []
+    x = get("digits").calibration_feeds(8)[0]["image"]
+    if case == "not_onnx":
+        model = tmp_path / "bad.onnx"
+        model.write_text("hello, not a model")
+    elif case == "truncated":
+        model = tmp_path / "bad.onnx"
+        model.write_bytes(digits_model.read_bytes()[:5000])
+    elif case == "checker":
+        proto = onnx.load(digits_model)
+        proto.graph.node[0].input[0] = "undefined_tensor"
+        model = tmp_path / "rejected.onnx"
+        model.write_bytes(proto.SerializeToString())
+    elif case == "calib_missing":
+        calib = tmp_path / "nowhere"
+    elif case == "calib_empty":
+        calib = tmp_path / "empty"
+        calib.mkdir()
+    elif case == "calib_nan":
+        x = x.copy()
+        x[0, 0, 0, 0] = np.nan
+        calib = write_calib(tmp_path / "c", image=x)
+    elif case == "calib_name":
+        calib = write_calib(tmp_path / "c", pixels=x)
+    elif case == "calib_dtype":
+        calib = write_calib(tmp_path / "c", image=x.astype(np.int64))
+    elif case == "calib_rank":
+        calib = write_calib(tmp_path / "c", image=x[0])
+    elif case == "recipe_unknown":
+        extra = ["--recipe", "int9"]
+    elif case == "option_unknown":
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("base: int8\noptions:\n  quantize_qdq:\n    bogus: 1\n")
+        extra = ["--recipe", recipe]
+    elif case == "exclude_missing":
+        extra = ["--exclude", "no_such_node"]
+    elif case == "output_is_input":
+        out = model
+    elif case == "output_folder":
+        out = tmp_path / "missing_dir" / "out.onnx"
+    before = sha(model) if model.exists() else None
+    result = run("compress", model, "-o", out, "--calib", calib, *extra)
+    assert_error(result, *needles)
+    if case != "output_is_input":
+        assert not out.exists(), "no partial output"
+    assert list(tmp_path.glob(".*.tmp")) == []
+    if before is not None:
+        assert sha(model) == before
