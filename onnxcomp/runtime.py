@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 
 from .calibration.readers import InputSpec
+from .progress import progress
 
 
 def ort_session(model, threads: int = 2, optimized_path: str | None = None) -> ort.InferenceSession:
@@ -51,7 +52,7 @@ def measure_latency(sessions: dict[str, ort.InferenceSession], feed: dict, runs:
         for _ in range(warmup):
             session.run(None, feed)
     times = {name: [] for name in sessions}
-    for _ in range(runs):
+    for _ in progress(range(runs), desc="timing", unit="round"):
         for name, session in sessions.items():
             start = time.perf_counter()
             session.run(None, feed)
