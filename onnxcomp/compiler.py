@@ -13,7 +13,7 @@ from .calibration.readers import make_reader
 from .cache import digest
 from .errors import OnnxcompError
 from .graph import input_specs
-from .modelio import DEFAULT_OPSET, check_output_path, load_proto, save_model, serialize, upgrade_opset
+from .modelio import DEFAULT_OPSET, check_output_path, check_proto, load_proto, save_model, serialize, upgrade_opset
 from .passbase import Context
 from .pipeline import Pipeline
 from .recipes import apply_overrides, load_recipe
@@ -56,10 +56,13 @@ def compress(
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
     if isinstance(model, onnx.ModelProto):
         proto, source = model, "<ModelProto>"
+        check_proto(proto, source)
     else:
         proto, source = load_proto(model), str(model)
     input_digest = digest(serialize(proto))
     proto = upgrade_opset(proto, opset)
+    if proto.ByteSize() < 2_000_000_000:  # passes read tensor types: make them all known
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     if output is not None:
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
 

@@ -25,13 +25,9 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return None
 
 
-def is_float_activation(value: ir.Value | None) -> bool:
-    """A float tensor computed at run time (not a constant)."""
-    return (
-        value is not None
-        and constant_array(value) is None
-        and value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
-    )
+def is_float32_activation(value: ir.Value | None) -> bool:
+    """A float32 tensor computed at run time (not a constant)."""
+    return value is not None and constant_array(value) is None and value.dtype == ir.DataType.FLOAT
 
 
 def op_histogram(model: ir.Model) -> Counter:
@@ -73,12 +69,24 @@ class NodeFilter:
                 raise OnnxcompError(f"--exclude {pattern!r}: no node has this name or op type")
 
 
+class NameAllocator:
+    """Hands out value names not yet used anywhere in a graph (outputs, inputs, initializers)."""
+
+    def __init__(self, graph: ir.Graph):
+        self.used = set(graph.initializers) | {v.name for v in graph.inputs}
+        self.used |= {v.name for node in graph.all_nodes() for v in node.outputs}
+
+    def new(self, base: str) -> str:
+        name, suffix = base, 1
+        while name in self.used:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        self.used.add(name)
+        return name
+
+
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    """Register `array` as a new initializer under a name not yet used in the graph."""
-    unique, suffix = name, 1
-    while unique in graph.initializers:
-        unique, suffix = f"{name}_{suffix}", suffix + 1
-    tensor = ir.tensor(np.asarray(array), name=unique)
-    value = ir.Value(name=unique, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+    """Register `array` as a new initializer named `name` (which must be unused: see NameAllocator)."""
+    tensor = ir.tensor(np.asarray(array), name=name)
+    value = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(value)
     return value

@@ -75,22 +75,36 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise OnnxcompError(f"{out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OnnxcompError(f"{out}: folder {parent} is not writable")
+    try:  # os.access says yes to root and knows nothing of read-only mounts: really try
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OnnxcompError(f"{out}: folder {parent} is not writable ({exc.strerror})") from None
     return out
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename: readers never see a partial file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OnnxcompError(f"{path}: cannot write ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a normal file gets
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def serialize(model: ir.Model | onnx.ModelProto) -> bytes:

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+TINY = float(np.finfo(np.float32).tiny)
 ACTIVATION_DTYPES = {"uint8": (np.uint8, 0, 255), "int8": (np.int8, -128, 127)}
 
 
@@ -16,9 +17,9 @@ def activation_qparams(lo: float, hi: float, dtype: str = "uint8") -> tuple[np.f
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if dtype == "int8":
         bound = max(abs(lo), abs(hi))
-        scale = bound / 127.0 if bound > 0 else 1.0
+        scale = max(bound / 127.0, TINY) if bound > 0 else 1.0
         return np.float32(scale), np_type(0)
-    scale = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
+    scale = max((hi - lo) / (qmax - qmin), TINY) if hi > lo else 1.0
     zero_point = int(np.clip(round(qmin - lo / scale), qmin, qmax))
     return np.float32(scale), np_type(zero_point)
 
@@ -33,19 +34,25 @@ def quantize_weight_per_channel(weight: np.ndarray, axis: int) -> tuple[np.ndarr
     axis = axis % weight.ndim
     reduce_axes = tuple(i for i in range(weight.ndim) if i != axis)
     absmax = np.abs(weight).max(axis=reduce_axes) if reduce_axes else np.abs(weight)
-    scales = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    scales = np.where(absmax > 0, np.maximum(absmax / 127.0, TINY), 1.0).astype(np.float32)
     shape = [1] * weight.ndim
     shape[axis] = -1
     q = np.clip(np.rint(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
     return q, scales
 
 
-def quantize_bias(bias: np.ndarray, input_scale: float, weight_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int32 bias with scale input_scale * weight_scale per channel (what integer kernels add)."""
+def quantize_bias(bias: np.ndarray, input_scale: float, weight_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """int32 bias with scale input_scale * weight_scale per channel (what integer kernels add).
+
+    Returns None when some channel would overflow int32 (a near-dead channel with a real bias):
+    the caller then keeps the bias in float rather than clip it.
+    """
     scales = (np.float32(input_scale) * np.asarray(weight_scales, dtype=np.float32)).astype(np.float32)
     scales = np.broadcast_to(scales, np.shape(bias)).astype(np.float32)
-    q = np.clip(np.rint(np.asarray(bias, dtype=np.float64) / scales), -(2**31), 2**31 - 1).astype(np.int32)
-    return q, scales
+    q = np.rint(np.asarray(bias, dtype=np.float64) / np.maximum(scales, TINY))
+    if np.abs(q).max(initial=0) > 2**31 - 1:
+        return None
+    return q.astype(np.int32), scales
 
 
 def dequantize(q: np.ndarray, scale, zero_point=0, axis: int | None = None) -> np.ndarray:

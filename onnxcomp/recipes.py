@@ -67,6 +67,13 @@ def _parse_file(path: Path) -> list[tuple[str, dict]]:
     unknown = sorted(set(data) - {"name", "description", "passes", "base", "options"})
     if unknown:
         raise OnnxcompError(f"{path}: unknown recipe key {unknown[0]!r}")
+    if "passes" in data and not isinstance(data["passes"], list):
+        raise OnnxcompError(f"{path}: 'passes' must be a list of tables")
+    if "base" in data and not isinstance(data["base"], str):
+        raise OnnxcompError(f"{path}: 'base' must be a preset name")
+    options = data.get("options", {})
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise OnnxcompError(f"{path}: 'options' must map pass names to tables of options")
     if "passes" in data:
         steps = []
         for i, entry in enumerate(data["passes"]):
@@ -80,7 +87,7 @@ def _parse_file(path: Path) -> list[tuple[str, dict]]:
         steps = copy.deepcopy(PRESETS[data["base"]])
     else:
         raise OnnxcompError(f"{path}: a recipe needs 'passes' or 'base'")
-    return apply_overrides(steps, data.get("options", {}), str(path))
+    return apply_overrides(steps, options, str(path))
 
 
 def apply_overrides(steps: list[tuple[str, dict]], overrides: dict[str, dict], where: str = "options") -> list[tuple[str, dict]]:

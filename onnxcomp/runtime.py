@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 
 from .calibration.readers import InputSpec
+from .errors import OnnxcompError
 from .progress import progress
 
 
@@ -22,7 +23,11 @@ def ort_session(model, threads: int = 2, optimized_path: str | None = None) -> o
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
         model = str(model)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        what = model if isinstance(model, str) else "model"
+        raise OnnxcompError(f"{what}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
 
 
 def runner(session: ort.InferenceSession):

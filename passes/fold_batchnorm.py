@@ -23,7 +23,18 @@ class FoldBatchNorm(CompressionPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = op_histogram(model)["BatchNormalization"]
+        # The rewrite creates a fresh node; remember each BatchNorm's output so the fused node
+        # can take the original Conv/Gemm name back (exclusions by name must keep working).
+        fused_names = {
+            node.outputs[0].name: node.inputs[0].producer().name
+            for node in model.graph
+            if node.op_type == "BatchNormalization" and node.inputs[0].producer() is not None
+        }
         rewriter.RewritePass(RULES)(model)
+        for node in model.graph:
+            original = next((fused_names[v.name] for v in node.outputs if v.name in fused_names), None)
+            if original is not None and node.op_type != "BatchNormalization":
+                node.name = original
         folded = before - op_histogram(model)["BatchNormalization"]
         self.details = {"folded": folded}
         return ir.passes.PassResult(model, modified=folded > 0)

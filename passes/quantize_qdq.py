@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.graph import NodeFilter, add_initializer, constant_array, is_float_activation
+from onnxcomp.graph import NameAllocator, NodeFilter, add_initializer, constant_array, is_float32_activation
 from onnxcomp.passbase import CompressionPass
 from onnxcomp.quant_math import ACTIVATION_DTYPES, activation_qparams, quantize_bias, quantize_weight_per_channel
 from onnx_ir.passes.common import TopologicalSortPass
@@ -80,12 +80,12 @@ class QuantizeQDQ(CompressionPass):
 
     def _activation_inputs(self, node: ir.Node) -> list[int]:
         """Indices of the float activation inputs to quantize; [] when the node is skipped."""
-        if not is_float_activation(node.inputs[0]):
+        if not is_float32_activation(node.inputs[0]):
             return []
         weight = node.inputs[1] if len(node.inputs) > 1 else None
         if constant_array(weight) is not None:
             return [0]
-        if node.op_type == "MatMul" and self.opts["activation_matmul"] and is_float_activation(weight):
+        if node.op_type == "MatMul" and self.opts["activation_matmul"] and is_float32_activation(weight):
             return [0, 1]
         return []
 
@@ -134,18 +134,20 @@ class QuantizeQDQ(CompressionPass):
             )
 
         dtype = self.opts["activation_dtype"]
-        levels = 255 if dtype == "uint8" else 127
         qparams: dict[int, tuple] = {}
         ranges = {}
         for value in values:
             root = self._scale_root(value, quantized_ids)
             st = stats[root.name]
-            lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), levels if st.min < 0 and dtype == "uint8" else None)
+            # steps on the positive side: uint8 spends all 255 on non-negative data, half on signed
+            levels = 255 if dtype == "uint8" and st.min >= 0 else 127
+            lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), levels)
             scale, zero_point = activation_qparams(lo, hi, dtype)
             qparams[id(value)] = (scale, zero_point)
             ranges[value.name] = {"range": [round(lo, 6), round(hi, 6)], "scale": float(scale), "zero_point": int(zero_point),
                                   **({"shared_with": root.name} if root is not value else {})}
 
+        names = NameAllocator(graph)
         dequantized: dict[int, ir.Value] = {}  # id(float value) -> its DequantizeLinear output
         source_of: dict[int, ir.Value] = {}  # id(DequantizeLinear output) -> the float value
         new_nodes: list[ir.Node] = []
@@ -153,12 +155,12 @@ class QuantizeQDQ(CompressionPass):
         def quantize_activation(value: ir.Value) -> ir.Value:
             if id(value) not in dequantized:
                 scale, zero_point = qparams[id(value)]
-                scale_v = add_initializer(graph, f"{value.name}_scale", np.array(scale, dtype=np.float32))
-                zp_v = add_initializer(graph, f"{value.name}_zero_point", np.array(zero_point))
+                scale_v = add_initializer(graph, names.new(f"{value.name}_scale"), np.array(scale, dtype=np.float32))
+                zp_v = add_initializer(graph, names.new(f"{value.name}_zero_point"), np.array(zero_point))
                 q = ir.node("QuantizeLinear", [value, scale_v, zp_v], name=f"{value.name}_QuantizeLinear")
-                q.outputs[0].name = f"{value.name}_quantized"
+                q.outputs[0].name = names.new(f"{value.name}_quantized")
                 dq = ir.node("DequantizeLinear", [q.outputs[0], scale_v, zp_v], name=f"{value.name}_DequantizeLinear")
-                dq.outputs[0].name = f"{value.name}_dequantized"
+                dq.outputs[0].name = names.new(f"{value.name}_dequantized")
                 new_nodes.extend([q, dq])
                 dequantized[id(value)] = dq.outputs[0]
                 source_of[id(dq.outputs[0])] = value
@@ -186,11 +188,11 @@ class QuantizeQDQ(CompressionPass):
                 key = (weight.name, axis)
                 if key not in weight_cache:
                     q, scales = quantize_weight_per_channel(array, axis)
-                    q_v = add_initializer(graph, f"{weight.name}_quantized", q)
-                    s_v = add_initializer(graph, f"{weight.name}_scale", scales)
-                    zp_v = add_initializer(graph, f"{weight.name}_zero_point", np.zeros_like(scales, dtype=np.int8))
+                    q_v = add_initializer(graph, names.new(f"{weight.name}_quantized"), q)
+                    s_v = add_initializer(graph, names.new(f"{weight.name}_scale"), scales)
+                    zp_v = add_initializer(graph, names.new(f"{weight.name}_zero_point"), np.zeros_like(scales, dtype=np.int8))
                     dq = ir.node("DequantizeLinear", [q_v, s_v, zp_v], {"axis": axis}, name=f"{weight.name}_DequantizeLinear")
-                    dq.outputs[0].name = f"{weight.name}_dequantized"
+                    dq.outputs[0].name = names.new(f"{weight.name}_dequantized")
                     new_nodes.append(dq)
                     weight_cache[key] = (dq.outputs[0], scales)
                 dq_weight, scales = weight_cache[key]
@@ -198,7 +200,8 @@ class QuantizeQDQ(CompressionPass):
                 layer.update({"weight": weight.name, "axis": axis, "channels": int(len(scales))})
                 input_value = source_of.get(id(node.inputs[0]))
                 if input_value is not None:
-                    self._quantize_bias(graph, node, scales, qparams[id(input_value)][0], new_nodes)
+                    if not self._quantize_bias(graph, names, node, scales, qparams[id(input_value)][0], new_nodes):
+                        layer["bias"] = "float (int32 would overflow)"
             layers.append(layer)
 
         for node in new_nodes:
@@ -208,18 +211,25 @@ class QuantizeQDQ(CompressionPass):
         return ir.passes.PassResult(model, modified=bool(new_nodes))
 
     @staticmethod
-    def _quantize_bias(graph, node, weight_scales, input_scale, new_nodes) -> None:
-        """Conv/Gemm constant 1-D bias → int32 + DequantizeLinear (scale = input × weight scale)."""
+    def _quantize_bias(graph, names, node, weight_scales, input_scale, new_nodes) -> bool:
+        """Conv/Gemm constant 1-D bias → int32 + DequantizeLinear (scale = input × weight scale).
+
+        Returns False only when a bias exists but stays float because int32 would overflow.
+        """
         if node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 3:
-            return
+            return True
         bias = node.inputs[2]
         array = constant_array(bias)
         if array is None or array.ndim != 1 or len(weight_scales) != len(array):
-            return
-        q, scales = quantize_bias(array, input_scale, weight_scales)
-        q_v = add_initializer(graph, f"{bias.name}_quantized", q)
-        s_v = add_initializer(graph, f"{bias.name}_scale", scales)
+            return True
+        quantized = quantize_bias(array, input_scale, weight_scales)
+        if quantized is None:
+            return False
+        q, scales = quantized
+        q_v = add_initializer(graph, names.new(f"{bias.name}_quantized"), q)
+        s_v = add_initializer(graph, names.new(f"{bias.name}_scale"), scales)
         dq = ir.node("DequantizeLinear", [q_v, s_v], {"axis": 0}, name=f"{bias.name}_DequantizeLinear")
-        dq.outputs[0].name = f"{bias.name}_dequantized"
+        dq.outputs[0].name = names.new(f"{bias.name}_dequantized")
         new_nodes.append(dq)
         node.replace_input_with(2, dq.outputs[0])
+        return True

@@ -2,10 +2,11 @@
 
 Rewrites (onnxscript rules): no-op Cast/Expand/Transpose, Transpose∘Transpose, Reshape∘Reshape,
 Cast∘Cast, Unsqueeze∘Unsqueeze, Flatten→Reshape, Add 0 / Mul 1 / Div 1 / Sub 0, inference-mode
-Dropout, successive Relu/Clip. Requires: nothing. Guarantees: identical outputs.
+Dropout, successive Relu/Clip; then Identity nodes are removed. Requires: nothing. Guarantees: identical outputs.
 """
 
 import onnx_ir as ir
+from onnx_ir.passes.common import IdentityEliminationPass
 from onnxscript import rewriter
 from onnxscript.rewriter.rules import common as rules
 
@@ -39,6 +40,7 @@ class Simplify(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = sum(op_histogram(model).values())
         rewriter.RewritePass(RULES)(model)
+        IdentityEliminationPass()(model)  # the rules leave Identity where a no-op was
         removed = before - sum(op_histogram(model).values())
         self.details = {"nodes_removed": removed}
         return ir.passes.PassResult(model, modified=removed != 0)

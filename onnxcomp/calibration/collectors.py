@@ -29,6 +29,8 @@ class TensorStats:
         x = np.asarray(x, dtype=np.float32)
         if x.size == 0:
             return
+        if not np.isfinite(x).all():
+            raise ValueError("non-finite values (NaN or Inf)")
         self.min = min(self.min, float(x.min()))
         self.max = max(self.max, float(x.max()))
         absx = np.abs(x)

@@ -77,7 +77,7 @@ class TextFileReader:
         self.lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         if not self.lines:
             raise OnnxcompError(f"{path}: calibration text file has no non-empty lines")
-        self.specs, self.tokenizer = specs, tokenizer
+        self.path, self.specs, self.tokenizer = path, specs, tokenizer
         self.batch_size, self.max_length = batch_size, max_length
 
     def __iter__(self) -> Iterator[dict]:
@@ -87,7 +87,7 @@ class TextFileReader:
                 self.lines[i : i + self.batch_size],
                 padding=True, truncation=True, max_length=self.max_length, return_tensors="np",
             )
-            yield validate_feed({k: v for k, v in enc.items() if k in names}, self.specs, f"{self.__class__.__name__} batch {i}")
+            yield validate_feed({k: v for k, v in enc.items() if k in names}, self.specs, f"{self.path} batch {i // self.batch_size}")
 
 
 class ImageFolderReader:
@@ -120,7 +120,11 @@ class CallableReader:
         self.func, self.specs, self.name = func, specs, name
 
     def __iter__(self) -> Iterator[dict]:
-        for i, feed in enumerate(self.func()):
+        try:
+            feeds = iter(self.func())
+        except TypeError:
+            raise OnnxcompError(f"{self.name}: must return an iterable of feeds (dicts of input name -> array)") from None
+        for i, feed in enumerate(feeds):
             yield validate_feed(feed, self.specs, f"{self.name} sample {i}")
 
 

@@ -60,13 +60,19 @@ def collect_statistics(
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session_options.log_severity_level = 3
     exposed = _with_outputs(proto, names)
-    session = ort.InferenceSession(exposed.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(exposed.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise OnnxcompError(f"calibration: ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
     stats = {name: TensorStats(num_bins) for name in names}
     batches = 0
     for feed in progress(reader, desc="calibrating", unit="batch"):
         values = session.run(names, feed)
         for name, value in zip(names, values):
-            stats[name].update(value)
+            try:
+                stats[name].update(value)
+            except ValueError as exc:
+                raise OnnxcompError(f"calibration: tensor {name!r} has {exc} on batch {batches}") from None
         batches += 1
     if batches == 0:
         raise OnnxcompError("calibration data produced no samples")
