@@ -88,7 +88,7 @@ def compress(
         "input_bytes": proto.ByteSize(),
         "output_bytes": len(data),
         "seconds": round(time.perf_counter() - start, 3),
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "process_peak_rss_bytes": _peak_rss_bytes(),
     }
     if output is not None:
         save_model(result_proto, output)

@@ -139,9 +139,8 @@ class QuantizeQDQ(CompressionPass):
         for value in values:
             root = self._scale_root(value, quantized_ids)
             st = stats[root.name]
-            # steps on the positive side: uint8 spends all 255 on non-negative data, half on signed
-            levels = 255 if dtype == "uint8" and st.min >= 0 else 127
-            lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), levels)
+            scheme = "asymmetric" if dtype == "uint8" else "symmetric"
+            lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), scheme)
             scale, zero_point = activation_qparams(lo, hi, dtype)
             qparams[id(value)] = (scale, zero_point)
             ranges[value.name] = {"range": [round(lo, 6), round(hi, 6)], "scale": float(scale), "zero_point": int(zero_point),

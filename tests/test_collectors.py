@@ -177,10 +177,23 @@ def test_entropy_and_mse_clip_huge_outliers(method, n):
         assert 400 < hi < 1100
 
 
-def test_mse_threshold_depends_on_levels():
-    """Fewer quantization levels (coarser steps) move the MSE-optimal threshold."""
+def test_mse_threshold_depends_on_the_step():
+    """Coarser steps (int8 symmetric: 127 per side) move the MSE-optimal threshold down."""
     st = stats_of([np.random.default_rng(11).exponential(1.0, 100_000).astype(np.float32)])
-    assert st.range("mse", levels=127)[1] < st.range("mse", levels=255)[1]
+    assert st.range("mse", scheme="symmetric")[1] < st.range("mse", scheme="asymmetric")[1]
+
+
+@pytest.mark.parametrize("method", ["mse", "entropy"])
+def test_slightly_negative_data_keeps_the_asymmetric_step(method):
+    """A GELU-like tensor (min -0.17) in uint8 spends almost all 255 steps on the positive side,
+    so its threshold must be close to that of purely non-negative data, not the int8 one."""
+    x = np.random.default_rng(12).exponential(1.0, 200_000).astype(np.float32)
+    shifted = np.concatenate([x, -0.17 * np.random.default_rng(13).random(20_000).astype(np.float32)])
+    signed, positive = stats_of([shifted]), stats_of([x])
+    hi_signed = signed.range(method, scheme="asymmetric")[1]
+    assert hi_signed > 0.9 * positive.range(method, scheme="asymmetric")[1]
+    if method == "mse":  # KL barely depends on the level count on this data; squared error does
+        assert hi_signed > signed.range(method, scheme="symmetric")[1]
 
 
 def test_unknown_method_raises():

@@ -329,7 +329,7 @@ def test_model_without_quantizable_nodes_is_unchanged(tiny):
 
 # -- bugs ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["mse", "entropy"])
-def test_int8_activation_range_uses_127_levels(tiny, method):
+def test_int8_activation_range_uses_the_symmetric_step(tiny, method):
     from onnxcomp.calibration.collectors import TensorStats
 
     rng = np.random.default_rng(12)
@@ -341,7 +341,7 @@ def test_int8_activation_range_uses_127_levels(tiny, method):
     stats = TensorStats()
     for feed in feeds:
         stats.update(feed["x"])
-    expected_scale, _ = activation_qparams(*stats.range(method, levels=127), "int8")
+    expected_scale, _ = activation_qparams(*stats.range(method, scheme="symmetric"), "int8")
     result = quantize(model, feeds, activation_dtype="int8", method=method)
     got = result.report["passes"][1]["details"]["activations"]["x"]["scale"]
     assert got == pytest.approx(float(expected_scale), rel=1e-6)

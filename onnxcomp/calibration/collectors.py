@@ -75,29 +75,42 @@ class TensorStats:
         return stats
 
     # -- ranges ---------------------------------------------------------------------------
-    def range(self, method: str = "minmax", percentile: float = 99.999, levels: int | None = None) -> tuple[float, float]:
+    def range(self, method: str = "minmax", percentile: float = 99.999, scheme: str = "asymmetric") -> tuple[float, float]:
         """The (lo, hi) range to quantize to, always containing 0.
 
-        `levels` is the number of quantization steps on the positive side (127 for int8
-        symmetric, 255 for non-negative data in uint8); by default derived from the data's sign.
+        A threshold c on |x| clips the range to [max(min, -c), min(max, c)]. `scheme` says how
+        that range is then quantized, which sets the step size entropy and mse optimize for:
+        "asymmetric" spreads 255 steps over [lo, hi] (uint8), "symmetric" puts 127 steps on
+        each side of 0 (int8).
         """
         if self.count == 0:
             raise ValueError("no data collected")
-        if levels is None:
-            levels = 255 if self.min >= 0 else 127
+        if scheme not in ("asymmetric", "symmetric"):
+            raise ValueError(f"unknown scheme {scheme!r} (asymmetric or symmetric)")
         if method == "minmax":
             threshold = max(abs(self.min), abs(self.max))
         elif method == "percentile":
             threshold = self._percentile_threshold(percentile)
         elif method == "entropy":
-            threshold = self._entropy_threshold(min(levels + 1, 128 if levels < 255 else 256))
+            threshold = self._entropy_threshold(scheme)
         elif method == "mse":
-            threshold = self._mse_threshold(levels)
+            threshold = self._mse_threshold(scheme)
         else:
             raise ValueError(f"unknown calibration method {method!r} (choose from {', '.join(METHODS)})")
-        lo = min(0.0, max(self.min, -threshold))
-        hi = max(0.0, min(self.max, threshold))
-        return lo, hi
+        return self._clipped(threshold)
+
+    def _clipped(self, threshold):
+        """(lo, hi) for a threshold (scalar or array)."""
+        lo = np.minimum(0.0, np.maximum(self.min, -threshold))
+        hi = np.maximum(0.0, np.minimum(self.max, threshold))
+        return (float(lo), float(hi)) if np.ndim(threshold) == 0 else (lo, hi)
+
+    def _step(self, thresholds: np.ndarray, scheme: str) -> np.ndarray:
+        """Quantization step of the range each threshold gives."""
+        lo, hi = self._clipped(thresholds)
+        if scheme == "asymmetric":
+            return np.maximum(hi - lo, 1e-30) / 255.0
+        return np.maximum(np.maximum(-lo, hi), 1e-30) / 127.0
 
     def _percentile_threshold(self, percentile: float) -> float:
         cdf = np.cumsum(self.hist) / self.hist.sum()
@@ -108,15 +121,22 @@ class TensorStats:
         nonzero = np.nonzero(self.hist)[0]
         return int(nonzero[-1]) + 1 if len(nonzero) else 1
 
-    def _entropy_threshold(self, quant_bins: int) -> float:
-        """Threshold minimizing KL(reference || quantized) over the |x| histogram (TensorRT's method)."""
+    def _entropy_threshold(self, scheme: str) -> float:
+        """Threshold minimizing KL(reference || quantized) over the |x| histogram (TensorRT's method).
+
+        The quantized distribution merges the first i bins into as many levels as the range of
+        that threshold has steps on [0, c].
+        """
         hist = self.hist[: self._used_bins()].astype(np.float64)
         used = len(hist)
-        if used <= quant_bins:
-            return used * self.width
+        first = min(128, used)
+        stride = max(1, (used - first) // 256)
+        candidates = np.arange(first, used + 1, stride)
+        thresholds = candidates * self.width
+        levels = np.maximum(1, np.rint(thresholds / self._step(thresholds, scheme))).astype(np.int64)
         best, best_kl = used, math.inf
-        stride = max(1, (used - quant_bins) // 256)
-        for i in range(quant_bins, used + 1, stride):
+        for i, quant_bins in zip(candidates, levels):
+            quant_bins = min(int(quant_bins), int(i))
             ref = hist[:i].copy()
             ref[-1] += hist[i:].sum()
             sliced = hist[:i]
@@ -131,15 +151,15 @@ class TensorStats:
             kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
             if kl < best_kl:
                 best, best_kl = i, kl
-        return best * self.width
+        return float(best * self.width)
 
-    def _mse_threshold(self, levels: int) -> float:
+    def _mse_threshold(self, scheme: str) -> float:
         """Threshold minimizing expected squared error: rounding (Δ²/12) inside, clipping outside."""
         hist = self.hist[: self._used_bins()].astype(np.float64)
         centers = (np.arange(len(hist)) + 0.5) * self.width
         candidates = np.unique(np.linspace(1, len(hist), num=min(len(hist), 512)).astype(np.int64)) * self.width
         inside = centers[None, :] <= candidates[:, None]
-        step = candidates / levels
+        step = self._step(candidates, scheme)
         rounding = (inside * hist[None, :]).sum(axis=1) * step**2 / 12.0
         clipping = ((~inside) * hist[None, :] * (centers[None, :] - candidates[:, None]) ** 2).sum(axis=1)
         return float(candidates[int(np.argmin(rounding + clipping))])
