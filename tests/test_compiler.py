@@ -53,7 +53,7 @@ def test_report_structure(conv_bn_model):
     quant = by_pass["quantize_qdq"]
     assert quant["bytes_after"] < quant["bytes_before"] + 1000
     assert report["output_bytes"] == len(result.model.SerializeToString(deterministic=True))
-    assert report["peak_rss_bytes"] > 0
+    assert report["process_peak_rss_bytes"] > 0
 
 
 def test_verify_records_a_deviation_per_pass(conv_bn_model):
