@@ -27,7 +27,7 @@ CANONICALIZE = [("fold_constants", {}), ("simplify", {}), ("fold_batchnorm", {})
 
 PRESETS: dict[str, list[tuple[str, dict]]] = {
     "canonicalize": CANONICALIZE,
-    "int8": [*CANONICALIZE, ("calibrate", {}), ("quantize_qdq", {}), ("remove_unused", {})],
+    "int8": [*CANONICALIZE, ("calibrate", {}), ("quantize_qdq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
 }
 
 

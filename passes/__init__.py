@@ -3,10 +3,11 @@
 from .calibrate import Calibrate
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
+from .quantize_embedding import QuantizeEmbedding
 from .quantize_qdq import QuantizeQDQ
 from .remove_unused import RemoveUnused
 from .simplify import Simplify
 
-PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ)}
+PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ, QuantizeEmbedding)}
 
 __all__ = ["PASSES"]

@@ -51,7 +51,7 @@ def test_compress_inspect_eval_json(digits_model, calib_dir, tmp_path):
     result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--report", report, "--verify", "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
-    assert [p["pass"] for p in payload["passes"]][-2:] == ["quantize_qdq", "remove_unused"]
+    assert [p["pass"] for p in payload["passes"]][-3:] == ["quantize_qdq", "quantize_embedding", "remove_unused"]
     assert payload["passes"][-1]["deviation"]["cosine"] > 0.99
     assert json.loads(report.read_text())["output_bytes"] == out.stat().st_size
     assert sha(digits_model) == before, "the input model must stay untouched"
