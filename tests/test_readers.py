@@ -238,3 +238,27 @@ def test_text_file_errors_name_the_file(tmp_path, minilm_tokenizer):
 def test_callable_returning_non_iterable(calib_module, tmp_path):
     with pytest.raises(OnnxcompError, match="my_calib_data:NOT_ITERABLE"):
         list(make_reader(f"{calib_module}:NOT_ITERABLE", SPECS))
+
+
+def test_image_folder_feeds_the_digits_cnn(tmp_path):
+    """PNGs of real digits come back as [1, 1, 8, 8] float feeds in [0, 1], in sorted file order."""
+    from PIL import Image
+
+    from onnxcomp.models import get
+
+    images = get("digits").dataset()[0][:5, 0]  # float in [0, 1]
+    for i, img in enumerate(images):
+        Image.fromarray(np.rint(img * 255).astype(np.uint8), mode="L").save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "notes.txt").write_text("ignored: not an image")
+    spec = [InputSpec("image", np.float32, (None, 1, 8, 8))]
+    feeds = list(make_reader(str(tmp_path), spec))
+    assert len(feeds) == 5 and feeds[0]["image"].shape == (1, 1, 8, 8)
+    np.testing.assert_allclose(feeds[3]["image"][0, 0], images[3], atol=0.5 / 255 + 1e-6)
+
+
+def test_image_folder_needs_one_fixed_nchw_input(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(OnnxcompError, match="one NCHW input with fixed C, H, W"):
+        make_reader(str(tmp_path), [InputSpec("image", np.float32, (None, 1, None, None))])
