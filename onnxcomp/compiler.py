@@ -55,14 +55,16 @@ def compress(
     start = time.perf_counter()
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
     if isinstance(model, onnx.ModelProto):
-        proto, source = model, "<ModelProto>"
-        check_proto(proto, source)
+        source = "<ModelProto>"
+        input_digest = digest(serialize(model))
+        proto = check_proto(model, source)  # with inferred types: passes read tensor dtypes
     else:
-        proto, source = load_proto(model), str(model)
-    input_digest = digest(serialize(proto))
-    proto = upgrade_opset(proto, opset)
-    if proto.ByteSize() < 2_000_000_000:  # passes read tensor types: make them all known
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        source = str(model)
+        proto = load_proto(model)
+        input_digest = digest(Path(model).read_bytes())
+    upgraded = upgrade_opset(proto, opset)
+    if upgraded is not proto:
+        proto = check_proto(upgraded, f"{source} converted to opset {opset}")
     if output is not None:
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
 

@@ -24,17 +24,21 @@ def load_proto(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
         raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     if not proto.graph.node and not proto.graph.output:
         raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
-    if check:
-        check_proto(proto, str(path))
-    return proto
+    return check_proto(proto, str(path)) if check else proto
 
 
-def check_proto(proto: onnx.ModelProto, what: str) -> None:
-    """onnx checker plus strict shape inference; raises OnnxcompError naming `what`."""
+def check_proto(proto: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """onnx checker plus strict shape inference; raises OnnxcompError naming `what`.
+
+    Returns the model with inferred value_info (the input itself for models ≥ 2 GB, which the
+    checker cannot take in memory).
+    """
+    data = proto.SerializeToString()
+    if len(data) >= 2_000_000_000:
+        return proto
     try:
-        if proto.ByteSize() < 2_000_000_000:
-            onnx.checker.check_model(proto)
-            onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        onnx.checker.check_model(data)
+        return onnx.shape_inference.infer_shapes(data, strict_mode=True, data_prop=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxcompError(f"{what}: rejected by the ONNX checker: {first}") from None
