@@ -8,12 +8,13 @@ from pathlib import Path
 
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
 
 from .calibration.readers import make_reader
 from .cache import digest
 from .errors import OnnxcompError
 from .graph import input_specs
-from .modelio import DEFAULT_OPSET, check_output_path, check_proto, load_proto, save_model, serialize, upgrade_opset
+from .modelio import DEFAULT_OPSET, check_model, check_output_path, read_proto, save_model, serialize, upgrade_opset, write_bytes_atomic
 from .passbase import Context
 from .pipeline import Pipeline
 from .recipes import apply_overrides, load_recipe
@@ -55,29 +56,27 @@ def compress(
     start = time.perf_counter()
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
     if isinstance(model, onnx.ModelProto):
-        source = "<ModelProto>"
+        proto, source = model, "<ModelProto>"
         input_digest = digest(serialize(model))
-        proto = check_proto(model, source)  # with inferred types: passes read tensor dtypes
     else:
-        source = str(model)
-        proto = load_proto(model)
+        proto, source = read_proto(model), str(model)
         input_digest = digest(Path(model).read_bytes())
     upgraded = upgrade_opset(proto, opset)
-    if upgraded is not proto:
-        proto = check_proto(upgraded, f"{source} converted to opset {opset}")
+    ir_model = ir.from_proto(upgraded)
+    check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset}")
+    ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
     if output is not None:
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
 
     from onnxcomp.passes import PASSES
 
-    reader = make_reader(calibration, input_specs(proto), tokenizer) if calibration is not None else None
+    reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
     context = Context(calibration=reader, use_cache=use_cache)
     passes = [PASSES[name](context, **opts) for name, opts in steps]
     verify_feed = _verify_feed(reader) if verify else None
     if verify and verify_feed is None:
         raise OnnxcompError("--verify needs calibration data to run the models on (pass --calib)")
 
-    ir_model = ir.from_proto(proto)
     entries = Pipeline(passes, context).run(ir_model, verify_feed)
     result_proto = ir.to_proto(ir_model)
     data = serialize(result_proto)
@@ -93,7 +92,7 @@ def compress(
         "process_peak_rss_bytes": _peak_rss_bytes(),
     }
     if output is not None:
-        save_model(result_proto, output)
+        write_bytes_atomic(output, data)
     return CompressResult(result_proto, report)
 
 

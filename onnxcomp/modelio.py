@@ -7,6 +7,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 from onnx import version_converter
+from onnx_ir.passes.common import CheckerPass
 
 from .errors import OnnxcompError
 
@@ -15,6 +16,14 @@ DEFAULT_OPSET = 21
 
 def load_proto(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
     """Read an ONNX file (with its external data) and run the checker; clear error on failure."""
+    proto = read_proto(path)
+    if check:
+        check_proto(proto, str(path))
+    return proto
+
+
+def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file (with its external data); clear error when it is not one. No checks."""
     path = Path(path)
     if not path.is_file():
         raise OnnxcompError(f"{path}: no such file")
@@ -24,24 +33,26 @@ def load_proto(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
         raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     if not proto.graph.node and not proto.graph.output:
         raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
-    return check_proto(proto, str(path)) if check else proto
+    return proto
 
 
-def check_proto(proto: onnx.ModelProto, what: str) -> onnx.ModelProto:
-    """onnx checker plus strict shape inference; raises OnnxcompError naming `what`.
+def check_model(model: ir.Model, what: str) -> None:
+    """onnx checker with strict shape inference; raises OnnxcompError naming `what`.
 
-    Returns the model with inferred value_info (the input itself for models ≥ 2 GB, which the
-    checker cannot take in memory).
+    Runs through onnx_ir's CheckerPass, which hands the C checker a copy of the graph without
+    the large initializers' data: memory stays near one model size, at any model size.
     """
-    data = proto.SerializeToString()
-    if len(data) >= 2_000_000_000:
-        return proto
     try:
-        onnx.checker.check_model(data)
-        return onnx.shape_inference.infer_shapes(data, strict_mode=True, data_prop=True)
+        CheckerPass(full_check=True)(model)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc.__cause__ or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise OnnxcompError(f"{what}: rejected by the ONNX checker: {first}") from None
+
+
+def check_proto(proto: onnx.ModelProto, what: str) -> None:
+    """`check_model` for a ModelProto (its tensors are wrapped, not copied)."""
+    check_model(ir.from_proto(proto), what)
 
 
 def model_opset(proto: onnx.ModelProto) -> int:
@@ -60,14 +71,6 @@ def upgrade_opset(proto: onnx.ModelProto, target: int = DEFAULT_OPSET) -> onnx.M
         return version_converter.convert_version(proto, target)
     except Exception as exc:
         raise OnnxcompError(f"cannot convert opset {current} to {target}: {exc}") from None
-
-
-def load_ir(path: str | os.PathLike, opset: int | None = None) -> ir.Model:
-    """Load, check and (optionally) upgrade a model, returned as an onnx_ir Model."""
-    proto = load_proto(path)
-    if opset is not None:
-        proto = upgrade_opset(proto, opset)
-    return ir.from_proto(proto)
 
 
 def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:

@@ -13,7 +13,7 @@ import onnx_ir as ir
 
 from .errors import OnnxcompError
 from .graph import initializer_bytes, op_histogram
-from .modelio import check_proto
+from .modelio import check_model
 from .passbase import CompressionPass, Context
 from .runtime import ort_session
 
@@ -56,9 +56,8 @@ class Pipeline:
             result = compression_pass(model)
             seconds = time.perf_counter() - start
             ops_after = op_histogram(model)
-            proto = ir.to_proto(result.model)
             if result.modified:  # an unchanged model was already checked
-                check_proto(proto, f"model after pass {compression_pass.name!r}")
+                check_model(result.model, f"model after pass {compression_pass.name!r}")
             entry = {
                 "pass": compression_pass.name,
                 "options": compression_pass.opts,
@@ -72,7 +71,8 @@ class Pipeline:
                 "bytes_after": initializer_bytes(model),
             }
             if reference is not None:
-                entry["deviation"] = output_deviation(reference, ort_session(proto).run(None, verify_feed))
+                current = ort_session(ir.to_proto(result.model)).run(None, verify_feed)
+                entry["deviation"] = output_deviation(reference, current)
             if compression_pass.details:
                 entry["details"] = compression_pass.details
             entries.append(entry)

@@ -16,7 +16,7 @@ class Calibrate(CompressionPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         needed = sorted({name for later in self.context.pending for name in later.statistics_needed(model)})
-        stats = collect_statistics(ir.to_proto(model), needed, self.context.calibration, use_cache=self.context.use_cache)
+        stats = collect_statistics(model, needed, self.context.calibration, use_cache=self.context.use_cache)
         self.context.statistics.update(stats)
         self.details = {"tensors": len(stats), "values_per_tensor": max((s.count for s in stats.values()), default=0)}
         return ir.passes.PassResult(model, modified=False)

@@ -7,6 +7,7 @@ disk keyed by a hash of the model bytes, the data and the settings, so a rerun s
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 
 from ..cache import cache_dir, digest
@@ -17,14 +18,17 @@ from .collectors import NUM_BINS, TensorStats
 CACHE_VERSION = "1"
 
 
-def _with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(proto)
-    existing = {o.name for o in exposed.graph.output}
+def _bytes_with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
+    """The model serialized with `names` as extra graph outputs (`proto` is left as it was)."""
+    count = len(proto.graph.output)
+    existing = {o.name for o in proto.graph.output}
     for name in names:
         if name not in existing:
-            exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return exposed
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    try:
+        return proto.SerializeToString(deterministic=True)
+    finally:
+        del proto.graph.output[count:]
 
 
 def data_fingerprint(reader) -> str:
@@ -41,7 +45,7 @@ def data_fingerprint(reader) -> str:
 
 
 def collect_statistics(
-    proto: onnx.ModelProto,
+    model: onnx.ModelProto | ir.Model,
     tensor_names: list[str],
     reader,
     use_cache: bool = True,
@@ -51,7 +55,10 @@ def collect_statistics(
     names = sorted(set(tensor_names))
     if not names:
         return {}
-    key = digest(CACHE_VERSION, proto.SerializeToString(deterministic=True), data_fingerprint(reader), str(num_bins), *names)
+    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+    model_bytes = _bytes_with_outputs(proto, names)
+    del proto  # a temporary copy when `model` is IR: free it before ONNX Runtime makes its own
+    key = digest(CACHE_VERSION, model_bytes, data_fingerprint(reader), str(num_bins))
     cache_file = cache_dir("calibration") / f"{key}.npz"
     if use_cache and cache_file.exists():
         return _load(cache_file, names)
@@ -59,11 +66,12 @@ def collect_statistics(
     session_options = ort.SessionOptions()
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session_options.log_severity_level = 3
-    exposed = _with_outputs(proto, names)
+    session_options.enable_cpu_mem_arena = False  # exposed outputs vary per batch: do not hoard
     try:
-        session = ort.InferenceSession(exposed.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model_bytes, session_options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise OnnxcompError(f"calibration: ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
+    del model_bytes
     stats = {name: TensorStats(num_bins) for name in names}
     batches = 0
     for feed in progress(reader, desc="calibrating", unit="batch"):
