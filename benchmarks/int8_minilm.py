@@ -181,7 +181,7 @@ def run_worker(spec: dict, timeout: float = 900) -> dict:
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, str(HERE), "--worker", json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO, env=env)
+                              timeout=timeout, cwd=Path(spec["out"]).parent, env=env)  # ORT writes temp files into the cwd
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s", "seconds": None, "peak_rss_bytes": None}
     if proc.returncode != 0 or not result_path.exists():

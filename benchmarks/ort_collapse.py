@@ -86,6 +86,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "onnxcomp-bench" / "ort_collapse.md")
     p.add_argument("--top", type=int, default=12, help="rows of the tensor-range table")
     args = p.parse_args()
+    args.out = args.out.resolve()  # the run changes into a scratch folder
     os.environ.setdefault("ONNXCOMP_CACHE", str(bench.REPO / ".cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -106,6 +107,7 @@ def main() -> int:
     padded = bench._pad_feeds(feeds, module.tokenizer().pad_token_id)
     evaluation = module.evaluation_feeds()
     work = Path(tempfile.mkdtemp(prefix="ort_collapse."))
+    os.chdir(work)  # onnxruntime.quantization writes external-data files into the cwd
     pre = str(work / "pre.onnx")
     bench._ort_preprocess(src, pre)
     pre_proto = onnx.load(pre)
