@@ -49,8 +49,10 @@ class TensorStats:
             self.hist = self.hist.reshape(-1, 2).sum(axis=1)
             self.hist = np.concatenate([self.hist, np.zeros(self.num_bins // 2, dtype=np.int64)])
             self.width *= 2.0
-        idx = np.minimum((absx.ravel() / self.width).astype(np.int64), self.num_bins - 1)
-        self.hist += np.bincount(idx, minlength=self.num_bins)
+        scaled = absx.reshape(-1)  # in place from here on: one float32 and one int32 temporary
+        scaled *= np.float32(1.0 / self.width)  # a power of two: exact
+        np.minimum(scaled, self.num_bins - 1, out=scaled)
+        self.hist += np.bincount(scaled.astype(np.int32), minlength=self.num_bins)
         self.count += x.size
 
     # -- persistence (calibration cache) --------------------------------------------------

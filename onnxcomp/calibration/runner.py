@@ -76,9 +76,9 @@ def collect_statistics(
     batches = 0
     for feed in progress(reader, desc="calibrating", unit="batch"):
         values = session.run(names, feed)
-        for name, value in zip(names, values):
+        for name in names:
             try:
-                stats[name].update(value)
+                stats[name].update(values.pop(0))  # drop each output once counted
             except ValueError as exc:
                 raise OnnxcompError(f"calibration: tensor {name!r} has {exc} on batch {batches}") from None
         batches += 1
