@@ -10,7 +10,7 @@ from pathlib import Path
 from onnxcomp.cache import cache_dir
 from onnxcomp.errors import OnnxcompError
 
-KINDS = {"digits": "digits", "minilm": "minilm"}
+KINDS = {"digits": "digits", "minilm": "minilm", "smollm2": "smollm2"}
 
 
 def get(kind: str):

@@ -28,3 +28,12 @@ def calibration_sentences(n: int) -> list[str]:
 
 def evaluation_sentences(n: int) -> list[str]:
     return _sentences(sorted(topics)[1::2])[:n]
+
+
+def calibration_text() -> str:
+    """The calibration topics' text joined (for token windows of causal LMs)."""
+    return "\n\n".join(topics[k] for k in sorted(topics)[0::2])
+
+
+def evaluation_text() -> str:
+    return "\n\n".join(topics[k] for k in sorted(topics)[1::2])
