@@ -68,7 +68,7 @@ def export(source, output, opset, as_json):
 
     \b
     SOURCE is one of:
-      a zoo model name      minilm, digits
+      a zoo model name      minilm, digits, smollm2
       module:function       returns (torch model, {input name: example tensor}[, dynamic axes])
       an existing .onnx     checked and converted to --opset
     """
@@ -97,7 +97,7 @@ def export(source, output, opset, as_json):
               help="Preset (int8, canonicalize) or a .toml/.yaml recipe file. See `onnxcomp recipes`.")
 @click.option("--calib", "calib", help="Calibration data: folder of .npz (keys = input names), .txt file "
               "(needs --model-kind for the tokenizer), folder of images, or module:function.")
-@click.option("--model-kind", help="Zoo model kind (minilm, digits): gives the tokenizer, and built-in calibration data if --calib is absent.")
+@click.option("--model-kind", help="Zoo model kind (minilm, digits, smollm2): gives the tokenizer, and built-in calibration data if --calib is absent.")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), help="How activation ranges are chosen. [recipe default: percentile]")
 @click.option("--activation-dtype", type=click.Choice(["uint8", "int8"]), help="uint8 asymmetric or int8 symmetric activations.")
 @click.option("--exclude", multiple=True, help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.")
@@ -175,7 +175,7 @@ def inspect_command(model, layers, as_json):
 @cli.command("eval")
 @click.argument("original", type=click.Path(dir_okay=False))
 @click.argument("compressed", type=click.Path(dir_okay=False))
-@click.option("--model-kind", help="Zoo model kind: use its accuracy metric (minilm: cosine and NN agreement; digits: accuracy).")
+@click.option("--model-kind", help="Zoo model kind: use its metric (minilm: cosine and NN agreement; digits: accuracy; smollm2: perplexity).")
 @click.option("--data", help="Calibration-style data (.npz folder, module:function): report the output deviation on it.")
 @click.option("--batch", default=1, show_default=True, help="Batch size for latency.")
 @click.option("--sequence", default=128, show_default=True, help="Length of dynamic non-batch axes for latency.")
@@ -193,7 +193,8 @@ def eval_command(original, compressed, model_kind, data, batch, sequence, runs, 
 
 
 @cli.command()
-@click.option("--model", "kind", default="minilm", show_default=True, type=click.Choice(["minilm", "digits"]))
+@click.option("--model", "kind", default="minilm", show_default=True, type=click.Choice(["minilm", "digits", "smollm2"]),
+              help="Built-in model: minilm (sentence encoder), digits (CNN), smollm2 (135M LLM, ~2 min).")
 @click.option("--out-dir", default="out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--calib-method", default="percentile", show_default=True, type=click.Choice(CALIB_METHODS))
 @click.option("--runs", default=50, show_default=True, help="Timed runs per model for latency.")
