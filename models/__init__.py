@@ -1,6 +1,6 @@
 """The model zoo: how each model is built, exported, fed and scored.
 
-Each kind module provides `load_for_export()`, `calibration_feeds()`, `evaluation_feeds()` and
+Each kind module provides `OUTPUTS` (output names), `load_for_export()`, `calibration_feeds()`, `evaluation_feeds()` and
 `compare(reference_run, candidate_run)`; `onnx_path(kind)` exports at first use into the cache.
 """
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from onnxcomp.cache import cache_dir
 from onnxcomp.errors import OnnxcompError
 
+EXPORT_VERSION = 2  # bump when exports change, so caches never serve a stale file
 KINDS = {"digits": "digits", "minilm": "minilm", "smollm2": "smollm2"}
 
 
@@ -23,10 +24,11 @@ def onnx_path(kind: str) -> Path:
     """The fp32 ONNX export of a zoo model, built into the cache at first use."""
     from onnxcomp.export import export_module
 
-    path = cache_dir("models") / f"{kind}.onnx"
+    path = cache_dir("models") / f"{kind}_v{EXPORT_VERSION}.onnx"
     if not path.exists():
-        model, inputs, dynamic_axes = get(kind).load_for_export()
-        export_module(model, inputs, path, dynamic_axes)
+        module = get(kind)
+        model, inputs, dynamic_axes = module.load_for_export()
+        export_module(model, inputs, path, dynamic_axes, output_names=list(module.OUTPUTS))
     return path
 
 

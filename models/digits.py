@@ -12,6 +12,7 @@ from onnxcomp.cache import cache_dir
 
 SEED = 0
 INPUT = "image"
+OUTPUTS = ("logits",)
 
 
 @lru_cache(maxsize=1)

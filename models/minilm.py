@@ -13,6 +13,7 @@ import numpy as np
 from . import text
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUTS = ("last_hidden_state",)
 MAX_LENGTH = 128
 
 

@@ -21,6 +21,7 @@ from . import text
 WINDOW = 256
 EVAL_WINDOWS = 40
 INPUTS = ("input_ids", "attention_mask")
+OUTPUTS = ("logits",)
 
 
 def gguf_path() -> Path:

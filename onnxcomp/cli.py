@@ -79,8 +79,9 @@ def export(source, output, opset, as_json):
     if source.endswith(".onnx") or Path(source).is_file():
         proto = upgrade_file(source, output, opset)
     elif source in models.KINDS:
-        model, inputs, axes = models.get(source).load_for_export()
-        proto = export_module(model, inputs, output, axes, opset)
+        zoo = models.get(source)
+        model, inputs, axes = zoo.load_for_export()
+        proto = export_module(model, inputs, output, axes, opset, output_names=list(zoo.OUTPUTS))
     elif ":" in source:
         proto = export_entry(source, output, opset)
     else:
