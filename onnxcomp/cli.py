@@ -93,7 +93,8 @@ def export(source, output, opset, as_json):
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Compressed ONNX file to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Compressed ONNX file to write.  [default: MODEL.<recipe>.onnx beside MODEL]")
 @click.option("--recipe", default="int8", show_default=True,
               help="Preset (int8, canonicalize) or a .toml/.yaml recipe file. See `onnxcomp recipes`.")
 @click.option("--calib", "calib", help="Calibration data: folder of .npz (keys = input names), .txt file "
@@ -111,14 +112,22 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
              opset, no_cache, as_json):
     """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
 
+    \b
+    Examples:
+      onnxcomp compress bert.onnx --calib calib_npz/            # writes bert.int8.onnx
+      onnxcomp compress minilm.onnx --model-kind minilm --calib-method mse --verify
+      onnxcomp compress model.onnx -o small.onnx --recipe my_recipe.toml --json
+
     The input is never modified; OUTPUT appears only when everything succeeded. Identical
     inputs give byte-identical output.
     """
     from . import models
     from .compiler import compress as run_compress
+    from .compiler import output_name_for
     from .modelio import check_output_path
 
     progress.set_enabled(not as_json)
+    output = output or str(output_name_for(model, Path(recipe).stem))
     check_output_path(output, model)
     if report_path:
         check_output_path(report_path, model)

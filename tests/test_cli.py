@@ -182,3 +182,11 @@ def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
     assert list(tmp_path.glob(".*.tmp")) == []
     if before is not None:
         assert sha(model) == before
+
+
+def test_default_output_name_beside_the_model(digits_model, calib_dir, tmp_path):
+    model = tmp_path / "net.onnx"
+    model.write_bytes(digits_model.read_bytes())
+    result = run("compress", model, "--calib", calib_dir)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "net.int8.onnx").is_file()
