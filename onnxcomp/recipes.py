@@ -28,6 +28,9 @@ CANONICALIZE = [("fold_constants", {}), ("simplify", {}), ("fold_batchnorm", {})
 PRESETS: dict[str, list[tuple[str, dict]]] = {
     "canonicalize": CANONICALIZE,
     "int8": [*CANONICALIZE, ("calibrate", {}), ("quantize_qdq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
+    # SmoothQuant, then the activations are measured again (smoothing changed them) and quantized.
+    "w8a8-smoothquant": [*CANONICALIZE, ("calibrate", {}), ("smoothquant", {}), ("calibrate", {}), ("quantize_qdq", {}),
+                         ("quantize_embedding", {}), ("remove_unused", {})],
 }
 
 

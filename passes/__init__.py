@@ -7,7 +7,8 @@ from .quantize_embedding import QuantizeEmbedding
 from .quantize_qdq import QuantizeQDQ
 from .remove_unused import RemoveUnused
 from .simplify import Simplify
+from .smoothquant import SmoothQuant
 
-PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ, QuantizeEmbedding)}
+PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ, QuantizeEmbedding, SmoothQuant)}
 
 __all__ = ["PASSES"]

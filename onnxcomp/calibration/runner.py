@@ -63,14 +63,7 @@ def collect_statistics(
     if use_cache and cache_file.exists():
         return _load(cache_file, names)
 
-    session_options = ort.SessionOptions()
-    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session_options.log_severity_level = 3
-    session_options.enable_cpu_mem_arena = False  # exposed outputs vary per batch: do not hoard
-    try:
-        session = ort.InferenceSession(model_bytes, session_options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise OnnxcompError(f"calibration: ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
+    session = _session(model_bytes)
     del model_bytes
     stats = {name: TensorStats(num_bins) for name in names}
     batches = 0
@@ -90,6 +83,43 @@ def collect_statistics(
     if use_cache:
         _save(cache_file, stats)
     return stats
+
+
+def _session(model_bytes: bytes) -> ort.InferenceSession:
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session_options.log_severity_level = 3
+    session_options.enable_cpu_mem_arena = False  # exposed outputs vary per batch: do not hoard
+    try:
+        return ort.InferenceSession(model_bytes, session_options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise OnnxcompError(f"calibration: ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
+
+
+def collect_row_samples(model: ir.Model, tensor_names: list[str], reader, rows: int = 256) -> dict[str, np.ndarray]:
+    """Up to `rows` vectors (last axis) of each named tensor, spread evenly over all batches.
+
+    Every batch contributes its rows at a fixed stride; the result is deterministic for the same
+    data. Memory stays bounded: each batch is thinned before the next one runs.
+    """
+    names = sorted(set(tensor_names))
+    if not names:
+        return {}
+    proto = ir.to_proto(model)
+    session = _session(_bytes_with_outputs(proto, names))
+    del proto
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    feeds = list(reader)
+    if not feeds:
+        raise OnnxcompError("calibration data produced no samples")
+    for feed in progress(feeds, desc="sampling activations", unit="batch"):
+        values = session.run(names, feed)
+        for name in names:
+            flat = np.asarray(values.pop(0), dtype=np.float32)
+            flat = flat.reshape(-1, flat.shape[-1])
+            step = max(1, -(-len(flat) * len(feeds) // rows))
+            kept[name].append(flat[::step].copy())
+    return {name: np.concatenate(parts)[:rows] for name, parts in kept.items()}
 
 
 def _save(path, stats: dict[str, TensorStats]) -> None:

@@ -1,0 +1,181 @@
+"""smoothquant: fold per-channel scales that move activation outliers into the weights.
+
+For every group of linears reading one activation X (Q/K/V, gate/up, …), with calibrated
+per-channel maxima a_j of X and weight maxima w_j over the group's input rows:
+s_j = a_j^α / w_j^(1−α); X/s is folded into X's producer and s into every linear's weight rows.
+Producers (see onnxcomp.transformer_patterns): a norm's gamma/beta, or a linear layer's output
+channels through a channel-preserving path (V → attention → O, up → gated product → down).
+A group without such a producer gets an explicit `Mul(X, 1/s)` in front of its linears when
+`fallback` is "mul", or is left alone and reported when it is "skip".
+α is a number in [0, 1] or "auto": per group, the α on a 0.05 grid whose simulated W8A8 output
+error on calibration rows of X is smallest.
+
+Requires: per-channel statistics of each group input from a preceding `calibrate` (and the
+calibration data itself for α = auto). Guarantees: in exact arithmetic the model computes the
+same function; in float32 the outputs move by rounding only (tests bound the relative error by
+1e-4 on MiniLM and SmolLM2). Every later statistic of a smoothed tensor is stale: run
+`calibrate` again before quantizing.
+"""
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import TopologicalSortPass
+
+from onnxcomp.calibration.runner import collect_row_samples
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.graph import NameAllocator, NodeFilter, add_initializer, constant_array
+from onnxcomp.passbase import CompressionPass
+from onnxcomp.smoothing import producer_scales, search_alpha
+from onnxcomp.transformer_patterns import LinearGroup, LinearProducer, NormProducer, find_linear_groups
+
+FALLBACKS = ("mul", "skip")
+
+
+def _rows_by_input_channel(linear) -> np.ndarray:
+    """The linear's weight as [K, N] (input channels first)."""
+    weight = constant_array(linear.weight)
+    return weight if linear.in_axis == 0 else weight.T
+
+
+def _set_constant(value: ir.Value, array: np.ndarray) -> None:
+    value.const_value = ir.tensor(np.ascontiguousarray(array), name=value.name)
+
+
+def _scale_along(value: ir.Value, factors: np.ndarray, axis: int) -> None:
+    """Multiply a constant by `factors` along `axis` (negative axes count from the end)."""
+    array = constant_array(value)
+    shape = [1] * array.ndim
+    shape[axis] = -1
+    _set_constant(value, (array * factors.reshape(shape)).astype(array.dtype))
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {"max": round(float(np.max(values)), 6), "median": round(float(np.median(values)), 6)}
+
+
+class SmoothQuant(CompressionPass):
+    name = "smoothquant"
+    options = {"alpha": 0.5, "fallback": "skip", "exclude": [], "samples": 256}
+    requires_context = ("calibration",)
+
+    def validate_options(self) -> None:
+        alpha = self.opts["alpha"]
+        if alpha != "auto" and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
+            raise OnnxcompError(f"pass 'smoothquant': alpha must be a number in [0, 1] or 'auto', not {alpha!r}")
+        if self.opts["fallback"] not in FALLBACKS:
+            raise OnnxcompError(f"pass 'smoothquant': fallback must be one of {', '.join(FALLBACKS)}, not {self.opts['fallback']!r}")
+        if not isinstance(self.opts["samples"], int) or self.opts["samples"] < 1:
+            raise OnnxcompError(f"pass 'smoothquant': samples must be a positive integer, not {self.opts['samples']!r}")
+
+    # -- planning ------------------------------------------------------------------------
+    def _plan(self, model: ir.Model) -> tuple[list[LinearGroup], list[dict]]:
+        """(groups to smooth, [{linears, reason}] for the groups left alone)."""
+        node_filter = NodeFilter(self.opts["exclude"])
+        node_filter.check_all_match(model)
+        chosen, skipped = [], []
+        for group in find_linear_groups(model):
+            reason = "; ".join(group.problems)
+            excluded = [lin.name for lin in group.linears if node_filter.excludes(lin.node)]
+            if excluded:
+                reason = f"excluded: {excluded[0]}"
+            elif not reason and group.producer is None and self.opts["fallback"] == "skip":
+                reason = group.reason
+            if reason:
+                skipped.append({"linears": [lin.name for lin in group.linears], "reason": reason})
+            else:
+                chosen.append(group)
+        return chosen, skipped
+
+    def statistics_needed(self, model: ir.Model) -> list[str]:
+        return [group.input.name for group in self._plan(model)[0]]
+
+    # -- rewriting -----------------------------------------------------------------------
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        groups, skipped = self._plan(model)
+        stats = self.context.statistics
+        for group in groups:
+            st = stats.get(group.input.name)
+            if st is None or st.channel_absmax is None:
+                raise OnnxcompError(
+                    f"pass 'smoothquant': per-channel calibration statistics missing for tensor {group.input.name!r} "
+                    "(add a calibrate step before smoothquant)"
+                )
+        samples = {}
+        if self.opts["alpha"] == "auto" and groups:
+            samples = collect_row_samples(model, [g.input.name for g in groups], self.context.calibration, self.opts["samples"])
+
+        names = NameAllocator(model.graph)
+        smoothed, inserted = [], False
+        for group in groups:
+            entry = self._smooth(model.graph, names, group, stats[group.input.name].channel_absmax, samples.get(group.input.name))
+            inserted |= entry["producer"] == "inserted Mul"
+            smoothed.append(entry)
+        if inserted:
+            TopologicalSortPass()(model)
+        self.details = {"smoothed": smoothed, "not_smoothed": skipped}
+        if not groups:
+            self.details["note"] = "no smoothable linear group in this model"
+        return ir.passes.PassResult(model, modified=bool(groups))
+
+    def _smooth(self, graph, names, group: LinearGroup, act_absmax, rows) -> dict:
+        weights = np.concatenate([_rows_by_input_channel(lin) for lin in group.linears], axis=1)
+        weight_absmax = np.abs(weights).max(axis=1)
+        k = len(weight_absmax)
+        if act_absmax.shape != (k,):
+            raise OnnxcompError(f"pass 'smoothquant': statistics of {group.input.name!r} have {act_absmax.shape[0]} channels, the linears {k}")
+        producer = group.producer
+        if isinstance(producer, LinearProducer):
+            channel_map = group.channel_map
+            width = constant_array(producer.linear.weight).shape[1 - producer.linear.in_axis]
+        else:
+            channel_map, width = np.arange(k), k
+
+        def scales_for(alpha):
+            return producer_scales(act_absmax, weight_absmax, channel_map, width, alpha)[channel_map]
+
+        entry = {"linears": [lin.name for lin in group.linears], "input": group.input.name}
+        if self.opts["alpha"] == "auto":
+            alpha, errors = search_alpha(rows, weights, act_absmax, scales_for)
+            entry["search_error"] = {"best": round(errors[alpha], 6), "at_0.5": round(errors[0.5], 6), "without": round(errors[0.0], 6)}
+        else:
+            alpha = float(self.opts["alpha"])
+        t = producer_scales(act_absmax, weight_absmax, channel_map, width, alpha)
+        s = t[channel_map]
+
+        for lin in group.linears:
+            _scale_along(lin.weight, s, lin.in_axis)
+        if isinstance(producer, NormProducer):
+            _scale_along(producer.scale, 1.0 / s, -1)
+            if producer.bias is not None:
+                _scale_along(producer.bias, 1.0 / s, -1)
+            entry["producer"] = producer.description
+        elif isinstance(producer, LinearProducer):
+            out_axis = 1 - producer.linear.in_axis
+            _scale_along(producer.linear.weight, 1.0 / t, out_axis)
+            if producer.linear.bias is not None:
+                _scale_along(producer.linear.bias, 1.0 / t, 0)
+            entry["producer"] = producer.description
+        else:
+            self._insert_mul(graph, names, group, (1.0 / s).astype(np.float32))
+            entry["producer"] = "inserted Mul"
+            entry["why_no_fold"] = group.reason
+        entry.update({
+            "alpha": alpha,
+            "activation_absmax_before": _summary(act_absmax),
+            "activation_absmax_after": _summary(act_absmax / s),
+            "weight_absmax_before": _summary(weight_absmax),
+            "weight_absmax_after": _summary(weight_absmax * s),
+        })
+        return entry
+
+    @staticmethod
+    def _insert_mul(graph, names, group: LinearGroup, inverse: np.ndarray) -> None:
+        base = group.input.name
+        factor = add_initializer(graph, names.new(f"{base}_smooth_scale"), inverse)
+        mul = ir.node("Mul", [group.input, factor], name=names.new(f"{base}_SmoothQuant_Mul"))
+        mul.outputs[0].name = names.new(f"{base}_smoothed")
+        mul.outputs[0].dtype = group.input.dtype
+        mul.outputs[0].shape = group.input.shape
+        for lin in group.linears:
+            lin.node.replace_input_with(0, mul.outputs[0])
+        graph.append(mul)
