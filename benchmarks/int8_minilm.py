@@ -173,14 +173,14 @@ def worker(spec: dict) -> dict:
     return info
 
 
-def run_worker(spec: dict, timeout: float = 900) -> dict:
-    """Run `worker(spec)` in a fresh interpreter; its stdout/stderr (ORT's prints) are captured."""
+def run_worker(spec: dict, timeout: float = 900, script: Path = HERE) -> dict:
+    """Run `script --worker spec` in a fresh interpreter; its stdout/stderr (ORT's prints) are captured."""
     result_path = Path(spec["out"]).with_suffix(".result.json")
     spec = {**spec, "result": str(result_path)}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, str(HERE), "--worker", json.dumps(spec)], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, str(script), "--worker", json.dumps(spec)], capture_output=True, text=True,
                               timeout=timeout, cwd=Path(spec["out"]).parent, env=env)  # ORT writes temp files into the cwd
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s", "seconds": None, "peak_rss_bytes": None}

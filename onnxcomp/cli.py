@@ -96,19 +96,20 @@ def export(source, output, opset, as_json):
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Compressed ONNX file to write.  [default: MODEL.<recipe>.onnx beside MODEL]")
 @click.option("--recipe", default="int8", show_default=True,
-              help="Preset (int8, canonicalize) or a .toml/.yaml recipe file. See `onnxcomp recipes`.")
+              help="Preset (int8, w8a8-smoothquant, …; `onnxcomp recipes` lists them) or a .toml/.yaml recipe file.")
 @click.option("--calib", "calib", help="Calibration data: folder of .npz (keys = input names), .txt file "
               "(needs --model-kind for the tokenizer), folder of images, or module:function.")
 @click.option("--model-kind", help="Zoo model kind (minilm, digits, smollm2): gives the tokenizer, and built-in calibration data if --calib is absent.")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), help="How activation ranges are chosen. [recipe default: percentile]")
 @click.option("--activation-dtype", type=click.Choice(["uint8", "int8"]), help="uint8 asymmetric or int8 symmetric activations.")
+@click.option("--alpha", help="SmoothQuant migration strength: a number in [0, 1], or 'auto' (searched per layer group). [recipe default: auto]")
 @click.option("--exclude", multiple=True, help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.")
 @click.option("--verify", is_flag=True, help="Run original and current model in ONNX Runtime after every pass; record the deviation.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Convert the input to this opset first.")
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
 @_json_option
-def compress(model, output, recipe, calib, model_kind, calib_method, activation_dtype, exclude, verify, report_path,
+def compress(model, output, recipe, calib, model_kind, calib_method, activation_dtype, alpha, exclude, verify, report_path,
              opset, no_cache, as_json):
     """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
 
@@ -116,6 +117,7 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
     Examples:
       onnxcomp compress bert.onnx --calib calib_npz/            # writes bert.int8.onnx
       onnxcomp compress minilm.onnx --model-kind minilm --calib-method mse --verify
+      onnxcomp compress smollm2.onnx --model-kind smollm2 --recipe w8a8-smoothquant --alpha 0.6
       onnxcomp compress model.onnx -o small.onnx --recipe my_recipe.toml --json
 
     The input is never modified; OUTPUT appears only when everything succeeded. Identical
@@ -141,6 +143,8 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
                               "exclude": list(exclude) or None}.items() if v is not None}
     if qdq:
         overrides["quantize_qdq"] = qdq
+    if alpha is not None:
+        overrides["smoothquant"] = {"alpha": _alpha_value(alpha)}
     result = run_compress(model, recipe, calibration, output=output, options=overrides, verify=verify,
                           opset=opset, tokenizer=tokenizer, use_cache=not no_cache)
     report = result.report
@@ -153,9 +157,24 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
                      f"{_mb(entry['bytes_before'])}→{_mb(entry['bytes_after'])}",
                      f"{dev['cosine']:.5f} / {dev['max_abs']:.3g}" if dev else "-"))
     text = _table(rows, ("pass", "seconds", "nodes", "weights", "cosine / max|err| vs input"))
+    for entry in report["passes"]:
+        smoothing = entry.get("details", {}).get("smoothed")
+        if smoothing is not None:
+            left = entry["details"]["not_smoothed"]
+            text += (f"\n\nsmoothquant: {len(smoothing)} linear groups smoothed, {len(left)} left as they were"
+                     + (f" (first: {left[0]['reason']}; all in --report)" if left else ""))
     text += (f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
              f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s")
     _emit(as_json, report, text)
+
+
+def _alpha_value(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise OnnxcompError(f"--alpha must be a number in [0, 1] or 'auto', not {text!r}") from None
 
 
 @cli.command("inspect")
@@ -237,7 +256,12 @@ def recipes(as_json):
         "passes": {name: {"summary": (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0],
                           "options": cls.options} for name, cls in PASSES.items()},
     }
-    lines = ["presets:"] + [f"  {n}: {' → '.join(p)}" for n, p in payload["presets"].items()] + ["", "passes:"]
+    lines = ["presets:"] + [f"  {n}: {' → '.join(p)}" for n, p in payload["presets"].items()]
+    for name, steps in PRESETS.items():
+        payload.setdefault("preset_options", {})[name] = {p: o for p, o in steps if o}
+    set_options = [f"  {n}: " + "; ".join(f"{p} {json.dumps(o)}" for p, o in opts.items())
+                   for n, opts in payload["preset_options"].items() if opts]
+    lines += (["", "options the presets set:"] + set_options if set_options else []) + ["", "passes:"]
     for name, info in payload["passes"].items():
         lines.append(f"  {info['summary']}")
         for opt, default in info["options"].items():

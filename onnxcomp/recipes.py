@@ -28,8 +28,10 @@ CANONICALIZE = [("fold_constants", {}), ("simplify", {}), ("fold_batchnorm", {})
 PRESETS: dict[str, list[tuple[str, dict]]] = {
     "canonicalize": CANONICALIZE,
     "int8": [*CANONICALIZE, ("calibrate", {}), ("quantize_qdq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
-    # SmoothQuant, then the activations are measured again (smoothing changed them) and quantized.
-    "w8a8-smoothquant": [*CANONICALIZE, ("calibrate", {}), ("smoothquant", {}), ("calibrate", {}), ("quantize_qdq", {}),
+    # SmoothQuant (α searched per group; an explicit Mul where no producer can absorb 1/s), then
+    # the activations are measured again (smoothing changed them) and quantized.
+    "w8a8-smoothquant": [*CANONICALIZE, ("calibrate", {}), ("smoothquant", {"alpha": "auto", "fallback": "mul"}),
+                         ("calibrate", {}), ("quantize_qdq", {}),
                          ("quantize_embedding", {}), ("remove_unused", {})],
 }
 

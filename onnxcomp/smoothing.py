@@ -66,8 +66,10 @@ def quantized_output_error(samples: np.ndarray, weight: np.ndarray, act_absmax: 
     return float(np.linalg.norm(xs @ wq - reference) / max(np.linalg.norm(reference), 1e-30))
 
 
-def search_alpha(samples, weight, act_absmax, scales_for, grid=ALPHA_GRID) -> tuple[float, dict[float, float]]:
-    """The α in `grid` with the smallest quantized output error; ties go to the smaller α."""
-    errors = {alpha: quantized_output_error(samples, weight, act_absmax, scales_for(alpha)) for alpha in grid}
-    best = min(errors, key=lambda a: (errors[a], a))
-    return best, errors
+def search_alpha(samples, weight, act_absmax, scales_for, grid=ALPHA_GRID) -> tuple[float | None, dict]:
+    """The α in `grid` with the smallest quantized output error (ties: the smaller α), or None
+    when no α beats leaving the group unsmoothed (s = 1, error under key None)."""
+    errors = {None: quantized_output_error(samples, weight, act_absmax, np.ones(len(act_absmax)))}
+    errors.update({alpha: quantized_output_error(samples, weight, act_absmax, scales_for(alpha)) for alpha in grid})
+    best = min(grid, key=lambda a: (errors[a], a))
+    return (best if errors[best] < errors[None] else None), errors

@@ -105,17 +105,16 @@ class SmoothQuant(CompressionPass):
             samples = collect_row_samples(model, [g.input.name for g in groups], self.context.calibration, self.opts["samples"])
 
         names = NameAllocator(model.graph)
-        smoothed, inserted = [], False
+        smoothed = []
         for group in groups:
             entry = self._smooth(model.graph, names, group, stats[group.input.name].channel_absmax, samples.get(group.input.name))
-            inserted |= entry["producer"] == "inserted Mul"
-            smoothed.append(entry)
-        if inserted:
+            (skipped if "reason" in entry else smoothed).append(entry)
+        if any(entry["producer"] == "inserted Mul" for entry in smoothed):
             TopologicalSortPass()(model)
         self.details = {"smoothed": smoothed, "not_smoothed": skipped}
-        if not groups:
-            self.details["note"] = "no smoothable linear group in this model"
-        return ir.passes.PassResult(model, modified=bool(groups))
+        if not smoothed:
+            self.details["note"] = "no linear group was smoothed (reasons under not_smoothed)"
+        return ir.passes.PassResult(model, modified=bool(smoothed))
 
     def _smooth(self, graph, names, group: LinearGroup, act_absmax, rows) -> dict:
         weights = np.concatenate([_rows_by_input_channel(lin) for lin in group.linears], axis=1)
@@ -136,7 +135,10 @@ class SmoothQuant(CompressionPass):
         entry = {"linears": [lin.name for lin in group.linears], "input": group.input.name}
         if self.opts["alpha"] == "auto":
             alpha, errors = search_alpha(rows, weights, act_absmax, scales_for)
-            entry["search_error"] = {"best": round(errors[alpha], 6), "at_0.5": round(errors[0.5], 6), "without": round(errors[0.0], 6)}
+            entry["search_error"] = {"best": round(errors[alpha], 6), "at_0.5": round(errors[0.5], 6), "unsmoothed": round(errors[None], 6)}
+            if alpha is None:
+                entry["reason"] = "alpha search: no alpha lowers the simulated W8A8 output error"
+                return entry
         else:
             alpha = float(self.opts["alpha"])
         t = producer_scales(act_absmax, weight_absmax, channel_map, width, alpha)

@@ -103,6 +103,17 @@ def test_export_from_onnx_file_upgrades_opset(tmp_path):
 def test_recipes_lists_presets_and_options():
     result = run("recipes")
     assert result.exit_code == 0 and "int8:" in result.output and "activation_dtype" in result.output
+    assert 'w8a8-smoothquant: smoothquant {"alpha": "auto", "fallback": "mul"}' in result.output
+
+
+def test_smoothquant_recipe_from_the_command_line(digits_model, calib_dir, tmp_path):
+    out = tmp_path / "d.sq.onnx"
+    result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w8a8-smoothquant", "--alpha", "0.6")
+    assert result.exit_code == 0, result.output
+    assert "smoothquant: " in result.output and "linear groups smoothed" in result.output
+    payload = json.loads(run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w8a8-smoothquant", "--json").output)
+    details = next(p["details"] for p in payload["passes"] if p["pass"] == "smoothquant")
+    assert all(g["alpha"] is None or 0 <= g["alpha"] <= 1 for g in details["smoothed"] + details["not_smoothed"] if "alpha" in g)
 
 
 # -- bad input: one clear line, exit 2, nothing written, input untouched ----------------------
@@ -131,6 +142,9 @@ def write_calib(folder: Path, **feed) -> Path:
         ("exclude_missing", ["--exclude", "no_such_node"]),
         ("output_is_input", ["same as the input"]),
         ("output_folder", ["does not exist"]),
+        ("alpha_range", ["alpha must be a number in [0, 1]", "1.5"]),
+        ("alpha_text", ["--alpha", "'strong'"]),
+        ("alpha_without_smoothquant", ["'smoothquant'", "does not run"]),
     ],
 )
 def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
@@ -174,6 +188,12 @@ def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
         out = model
     elif case == "output_folder":
         out = tmp_path / "missing_dir" / "out.onnx"
+    elif case == "alpha_range":
+        extra = ["--recipe", "w8a8-smoothquant", "--alpha", "1.5"]
+    elif case == "alpha_text":
+        extra = ["--recipe", "w8a8-smoothquant", "--alpha", "strong"]
+    elif case == "alpha_without_smoothquant":
+        extra = ["--alpha", "0.5"]
     before = sha(model) if model.exists() else None
     result = run("compress", model, "-o", out, "--calib", calib, *extra)
     assert_error(result, *needles)

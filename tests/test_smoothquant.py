@@ -159,8 +159,15 @@ def test_search_alpha_beats_no_smoothing_on_outliers():
     act, wmax = np.abs(x).max(axis=0), np.abs(w).max(axis=1)
     best, errors = search_alpha(x, w, act, lambda a: smoothing_scales(act, wmax, a))
     assert errors[best] == min(errors.values())
-    assert errors[best] < 0.5 * errors[0.0]  # α = 0 is (almost) plain W8A8
-    assert quantized_output_error(x, w, act, np.ones(HIDDEN)) > errors[best]
+    assert errors[best] < 0.5 * errors[None]  # None: the group left unsmoothed (s = 1)
+    assert quantized_output_error(x, w, act, np.ones(HIDDEN)) == errors[None]
+
+
+def test_search_alpha_keeps_the_group_unsmoothed_when_no_alpha_helps():
+    x = np.random.default_rng(0).standard_normal((64, HIDDEN)).astype(np.float32)
+    w = weights(w=(HIDDEN, 12))["w"]
+    best, errors = search_alpha(x, w, np.abs(x).max(axis=0), lambda a: np.geomspace(1e-3, 1e3, HIDDEN))
+    assert best is None and errors[None] < errors[0.5]
 
 
 # -- recognition ----------------------------------------------------------------------------
@@ -284,7 +291,7 @@ def test_model_without_linear_groups_reports_and_keeps_the_model(tiny):
     model = tiny.make_model([h.make_node("Relu", ["x"], ["y"])], [("x", [2, 4, HIDDEN])], [("y", [2, 4, HIDDEN])])
     result = smooth(model, outlier_feeds())
     report = details(result)
-    assert report["smoothed"] == [] and "no smoothable linear group" in report["note"]
+    assert report["smoothed"] == [] and "no linear group was smoothed" in report["note"]
     assert tiny.op_types(result.model) == ["Relu"]
 
 
