@@ -102,13 +102,30 @@ def _ort_preprocess(src: str, dst: str) -> dict:
     return {"preprocess": "quant_pre_process(auto_merge=True)"}
 
 
+def ort_reader(feeds: list[dict]):
+    """ONNX Runtime's CalibrationDataReader over a list of feeds (rewindable)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+        def rewind(self):
+            self.it = iter(feeds)
+
+    return Reader()
+
+
 def worker(spec: dict) -> dict:
     # Every worker imports the same modules and builds the same feeds before the clock starts,
     # so the baseline RSS is the same for both tools.
     import logging
 
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
 
     import onnxcomp
@@ -142,16 +159,6 @@ def worker(spec: dict) -> dict:
             if tool == "ort_dynamic":
                 quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8)
             else:
-                class Reader(CalibrationDataReader):
-                    def __init__(self):
-                        self.it = iter(feeds)
-
-                    def get_next(self):
-                        return next(self.it, None)
-
-                    def rewind(self):
-                        self.it = iter(feeds)
-
                 kwargs = {}
                 if spec.get("tuned"):
                     kwargs = {
@@ -160,7 +167,7 @@ def worker(spec: dict) -> dict:
                         "extra_options": {"OpTypesToExcludeOutputQuantization": ["MatMul"]},
                     }
                 act = QuantType.QUInt8 if spec["ort_activation"] == "uint8" else QuantType.QInt8
-                quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                quantize_static(pre, out, ort_reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=act, weight_type=QuantType.QInt8,
                                 calibrate_method=getattr(CalibrationMethod, spec["method"]), **kwargs)
             Path(pre).unlink(missing_ok=True)
@@ -258,17 +265,10 @@ def environment() -> dict:
     }
 
 
-def evaluate(rows: list[dict], runs: int, warmup: int, log) -> None:
-    """Accuracy vs fp32 and interleaved latency for every row that produced a model."""
-    import onnx
+def score_rows(module, src: str, rows: list[dict], feeds: list[dict], log, describe) -> dict:
+    """The zoo metric of every row that produced a model, against `src`; returns their sessions."""
+    from onnxcomp.runtime import ort_session, runner
 
-    import onnxcomp.models as zoo
-    from onnxcomp.graph import input_specs
-    from onnxcomp.runtime import measure_latency, ort_session, runner, synthetic_feed
-
-    module = zoo.get("minilm")
-    src = str(zoo.onnx_path("minilm"))
-    feeds = module.evaluation_feeds()
     reference = runner(ort_session(src))
     cache: dict[int, object] = {}
 
@@ -289,8 +289,22 @@ def evaluate(rows: list[dict], runs: int, warmup: int, log) -> None:
             continue
         row.update(metrics)
         sessions[row["key"]] = session
-        log(f"  {row['label']}: mean cosine {metrics['mean_cosine']:.4f}, NN agreement {metrics['nn_agreement']:.3f}")
+        log(f"  {row['label']}: {describe(metrics)}")
+    return sessions
 
+
+def evaluate(rows: list[dict], runs: int, warmup: int, log) -> None:
+    """Accuracy vs fp32 and interleaved latency for every row that produced a model."""
+    import onnx
+
+    import onnxcomp.models as zoo
+    from onnxcomp.graph import input_specs
+    from onnxcomp.runtime import measure_latency, synthetic_feed
+
+    module = zoo.get("minilm")
+    src = str(zoo.onnx_path("minilm"))
+    sessions = score_rows(module, src, rows, module.evaluation_feeds(), log,
+                          lambda m: f"mean cosine {m['mean_cosine']:.4f}, NN agreement {m['nn_agreement']:.3f}")
     specs = input_specs(onnx.load(src))
     for batch in (1, 8):
         log(f"latency batch {batch}, sequence {SEQUENCE}: {len(sessions)} sessions interleaved, {runs} runs after {warmup} warm-up")

@@ -94,7 +94,7 @@ def main() -> int:
 
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     import onnxcomp
     import onnxcomp.models as zoo
@@ -149,21 +149,11 @@ def main() -> int:
     for i, (label, pad, method, kwargs, *post) in enumerate(configs):
         data = padded if pad else feeds
 
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.it = iter(data)
-
-            def get_next(self):
-                return next(self.it, None)
-
-            def rewind(self):
-                self.it = iter(data)
-
         out = str(work / f"c{i}.onnx")
         row = {"config": label, "feeds": "padded to 128" if pad else "same as benchmark", "method": method}
         start = time.perf_counter()
         try:
-            quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(pre, out, bench.ort_reader(data), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=getattr(CalibrationMethod, method), **kwargs)
             for rewrite in post:

@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.int8_minilm import _one_line, _rss_peak_bytes, environment, run_worker, write_atomic  # noqa: E402
+from benchmarks.int8_minilm import _one_line, _rss_peak_bytes, environment, ort_reader, run_worker, score_rows, write_atomic  # noqa: E402
 
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "onnxcomp-bench" / "w8a8_smoothquant.md"
 SEQUENCE = 128
@@ -100,25 +100,15 @@ def worker(spec: dict) -> dict:
 
 
 def _ort_compile(spec: dict, src: str, out: str, feeds: list[dict]) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if spec["tool"] == "ort_dynamic":
         quantize_dynamic(src, out, per_channel=True, weight_type=QuantType.QInt8)
         return
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
-
-        def rewind(self):
-            self.it = iter(feeds)
-
     # ORT's defaults (its CalibMaxIntermediateOutputs option ends in "No data is collected" here).
     extra = {"SmoothQuant": True, "SmoothQuantAlpha": 0.5} if spec.get("smoothquant") else {}
-    quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+    quantize_static(src, out, ort_reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, spec["method"]), extra_options=extra)
 
 
@@ -130,33 +120,14 @@ def evaluate(kind: str, rows: list[dict], windows: int, runs: int, warmup: int, 
 
     import onnxcomp.models as zoo
     from onnxcomp.graph import input_specs
-    from onnxcomp.runtime import measure_latency, ort_session, runner, synthetic_feed
+    from onnxcomp.runtime import measure_latency, synthetic_feed
 
     module = zoo.get(kind)
     src = str(zoo.onnx_path(kind))
     feeds = module.evaluation_feeds()
     if kind == "smollm2":
         feeds = feeds[:windows]
-    reference = runner(ort_session(src))
-    cache: dict[int, object] = {}
-
-    def reference_run(feed):
-        if id(feed) not in cache:
-            cache[id(feed)] = reference(feed)
-        return cache[id(feed)]
-
-    sessions = {}
-    for row in rows:
-        if row.get("error") or not row.get("path"):
-            continue
-        try:
-            session = ort_session(row["path"])
-            row.update(module.compare(reference_run, runner(session), feeds))
-        except Exception as exc:
-            row["error"] = "evaluation failed: " + _one_line(exc)
-            continue
-        sessions[row["key"]] = session
-        log(f"  {row['label']}: {_metric_text(kind, row)}")
+    sessions = score_rows(module, src, rows, feeds, log, lambda metrics: _metric_text(kind, metrics))
     timings = measure_latency(sessions, synthetic_feed(input_specs(onnx.load(src, load_external_data=False)), 1, SEQUENCE),
                               runs=runs, warmup=warmup)
     base = timings["fp32"]["median_ms"]

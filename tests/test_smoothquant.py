@@ -8,7 +8,6 @@ drops compared with plain W8A8.
 import numpy as np
 import onnx_ir as ir
 import pytest
-from onnx import TensorProto
 from onnx import helper as h
 
 import onnxcomp
