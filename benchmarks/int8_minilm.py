@@ -6,7 +6,7 @@
 
 Every compile gets the same 128 calibration sentences (`models.minilm.calibration_feeds(128)`,
 8 batches of 16, each padded to its longest sentence) and runs in a fresh Python process, which
-reports its own wall time and peak RSS (`resource.getrusage(RUSAGE_SELF)`), the same way for
+reports its own wall time and peak RSS (VmHWM of its address space), the same way for
 both tools. Accuracy is measured against the fp32 model on the 256 evaluation sentences;
 latencies come from one `measure_latency` call per batch size with every session interleaved,
 so the ratios against fp32 are taken under the same machine load.
@@ -69,6 +69,14 @@ def configurations(variants: bool) -> list[dict]:
 # Worker: one compile in a fresh process
 # ----------------------------------------------------------------------------------------
 def _rss_peak_bytes() -> int:
+    """Peak RSS of this process's own address space (VmHWM). getrusage's ru_maxrss survives
+    exec, so a worker started by a large parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -364,7 +372,7 @@ def markdown(result: dict) -> str:
         f"EP, {settings['threads']} intra-op threads, synthetic feed at sequence {SEQUENCE}; ratio < 1 is faster than fp32 "
         "measured in the same call. The machine is shared: ratios move by ~10 % between runs.",
         "- Compile: wall time of the compile call (ORT: `quant_pre_process` + quantize; onnxcomp: `compress` with the "
-        "calibration cache off, + save) in a fresh process; peak RSS of that process (`getrusage(RUSAGE_SELF)`), which "
+        "calibration cache off, + save) in a fresh process; peak RSS of that process (VmHWM), which "
         + (f"already held {min(before) / 2**20:.0f}–{max(before) / 2**20:.0f} MB after imports and tokenizing, before the compile."
            if before else "includes imports and tokenizing."),
         f"- Calibration: the same {settings['calibration_sentences']} sentences for every tool (8 batches of 16, each "
