@@ -196,7 +196,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown results file (default {DEFAULT_OUT})")
     p.add_argument("--json", action="store_true", help="print JSON to stdout instead of the tables")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 latency runs, 1 warm-up, 4 windows")
-    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--runs", type=int, default=50, help="latency runs per session (default 50, interleaved)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--only", default="", help="comma-separated substrings of row keys (fp32 always runs)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
