@@ -311,7 +311,9 @@ def _describe(group: LinearGroup) -> None:
     if mapping is None or mapping.shape != (k,):
         group.reason = f"cannot map channels from {linear.name} through {'/'.join(n.op_type for n in path)}"
         return
-    if any(u.node is not linear.node for u in linear.weight.uses()):
-        group.reason = f"producer weight {linear.weight.name!r} is shared"
-        return
+    for const in (linear.weight, linear.bias):
+        owners = {id(linear.node), id(linear.output.producer())}
+        if const is not None and any(id(u.node) not in owners for u in const.uses()):
+            group.reason = f"producer constant {const.name!r} of {linear.name} is shared with another node"
+            return
     group.producer, group.channel_map = LinearProducer(linear, path), mapping

@@ -300,3 +300,20 @@ def test_recipe_file_and_cli_options(tmp_path, tiny):
     result = onnxcomp.compress(prenorm_mlp(tiny), recipe, calibration=outlier_feeds(), use_cache=False)
     assert {g["alpha"] for g in details(result)["smoothed"]} == {0.7}
     assert "QuantizeLinear" in tiny.op_types(result.model)
+
+
+def test_shared_producer_bias_is_not_folded(tiny):
+    """Exporters deduplicate equal constants: a bias shared by two layers must not be rescaled."""
+    nodes = [
+        h.make_node("MatMul", ["x", "w1"], ["m1"], name="first"),
+        h.make_node("Add", ["m1", "b"], ["y1"]),
+        h.make_node("MatMul", ["y1", "w2"], ["m2"], name="second"),
+        h.make_node("Add", ["m2", "b"], ["y2"]),
+        h.make_node("MatMul", ["y2", "w3"], ["y"], name="third"),
+    ]
+    inits = {"b": np.linspace(-1, 1, HIDDEN).astype(np.float32), **weights(w1=(HIDDEN, HIDDEN), w2=(HIDDEN, HIDDEN), w3=(HIDDEN, 4))}
+    model = tiny.make_model(nodes, [("x", [2, 4, HIDDEN])], [("y", [2, 4, 4])], inits, infer_shapes=True)
+    groups = {g.name: g for g in find_linear_groups(ir.from_proto(model))}
+    assert groups["second"].producer is None and "'b' of first is shared" in groups["second"].reason
+    result = smooth(model, outlier_feeds(), fallback="mul")
+    assert_same_function(tiny, model, result.model, outlier_feeds())
