@@ -300,6 +300,10 @@ def test_recipe_file_and_cli_options(tmp_path, tiny):
     result = onnxcomp.compress(prenorm_mlp(tiny), recipe, calibration=outlier_feeds(), use_cache=False)
     assert {g["alpha"] for g in details(result)["smoothed"]} == {0.7}
     assert "QuantizeLinear" in tiny.op_types(result.model)
+    # each calibrate measures what the passes before the next calibrate need: first the two
+    # group inputs for smoothing, then the same two tensors (changed by smoothing) for quantize_qdq
+    calibrations = [p["details"]["tensors"] for p in result.report["passes"] if p["pass"] == "calibrate"]
+    assert calibrations == [2, 2]
 
 
 def test_shared_producer_bias_is_not_folded(tiny):
