@@ -225,21 +225,31 @@ def eval_command(original, compressed, model_kind, data, batch, sequence, runs, 
 @click.option("--model", "kind", default="minilm", show_default=True, type=click.Choice(["minilm", "digits", "smollm2"]),
               help="Built-in model: minilm (sentence encoder), digits (CNN), smollm2 (135M LLM, ~2 min).")
 @click.option("--out-dir", default="out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--recipe", default="int8", show_default=True, help="Preset to run (`onnxcomp recipes` lists them), e.g. w8a8-smoothquant.")
 @click.option("--calib-method", default="percentile", show_default=True, type=click.Choice(CALIB_METHODS))
 @click.option("--runs", default=50, show_default=True, help="Timed runs per model for latency.")
 @_json_option
-def demo(kind, out_dir, calib_method, runs, as_json):
-    """The whole job on a built-in model: export, calibrate, compress to int8, compare."""
+def demo(kind, out_dir, recipe, calib_method, runs, as_json):
+    """The whole job on a built-in model: export, calibrate, compress with a preset (int8), compare.
+
+    \b
+    Examples:
+      onnxcomp demo                                            # MiniLM-L6, int8
+      onnxcomp demo --model smollm2 --recipe w8a8-smoothquant  # the LLM, W8A8 with SmoothQuant
+    """
     from .demo import run_demo
     from .evaluate import summary_rows
+    from .recipes import PRESETS, preset_names
 
+    if recipe not in PRESETS:
+        raise OnnxcompError(f"--recipe {recipe!r}: not a preset (presets: {', '.join(preset_names())})")
     progress.set_enabled(not as_json)
     if not as_json:
-        click.echo(f"exporting {kind}, calibrating on its built-in data and compressing to int8 ...", err=True)
-    result = run_demo(kind, out_dir, calib_method, runs)
+        click.echo(f"exporting {kind}, calibrating on its built-in data and compressing with {recipe} ...", err=True)
+    result = run_demo(kind, out_dir, calib_method, runs, recipe)
     report = result["report"]
-    text = (f"{kind}: int8 recipe, calibration method {calib_method}, compiled in {report['seconds']:.1f} s\n\n"
-            + _table(summary_rows(result["evaluation"]), ("", "fp32", "int8"))
+    text = (f"{kind}: {recipe} recipe, calibration method {calib_method}, compiled in {report['seconds']:.1f} s\n\n"
+            + _table(summary_rows(result["evaluation"]), ("", "fp32", recipe))
             + f"\n\nfiles: {result['evaluation']['original']}  {result['evaluation']['compressed']}")
     _emit(as_json, result, text)
 

@@ -210,3 +210,17 @@ def test_default_output_name_beside_the_model(digits_model, calib_dir, tmp_path)
     result = run("compress", model, "--calib", calib_dir)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "net.int8.onnx").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["int8", "w8a8-smoothquant"])
+def test_demo_runs_the_whole_job(recipe, tmp_path):
+    result = run("demo", "--model", "digits", "--recipe", recipe, "--out-dir", tmp_path, "--runs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert (tmp_path / f"digits.{recipe}.onnx").exists() and (tmp_path / "digits.fp32.onnx").exists()
+    assert payload["evaluation"]["metric"]["accuracy_drop_points"] <= 0.5
+    assert recipe in run("demo", "--model", "digits", "--recipe", recipe, "--out-dir", tmp_path, "--runs", "2").output
+
+
+def test_demo_rejects_a_recipe_that_is_not_a_preset(tmp_path):
+    assert_error(run("demo", "--model", "digits", "--recipe", "int9", "--out-dir", tmp_path), "--recipe 'int9'", "presets:")
