@@ -1,8 +1,9 @@
 """calibrate: record activation statistics by streaming calibration data through ONNX Runtime.
 
-An analysis step: keeps bounded statistics (min/max, |x| histogram, per-channel max) of every tensor that a later pass
-names in `statistics_needed`, up to the next `calibrate`
-(which re-measures tensors that a rewrite in between, such as smoothquant, has changed). Requires: calibration data. Guarantees: the graph is unchanged.
+An analysis step: keeps bounded statistics (min/max, |x| histogram, per-channel max) of every
+tensor that a later pass names in `statistics_needed`, for the passes up to the next `calibrate`
+(which re-measures what a rewrite in between, such as smoothquant, has changed).
+Requires: calibration data. Guarantees: the graph is unchanged.
 """
 
 import onnx_ir as ir
