@@ -33,6 +33,10 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
     "w8a8-smoothquant": [*CANONICALIZE, ("calibrate", {}), ("smoothquant", {"alpha": "auto", "fallback": "mul"}),
                          ("calibrate", {}), ("quantize_qdq", {}),
                          ("quantize_embedding", {}), ("remove_unused", {})],
+    # Weight-only: int4 blocks (group 128, symmetric) read by ONNX Runtime's MatMulNBits;
+    # activations stay float. The word-embedding table goes int8 per row.
+    "w4a16-rtn": [*CANONICALIZE, ("quantize_weight_only", {}), ("quantize_embedding", {}), ("remove_unused", {})],
+    "w8a16": [*CANONICALIZE, ("quantize_weight_only", {"bits": 8}), ("quantize_embedding", {}), ("remove_unused", {})],
 }
 
 

@@ -8,7 +8,9 @@ from .quantize_qdq import QuantizeQDQ
 from .remove_unused import RemoveUnused
 from .simplify import Simplify
 from .smoothquant import SmoothQuant
+from .weight_only import QuantizeWeightOnly
 
-PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ, QuantizeEmbedding, SmoothQuant)}
+PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ, QuantizeEmbedding, SmoothQuant,
+                                         QuantizeWeightOnly)}
 
 __all__ = ["PASSES"]

@@ -1,0 +1,176 @@
+"""Weight-only int4/int8: blockwise arithmetic, packing, the three emission formats, bad input."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper as h
+
+import onnxcomp
+from onnxcomp.blockwise import (dequantize_blockwise, pack_along_last, packed_codes, quantize_blockwise, signed_codes_kn,
+                                unpack_along_last)
+from onnxcomp.errors import OnnxcompError
+
+
+def weight(k=200, n=24, seed=0):
+    return (np.random.default_rng(seed).standard_normal((k, n)) * 0.05).astype(np.float32)
+
+
+# -- arithmetic -----------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("group", [32, 64, 128])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_roundtrip_within_half_a_step(bits, group, symmetric):
+    w = weight(k=200)  # 200 is not a multiple of any group size: the last block is padded
+    q = quantize_blockwise(w, bits, group, symmetric)
+    assert q.codes.shape == (24, -(-200 // group), group) and q.codes.max() <= 2**bits - 1
+    back = dequantize_blockwise(q)
+    assert back.shape == w.shape
+    step = np.repeat(q.scales.T, group, axis=0)[:200]  # [K, N] step of each element's block
+    # asymmetric: half a step; symmetric: the short side of [-8, 7] may clip by up to one step
+    assert (np.abs(back - w) <= step * (1.0 if symmetric else 0.5) + 1e-7).all()
+    if symmetric:
+        assert (q.zero_points == 2 ** (bits - 1)).all() and (q.scales > 0).all()
+
+
+def test_symmetric_block_keeps_its_largest_magnitude_exact():
+    w = np.zeros((32, 2), np.float32)
+    w[:, 0] = np.linspace(-1.0, 0.5, 32)  # negative extreme → −8 exactly
+    w[:, 1] = np.linspace(-0.5, 1.0, 32)  # positive extreme → +7 exactly
+    back = dequantize_blockwise(quantize_blockwise(w, 4, 32, True))
+    assert back[0, 0] == pytest.approx(-1.0) and back[-1, 1] == pytest.approx(1.0)
+
+
+def test_nibble_packing_layout():
+    codes = np.arange(10, dtype=np.uint8).reshape(1, 1, 10) % 16
+    packed = pack_along_last(codes)
+    assert packed.tolist() == [[[0x10, 0x32, 0x54, 0x76, 0x98]]]  # low nibble = even index
+    assert unpack_along_last(packed, 10).tolist() == codes.tolist()
+    assert pack_along_last(np.array([[1, 2, 3]], np.uint8)).tolist() == [[0x21, 0x03]]  # odd: padded
+
+
+def test_clip_search_never_raises_the_weight_error():
+    w = weight(k=256, seed=3)
+    w[5, 3] = 1.0  # an outlier that clipping can trade away
+    plain, searched = (dequantize_blockwise(quantize_blockwise(w, 4, 64, True, c)) for c in (False, True))
+    assert np.linalg.norm(searched - w) <= np.linalg.norm(plain - w)
+
+
+@pytest.mark.parametrize("bits, group", [(3, 128), (4, 48), (4, 0)])
+def test_unsupported_settings(bits, group):
+    with pytest.raises(OnnxcompError, match="bits must be one of 4, 8|group_size must be one of 32, 64, 128"):
+        quantize_blockwise(weight(), bits, group)
+
+
+# -- the pass and its formats ---------------------------------------------------------------
+def linear_model(tiny, k=200, n=24, gemm=False):
+    w = weight(k, n)
+    if gemm:
+        nodes = [h.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)]
+        inits = {"w": w.T.copy(), "b": np.linspace(-1, 1, n).astype(np.float32)}
+        inputs = [("x", [3, k])]
+        outputs = [("y", [3, n])]
+    else:
+        nodes = [h.make_node("MatMul", ["x", "w"], ["m"], name="first"), h.make_node("Relu", ["m"], ["r"]),
+                 h.make_node("MatMul", ["r", "w2"], ["y"], name="second")]
+        inits = {"w": w, "w2": weight(n, 8, seed=1)}
+        inputs, outputs = [("x", [2, 5, k])], [("y", [2, 5, 8])]
+    return tiny.make_model(nodes, inputs, outputs, inits, infer_shapes=True)
+
+
+def weight_only(model, **options):
+    return onnxcomp.compress(model, [("quantize_weight_only", {"output_layer_bits": 0, **options})], use_cache=False)
+
+
+def feed(model, seed=0):
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return {"x": np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_matmulnbits_matches_dequantize_plus_matmul(tiny, symmetric, bits):
+    model = linear_model(tiny)
+    nbits = weight_only(model, bits=bits, symmetric=symmetric, group_size=64).model
+    qdq = weight_only(model, bits=bits, symmetric=symmetric, group_size=64, format="qdq").model
+    assert "MatMulNBits" in tiny.op_types(nbits) and "DequantizeLinear" in tiny.op_types(qdq)
+    for seed in range(3):
+        x = feed(model, seed)
+        a, b = tiny.run(nbits, x)[0], tiny.run(qdq, x)[0]
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+def test_qdq_weights_reproduce_the_quantized_values_exactly(tiny):
+    model = linear_model(tiny)
+    result = weight_only(model, format="qdq", group_size=32, symmetric=False)
+    q = quantize_blockwise(tiny.initializer(model, "w"), 4, 32, False)
+    proto = result.model
+    dq = next(n for n in proto.graph.node if n.op_type == "DequantizeLinear" and "w_" in n.input[0] and "w2" not in n.input[0])
+    expose = onnx.ModelProto()
+    expose.CopyFrom(proto)
+    expose.graph.output.append(h.make_tensor_value_info(dq.output[0], onnx.TensorProto.FLOAT, None))
+    got = tiny.run(expose, feed(model))[-1]
+    np.testing.assert_array_equal(got, dequantize_blockwise(q))
+    codes, zero_points = signed_codes_kn(q)
+    assert codes.shape == (200, 24) and zero_points.shape == (7, 24)  # ceil(200 / 32) blocks
+
+
+def test_matmulnbits_stores_the_documented_packing(tiny):
+    model = linear_model(tiny)
+    proto = weight_only(model, group_size=32).model
+    node = next(n for n in proto.graph.node if n.op_type == "MatMulNBits" and n.name == "first")
+    attrs = {a.name: a.i for a in node.attribute}
+    assert attrs == {"K": 200, "N": 24, "bits": 4, "block_size": 32}
+    stored = tiny.initializer(proto, node.input[1])
+    expected = packed_codes(quantize_blockwise(tiny.initializer(model, "w"), 4, 32, True))
+    assert stored.shape == (24, 7, 16) and (stored == expected).all()
+
+
+def test_custom_format_is_structurally_the_same_op(tiny):
+    model = linear_model(tiny)
+    proto = weight_only(model, format="custom").model
+    node = next(n for n in proto.graph.node if n.name == "first")
+    assert (node.domain, node.op_type) == ("ai.onnxcomp", "MatMulInt4")
+    assert {a.name: a.i for a in node.attribute} == {"K": 200, "N": 24, "bits": 4, "group_size": 128}
+    assert any(o.domain == "ai.onnxcomp" for o in proto.opset_import)
+
+
+def test_gemm_with_transposed_weight_and_bias(tiny):
+    model = linear_model(tiny, gemm=True)
+    result = weight_only(model, group_size=32, format="qdq")
+    x = feed(model)
+    q = quantize_blockwise(tiny.initializer(model, "w").T, 4, 32, True)  # Gemm B is [N, K] with transB
+    expected = x["x"] @ dequantize_blockwise(q) + tiny.initializer(model, "b")
+    np.testing.assert_allclose(tiny.run(result.model, x)[0], expected, rtol=1e-4, atol=1e-5)
+    layer = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]["layers"][0]
+    assert layer["shape_kn"] == [200, 24] and layer["relative_weight_error"] < 0.1
+
+
+def test_shared_weight_quantized_once_and_output_layer_bits(tiny):
+    nodes = [h.make_node("MatMul", ["x", "w"], ["a"], name="one"), h.make_node("MatMul", ["a", "w"], ["y"], name="two")]
+    model = tiny.make_model(nodes, [("x", [2, 32])], [("y", [2, 32])], {"w": weight(32, 32)}, infer_shapes=True)
+    result = onnxcomp.compress(model, [("quantize_weight_only", {"group_size": 32})], use_cache=False)
+    details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
+    assert [(l["node"], l["bits"]) for l in details["layers"]] == [("one", 4), ("two", 8)]  # "two" feeds the output
+    shared = onnxcomp.compress(model, [("quantize_weight_only", {"group_size": 32, "output_layer_bits": 0})], use_cache=False)
+    details = next(p for p in shared.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
+    assert details["weights_quantized"] == 1 and all(l.get("shared_weight") for l in details["layers"])
+
+
+def test_activation_weights_are_skipped_and_reported(tiny):
+    nodes = [h.make_node("MatMul", ["x", "z"], ["y"], name="scores")]
+    model = tiny.make_model(nodes, [("x", [2, 4]), ("z", [4, 3])], [("y", [2, 3])])
+    result = weight_only(model)
+    details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
+    assert details["skipped"] == [{"node": "scores", "reason": "weight is not a constant"}] and details["layers"] == []
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"bits": 2}, "bits must be one of 4, 8"),
+    ({"group_size": 100}, "group_size must be one of 32, 64, 128"),
+    ({"format": "gguf"}, "format must be one of matmulnbits, qdq, custom"),
+    ({"format": "custom", "bits": 8}, "4-bit only"),
+    ({"algorithm": "magic"}, "algorithm must be"),
+])
+def test_bad_options(tiny, options, message):
+    with pytest.raises(OnnxcompError, match=message):
+        weight_only(linear_model(tiny), **options)
