@@ -279,5 +279,27 @@ def recipes(as_json):
     _emit(as_json, payload, "\n".join(lines))
 
 
+@cli.command("build-ops")
+@click.option("--cpu-only", is_flag=True, help="Build without the CUDA kernels even if nvcc is available.")
+@click.option("--force", is_flag=True, help="Rebuild even if the cached library is up to date.")
+@_json_option
+def build_ops(cpu_only, force, as_json):
+    """Build the ai.onnxcomp::MatMulInt4 custom-op library (g++, plus nvcc for CUDA when present) into the cache."""
+    from .custom_ops.build import BuildError, build_library
+
+    try:
+        info = build_library(cuda=False if cpu_only else None, force=force)
+    except BuildError as exc:
+        click.echo(f"error: build-ops: {exc}", err=True)
+        sys.exit(2)
+    spills = sum(k.get("spill_stores", 0) + k.get("spill_loads", 0) for k in info.get("kernels", []))
+    how = "cached" if info["cached"] else "built in %s s" % info["seconds"]
+    cuda = "yes (" + ", ".join(info["archs"]) + ")" if info["cuda"] else "no"
+    text = f"{info['path']}\n  cuda: {cuda}  {how}"
+    if info["cuda"]:
+        text += f"\n  kernel entries compiled: {len(info['kernels'])} over {len(info['archs'])} archs, spill bytes: {spills}"
+    _emit(as_json, {k: v for k, v in info.items()}, text)
+
+
 def main():
     cli(prog_name="onnxcomp")
