@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 export ONNXCOMP_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE = 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench build-ops bench-int4 clean
 
 $(BIN)/onnxcomp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test-fast: install  ## the quick subset for the edit loop
 
 bench: install  ## side-by-side benchmark against onnxruntime.quantization (minutes)
 	$(BIN)/python benchmarks/int8_minilm.py
+
+build-ops: install  ## build the ai.onnxcomp::MatMulInt4 custom-op library (CUDA too when nvcc exists)
+	$(BIN)/onnxcomp build-ops
+
+bench-int4: install  ## GPU benchmark of the int4 GEMM op (needs a CUDA GPU; prints why not otherwise)
+	$(BIN)/python benchmarks/int4_gemm.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
