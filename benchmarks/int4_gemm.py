@@ -14,6 +14,7 @@ CUDA events, after warm-up; the median over repetitions, divided by the calls pe
 Bytes moved = packed weights + scales (+ zero points) + A + Y; the copy bandwidth is a measured
 device-to-device copy (read + write bytes). Ideal speedup = fp16 bytes / int4 bytes.
 Without a CUDA GPU it prints why and exits with status 0 having measured nothing.
+``--cpu`` times the CPU kernel in ONNX Runtime instead (any machine).
 """
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ def main() -> int:
     p.add_argument("--group-size", type=int, default=128, choices=[32, 64, 128])
     p.add_argument("--zero-points", action="store_true", help="asymmetric weights (packed zero points)")
     p.add_argument("--json", help="write the rows to this file")
+    p.add_argument("--cpu", action="store_true", help="instead: time the CPU kernel in ONNX Runtime against "
+                   "com.microsoft.MatMulNBits and fp32 MatMul (no GPU needed)")
     args = p.parse_args()
+    if args.cpu:
+        return cpu_benchmark(args)
     try:
         import torch
     except ImportError:
@@ -140,6 +145,74 @@ def main() -> int:
     if failures:
         print(f"\nCORRECTNESS FAILURES (relative max error > 5e-3): {failures}")
         return 1
+    return 0
+
+
+def cpu_benchmark(args) -> int:
+    """ONNX Runtime CPU provider, 2 intra-op threads: our op vs MatMulNBits (same bytes) vs fp32 MatMul,
+    weights as initializers, runs interleaved, median of --reps runs after warm-up."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from custom_ops import build
+    from custom_ops.reference import matmul_int4_reference, random_operands
+
+    lib = build.library_path(cuda=False)
+    g = args.group_size
+    shapes = [(576, 1536), (1536, 576), (4096, 4096)] if args.quick else [(576, 1536), (1536, 576), (4096, 4096), (4096, 11008)]
+    ms = [1, 16, 128]
+    print(f"CPU: onnxruntime {ort.__version__}, 2 intra-op threads, group {g}, fp32 A, "
+          f"{'asymmetric' if args.zero_points else 'symmetric'}; median of {args.reps} interleaved runs (ms)")
+    header = f"{'K':>6} {'N':>6} {'M':>4} | {'MatMulInt4':>10} {'MatMulNBits':>11} {'fp32 MatMul':>11} | {'ours/NBits':>10} {'ours/fp32':>9} | {'max err':>8}"
+    print(header)
+    print("-" * len(header))
+    for k, n in shapes:
+        ops = random_operands(np.random.default_rng(0), (1,), k, n, g, asymmetric=args.zero_points, bias=False)
+        w = matmul_int4_reference(np.eye(k, dtype=np.float32), ops["B"], ops["scales"], ops["zero_points"], None,
+                                  k=k, group_size=g).astype(np.float32)  # [K, N]
+        weights = {"B": ops["B"], "scales": ops["scales"]}
+        if args.zero_points:
+            weights["zero_points"] = ops["zero_points"]
+        names = ["A", *weights]
+        models = {
+            "ours": ([helper.make_node("MatMulInt4", names, ["Y"], domain="ai.onnxcomp", K=k, N=n, bits=4, group_size=g)],
+                     {x: v for x, v in weights.items()}, [("ai.onnxcomp", 1)]),
+            "nbits": ([helper.make_node("MatMulNBits", names, ["Y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=g)],
+                      {x: (v if x == "B" else v.reshape(-1)) for x, v in weights.items()}, [("com.microsoft", 1)]),
+            "fp32": ([helper.make_node("MatMul", ["A", "W"], ["Y"])], {"W": w}, []),
+        }
+        sessions = {}
+        for key, (nodes, inits, domains) in models.items():
+            graph = helper.make_graph(nodes, key, [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["M", k])],
+                                      [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])],
+                                      [numpy_helper.from_array(v, x) for x, v in inits.items()])
+            model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 21),
+                                      *[helper.make_opsetid(d, v) for d, v in domains]])
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 2
+            if key == "ours":
+                so.register_custom_ops_library(lib)
+            sessions[key] = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        for m in ms:
+            a = np.random.default_rng(m).standard_normal((m, k)).astype(np.float32)
+            ref = a.astype(np.float64) @ w.astype(np.float64)
+            y = sessions["ours"].run(None, {"A": a})[0]
+            err = float(np.abs(y - ref).max() / np.abs(ref).max())
+            times = {key: [] for key in sessions}
+            for _ in range(3):
+                for s in sessions.values():
+                    s.run(None, {"A": a})
+            for _ in range(args.reps):
+                for key, s in sessions.items():
+                    t0 = time.perf_counter()
+                    s.run(None, {"A": a})
+                    times[key].append(time.perf_counter() - t0)
+            med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+            print(f"{k:>6} {n:>6} {m:>4} | {med['ours']:>10.3f} {med['nbits']:>11.3f} {med['fp32']:>11.3f} | "
+                  f"{med['ours'] / med['nbits']:>10.2f} {med['ours'] / med['fp32']:>9.2f} | {err:>8.1e}")
     return 0
 
 

@@ -92,6 +92,17 @@ def test_cpu_matches_float64_reference(cpu_lib, m_shape, k, n, g, asym, bias, dt
     assert err <= tol, f"max error {err} > {tol}"
 
 
+def test_large_problem_runs_on_ort_thread_pool(cpu_lib):
+    """Big enough to be split into tasks on ONNX Runtime's intra-op pool (KernelContext_ParallelFor,
+    OrtApi slot 274, enabled only after the slot-254 cross-check); same answer as the reference."""
+    k, n, g = 1024, 260, 64
+    ops = random_operands(np.random.default_rng(11), (9,), k, n, g)
+    y = run_op(cpu_lib, ops, k, n, g)
+    assert ctypes.CDLL(cpu_lib).onnxcomp_matmul_int4_uses_ort_threads() == 1
+    ref = reference(ops, k, g)
+    assert np.abs(y - ref).max() <= 2e-5 * np.sqrt(k) * max(1.0, np.abs(ref).max())
+
+
 def test_reference_detects_a_wrong_nibble(cpu_lib):
     """The comparison can fail: flip one weight nibble and the op disagrees with the old reference."""
     rng = np.random.default_rng(1)

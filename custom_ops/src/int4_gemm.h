@@ -25,6 +25,10 @@ extern "C" {
 const char* onnxcomp_int4_check_args(const Int4GemmArgs* a);
 // CPU kernel. Returns NULL on success, else an error message (static storage).
 const char* onnxcomp_int4_gemm_cpu(const Int4GemmArgs* a);
+// Runs fn(usr, i) for i in [0, total), possibly in parallel (e.g. ONNX Runtime's intra-op pool).
+typedef void (*Int4ParallelFor)(void* pf_ctx, void (*fn)(void* usr, size_t i), size_t total, void* usr);
+// CPU kernel parallelized with `pf` (NULL: its own std::threads for large problems).
+const char* onnxcomp_int4_gemm_cpu_par(const Int4GemmArgs* a, Int4ParallelFor pf, void* pf_ctx);
 // CUDA kernels (only in a library built with nvcc). `stream` is a cudaStream_t. Returns NULL on
 // success, else a message in a thread-local buffer (launch or argument error).
 const char* onnxcomp_int4_gemm_cuda(const Int4GemmArgs* a, void* stream);

@@ -2,11 +2,13 @@
 // library uses. ONNX Runtime's headers are not distributed by the package registries we reach, so
 // this file declares the ABI itself. The C API is ABI-stable and append-only: OrtApi is a table of
 // function pointers whose order never changes, so we list every slot in order up to the last one
-// we call (KernelContext_GetGPUComputeStream, slot 193, present since API version 14) and give a
-// real signature only to the slots we use; the others are opaque placeholders of pointer size.
+// we call (KernelContext_ParallelFor, slot 274) and give a real signature only to the slots we use;
+// the others are opaque placeholders of pointer size, named after the real entries.
 // The slot order was transcribed from onnxruntime's include/onnxruntime/core/session/
 // onnxruntime_c_api.h (struct OrtApi). tests/test_custom_ops.py proves the layout against the
-// installed onnxruntime (the CPU kernel calls the typed slots, including slot 193, on every run).
+// installed onnxruntime (the CPU kernel calls the typed slots, including slot 193, on every run), and
+// RegisterCustomOps checks slot 254 (GetBuildInfoString must answer "ORT Build Info...") before it
+// uses slot 274 (ParallelFor); without that match the CPU kernel uses its own threads instead.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -15,9 +17,12 @@
 extern "C" {
 #endif
 
-// The API version we request from OrtGetApiBase()->GetApi(). 17 = onnxruntime 1.17: it has
-// KernelComputeV2/CreateKernelV2 (errors returned as OrtStatus, 16) and custom-op opset ranges (17).
-#define ONNXCOMP_ORT_API_VERSION 17
+// The API version we request from OrtGetApiBase()->GetApi(): 18 = onnxruntime 1.18, which has every
+// slot we use (KernelContext_ParallelFor is the newest). The OrtCustomOp struct we fill is the
+// version-17 layout: KernelComputeV2/CreateKernelV2 (errors returned as OrtStatus, since 16) and
+// custom-op opset ranges (since 17); ORT reads only the fields that `version` says exist.
+#define ONNXCOMP_ORT_API_VERSION 18
+#define ONNXCOMP_CUSTOM_OP_VERSION 17
 
 typedef struct OrtStatus OrtStatus;
 typedef struct OrtSessionOptions OrtSessionOptions;
@@ -273,6 +278,87 @@ typedef struct OrtApi {
   /* 191 */ OrtUnusedFn GetSparseTensorIndices;
   /* 192 */ OrtUnusedFn HasValue;
   /* 193 */ OrtStatus* (*KernelContext_GetGPUComputeStream)(const OrtKernelContext* context, void** out);
+  /* 194 */ OrtUnusedFn GetTensorMemoryInfo;
+  /* 195 */ OrtUnusedFn GetExecutionProviderApi;
+  /* 196 */ OrtUnusedFn SessionOptionsSetCustomCreateThreadFn;
+  /* 197 */ OrtUnusedFn SessionOptionsSetCustomThreadCreationOptions;
+  /* 198 */ OrtUnusedFn SessionOptionsSetCustomJoinThreadFn;
+  /* 199 */ OrtUnusedFn SetGlobalCustomCreateThreadFn;
+  /* 200 */ OrtUnusedFn SetGlobalCustomThreadCreationOptions;
+  /* 201 */ OrtUnusedFn SetGlobalCustomJoinThreadFn;
+  /* 202 */ OrtUnusedFn SynchronizeBoundInputs;
+  /* 203 */ OrtUnusedFn SynchronizeBoundOutputs;
+  /* 204 */ OrtUnusedFn SessionOptionsAppendExecutionProvider_CUDA_V2;
+  /* 205 */ OrtUnusedFn CreateCUDAProviderOptions;
+  /* 206 */ OrtUnusedFn UpdateCUDAProviderOptions;
+  /* 207 */ OrtUnusedFn GetCUDAProviderOptionsAsString;
+  /* 208 */ OrtUnusedFn ReleaseCUDAProviderOptions;
+  /* 209 */ OrtUnusedFn SessionOptionsAppendExecutionProvider_MIGraphX;
+  /* 210 */ OrtUnusedFn AddExternalInitializers;
+  /* 211 */ OrtUnusedFn CreateOpAttr;
+  /* 212 */ OrtUnusedFn ReleaseOpAttr;
+  /* 213 */ OrtUnusedFn CreateOp;
+  /* 214 */ OrtUnusedFn InvokeOp;
+  /* 215 */ OrtUnusedFn ReleaseOp;
+  /* 216 */ OrtUnusedFn SessionOptionsAppendExecutionProvider;
+  /* 217 */ OrtUnusedFn CopyKernelInfo;
+  /* 218 */ OrtUnusedFn ReleaseKernelInfo;
+  /* 219 */ OrtUnusedFn GetTrainingApi;
+  /* 220 */ OrtUnusedFn SessionOptionsAppendExecutionProvider_CANN;
+  /* 221 */ OrtUnusedFn CreateCANNProviderOptions;
+  /* 222 */ OrtUnusedFn UpdateCANNProviderOptions;
+  /* 223 */ OrtUnusedFn GetCANNProviderOptionsAsString;
+  /* 224 */ OrtUnusedFn ReleaseCANNProviderOptions;
+  /* 225 */ OrtUnusedFn MemoryInfoGetDeviceType;
+  /* 226 */ OrtUnusedFn UpdateEnvWithCustomLogLevel;
+  /* 227 */ OrtUnusedFn SetGlobalIntraOpThreadAffinity;
+  /* 228 */ OrtUnusedFn RegisterCustomOpsLibrary_V2;
+  /* 229 */ OrtUnusedFn RegisterCustomOpsUsingFunction;
+  /* 230 */ OrtUnusedFn KernelInfo_GetInputCount;
+  /* 231 */ OrtUnusedFn KernelInfo_GetOutputCount;
+  /* 232 */ OrtUnusedFn KernelInfo_GetInputName;
+  /* 233 */ OrtUnusedFn KernelInfo_GetOutputName;
+  /* 234 */ OrtUnusedFn KernelInfo_GetInputTypeInfo;
+  /* 235 */ OrtUnusedFn KernelInfo_GetOutputTypeInfo;
+  /* 236 */ OrtUnusedFn KernelInfoGetAttribute_tensor;
+  /* 237 */ OrtUnusedFn HasSessionConfigEntry;
+  /* 238 */ OrtUnusedFn GetSessionConfigEntry;
+  /* 239 */ OrtUnusedFn SessionOptionsAppendExecutionProvider_Dnnl;
+  /* 240 */ OrtUnusedFn CreateDnnlProviderOptions;
+  /* 241 */ OrtUnusedFn UpdateDnnlProviderOptions;
+  /* 242 */ OrtUnusedFn GetDnnlProviderOptionsAsString;
+  /* 243 */ OrtUnusedFn ReleaseDnnlProviderOptions;
+  /* 244 */ OrtUnusedFn KernelInfo_GetNodeName;
+  /* 245 */ OrtUnusedFn KernelInfo_GetLogger;
+  /* 246 */ OrtUnusedFn KernelContext_GetLogger;
+  /* 247 */ OrtUnusedFn Logger_LogMessage;
+  /* 248 */ OrtUnusedFn Logger_GetLoggingSeverityLevel;
+  /* 249 */ OrtUnusedFn KernelInfoGetConstantInput_tensor;
+  /* 250 */ OrtUnusedFn CastTypeInfoToOptionalTypeInfo;
+  /* 251 */ OrtUnusedFn GetOptionalContainedTypeInfo;
+  /* 252 */ OrtUnusedFn GetResizedStringTensorElementBuffer;
+  /* 253 */ OrtUnusedFn KernelContext_GetAllocator;
+  /* 254 */ const char* (*GetBuildInfoString)(void);
+  /* 255 */ OrtUnusedFn CreateROCMProviderOptions;
+  /* 256 */ OrtUnusedFn UpdateROCMProviderOptions;
+  /* 257 */ OrtUnusedFn GetROCMProviderOptionsAsString;
+  /* 258 */ OrtUnusedFn ReleaseROCMProviderOptions;
+  /* 259 */ OrtUnusedFn CreateAndRegisterAllocatorV2;
+  /* 260 */ OrtUnusedFn RunAsync;
+  /* 261 */ OrtUnusedFn UpdateTensorRTProviderOptionsWithValue;
+  /* 262 */ OrtUnusedFn GetTensorRTProviderOptionsByName;
+  /* 263 */ OrtUnusedFn UpdateCUDAProviderOptionsWithValue;
+  /* 264 */ OrtUnusedFn GetCUDAProviderOptionsByName;
+  /* 265 */ OrtUnusedFn KernelContext_GetResource;
+  /* 266 */ OrtUnusedFn SetUserLoggingFunction;
+  /* 267 */ OrtUnusedFn ShapeInferContext_GetInputCount;
+  /* 268 */ OrtUnusedFn ShapeInferContext_GetInputTypeShape;
+  /* 269 */ OrtUnusedFn ShapeInferContext_GetAttribute;
+  /* 270 */ OrtUnusedFn ShapeInferContext_SetOutputTypeShape;
+  /* 271 */ OrtUnusedFn SetSymbolicDimensions;
+  /* 272 */ OrtUnusedFn ReadOpAttr;
+  /* 273 */ OrtUnusedFn SetDeterministicCompute;
+  /* 274 */ OrtStatus* (*KernelContext_ParallelFor)(const OrtKernelContext* context, void (*fn)(void* usr_data, size_t index), size_t total, size_t num_batch, void* usr_data);
 } OrtApi;
 
 typedef struct OrtApiBase {
@@ -282,7 +368,8 @@ typedef struct OrtApiBase {
 
 // The custom-op description ONNX Runtime reads. `version` says how many fields it may read:
 // fields up to GetVariadicOutputHomogeneity exist since 14, CreateKernelV2/KernelComputeV2 since 16,
-// InferOutputShapeFn/GetStartVersion/GetEndVersion since 17. We set version = 17.
+// InferOutputShapeFn/GetStartVersion/GetEndVersion since 17. We set version = 17
+// (ONNXCOMP_CUSTOM_OP_VERSION) and provide exactly those fields.
 typedef struct OrtCustomOp {
   uint32_t version;
   void* (*CreateKernel)(const struct OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info);
@@ -313,4 +400,6 @@ typedef struct OrtCustomOp {
 static_assert(offsetof(OrtApi, KernelContext_GetGPUComputeStream) == 193 * sizeof(void*),
               "OrtApi slot order: KernelContext_GetGPUComputeStream must be slot 193");
 static_assert(offsetof(OrtApi, KernelContext_GetOutput) == 91 * sizeof(void*), "OrtApi slot 91");
+static_assert(offsetof(OrtApi, GetBuildInfoString) == 254 * sizeof(void*), "OrtApi slot 254");
+static_assert(offsetof(OrtApi, KernelContext_ParallelFor) == 274 * sizeof(void*), "OrtApi slot 274");
 #endif

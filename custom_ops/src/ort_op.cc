@@ -20,6 +20,21 @@
 namespace {
 
 const OrtApi* g_api = nullptr;
+bool g_parallel_for = false;  // slot 274 verified usable (see RegisterCustomOps)
+
+struct PfCtx {
+  OrtKernelContext* ctx;
+};
+
+// Runs the CPU kernel's tasks on ONNX Runtime's intra-op thread pool (no threads of our own
+// competing with ORT's spinning workers); serially if the call fails.
+void ort_parallel_for(void* pf_ctx, void (*fn)(void*, size_t), size_t total, void* usr) {
+  OrtKernelContext* ctx = static_cast<PfCtx*>(pf_ctx)->ctx;
+  if (OrtStatus* s = g_api->KernelContext_ParallelFor(ctx, fn, total, 0, usr)) {
+    g_api->ReleaseStatus(s);
+    for (size_t i = 0; i < total; ++i) fn(usr, i);
+  }
+}
 constexpr const char* kDomain = "ai.onnxcomp";
 constexpr const char* kOpName = "MatMulInt4";
 
@@ -158,7 +173,8 @@ OrtStatus* compute(void* op_kernel, OrtKernelContext* ctx) {
     // A CPU kernel has no compute stream; a non-null one would mean the OrtApi slot table of
     // ort_c_api_min.h is misaligned with the runtime's, so refuse rather than compute.
     if (stream != nullptr) return err("MatMulInt4: OrtApi ABI check failed (CPU kernel got a GPU stream)", ORT_FAIL);
-    e = onnxcomp_int4_gemm_cpu(&args);
+    PfCtx pfc{ctx};
+    e = g_parallel_for ? onnxcomp_int4_gemm_cpu_par(&args, ort_parallel_for, &pfc) : onnxcomp_int4_gemm_cpu(&args);
   }
   if (e) return err(e, ORT_RUNTIME_EXCEPTION);
   return nullptr;
@@ -220,7 +236,7 @@ OpDef make_op(const char* ep, bool cuda, ONNXTensorElementDataType a, ONNXTensor
   OpDef d;
   memset(&d, 0, sizeof(d));
   OrtCustomOp& o = d.base;
-  o.version = ONNXCOMP_ORT_API_VERSION;
+  o.version = ONNXCOMP_CUSTOM_OP_VERSION;
   o.CreateKernel = nullptr;  // V2 entry points are used (version >= 16)
   o.GetName = get_name;
   o.GetExecutionProviderType = get_ep;
@@ -268,11 +284,15 @@ std::vector<OpDef>& ops() {
 extern "C" ONNXCOMP_EXPORT OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   const OrtApi* api = api_base->GetApi(ONNXCOMP_ORT_API_VERSION);
   if (!api) {
-    fprintf(stderr, "onnxcomp MatMulInt4: onnxruntime %s does not provide C API version %d (need >= 1.17)\n",
+    fprintf(stderr, "onnxcomp MatMulInt4: onnxruntime %s does not provide C API version %d (need >= 1.18)\n",
             api_base->GetVersionString(), ONNXCOMP_ORT_API_VERSION);
     return nullptr;  // cannot even create a status without an OrtApi; the session then fails on the unknown op
   }
   g_api = api;
+  // Cross-check of our slot table beyond the part every run exercises: slot 254 must be
+  // GetBuildInfoString (safe to call, recognizable answer) before we trust slot 274 (ParallelFor).
+  const char* build_info = api->GetBuildInfoString();
+  g_parallel_for = build_info != nullptr && strncmp(build_info, "ORT Build Info", 14) == 0;
   // One domain object per call: ORT keeps a pointer to it for the life of the session options.
   OrtCustomOpDomain* domain = nullptr;
   ORT_TRY(api->CreateCustomOpDomain(kDomain, &domain));
@@ -314,3 +334,6 @@ extern "C" ONNXCOMP_EXPORT const char* onnxcomp_matmul_int4(int device, int dtyp
 }
 
 extern "C" ONNXCOMP_EXPORT int onnxcomp_matmul_int4_has_cuda(void) { return onnxcomp_int4_has_cuda(); }
+
+// 1 once RegisterCustomOps verified the OrtApi table far enough to run on ORT's thread pool.
+extern "C" ONNXCOMP_EXPORT int onnxcomp_matmul_int4_uses_ort_threads(void) { return g_parallel_for ? 1 : 0; }
