@@ -76,6 +76,8 @@ CASES = [  # (batch shape of A, K, N, group, asymmetric, bias, dtype, scale dtyp
     ((128,), 500, 30, 128, False, False, np.float16, np.float16),
     ((2, 3, 4), 64, 9, 32, True, True, np.float16, np.float32),
     ((3,), 1, 5, 32, True, True, np.float32, np.float32),  # K = 1: one nibble of a 32-group
+    ((2,), 1000, 300, 128, True, True, np.float32, np.float32),
+    ((2, 2), 2048, 520, 32, False, True, np.float16, np.float32),  # M = 4, big enough for the thread pool
 ]
 
 
@@ -230,6 +232,18 @@ def test_build_is_cached_and_keyed_by_sources(tmp_path, monkeypatch):
     (src / "int4_gemm_cpu.cc").write_text((src / "int4_gemm_cpu.cc").read_text() + "\n// changed\n")
     changed = build.build_library(cuda=False)
     assert not changed["cached"] and changed["path"] != first["path"]
+
+
+def test_portable_build_without_avx2_matches(tmp_path, monkeypatch):
+    """The scalar fallback (built without -march=x86-64-v3) computes the same as the AVX2 kernel."""
+    monkeypatch.setenv("ONNXCOMP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "_cpu_flags", lambda: [])
+    lib = build.library_path(cuda=False)
+    for m in (1, 6):
+        ops = random_operands(np.random.default_rng(m), (m,), 300, 70, 64)
+        y = run_op(lib, ops, 300, 70, 64)
+        ref = reference(ops, 300, 64)
+        assert np.abs(y - ref).max() <= 2e-5 * np.sqrt(300) * max(1.0, np.abs(ref).max())
 
 
 def test_build_without_compiler_is_a_clear_error(monkeypatch):

@@ -1,6 +1,7 @@
 // CPU kernel of MatMulInt4: weight rows are dequantized four at a time into a float buffer (AVX2
 // when the build machine has it), then multiplied with two rows of A at a time (4x2 register tile
-// of 8-wide FMA accumulators); fp32 accumulation. Portable scalar code without AVX2/FMA.
+// of 8-wide FMA accumulators); for M <= 4 nibbles are widened and multiplied with A directly, the
+// scale and zero point applied once per group. fp32 accumulation. Portable scalar code without AVX2/FMA.
 #include "int4_gemm.h"
 #include "numeric.h"
 
@@ -113,8 +114,71 @@ void dots(const float* A, int64_t kp, const float* w, float out[R][4]) {
 #endif
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// Skinny path (M <= 4): weights are never written out as floats. Per group,
+//   sum_k (q_k - zp) * s * a_k  =  s * (sum_k q_k * a_k)  -  zp * s * (sum_k a_k),
+// so the inner loop only widens nibbles to floats and multiplies them with A (fp32 accumulation).
+template <int R>
+void rows_skinny(const Int4GemmArgs& a, const float* A, int64_t kp, int64_t n0, int64_t n1) {
+  const int64_t g = a.group, nb = kp / g, zb = (nb + 1) / 2;
+  std::vector<float> asum(static_cast<size_t>(R * nb));
+  for (int r = 0; r < R; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      float t = 0;
+      for (int64_t k = 0; k < g; ++k) t += A[r * kp + b * g + k];
+      asum[r * nb + b] = t;
+    }
+  const __m128i mask = _mm_set1_epi8(0x0f);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* brow = a.B + n * nb * (g / 2);
+    __m256 total[R];
+    float zterm[R];
+    for (int r = 0; r < R; ++r) total[r] = _mm256_setzero_ps(), zterm[r] = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+      const float s = load_f(a.scales, a.scale_dtype, n * nb + b);
+      float zp = 8.0f;
+      if (a.zero_points) {
+        const uint8_t z = a.zero_points[n * zb + b / 2];
+        zp = static_cast<float>((b & 1) ? (z >> 4) : (z & 15));
+      }
+      __m256 acc[R];
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+      const uint8_t* blk = brow + b * (g / 2);
+      const float* ab = A + b * g;
+      for (int64_t i = 0; i < g / 2; i += 16) {
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + i));
+        const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+        const __m128i v0 = _mm_unpacklo_epi8(lo, hi), v1 = _mm_unpackhi_epi8(lo, hi);
+        const __m256 q[4] = {_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v0)),
+                             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v0, 8))),
+                             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v1)),
+                             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v1, 8)))};
+        for (int r = 0; r < R; ++r)
+          for (int j = 0; j < 4; ++j) acc[r] = _mm256_fmadd_ps(q[j], _mm256_loadu_ps(ab + r * kp + 2 * i + 8 * j), acc[r]);
+      }
+      const __m256 sv = _mm256_set1_ps(s);
+      for (int r = 0; r < R; ++r) {
+        total[r] = _mm256_fmadd_ps(acc[r], sv, total[r]);
+        zterm[r] += zp * s * asum[r * nb + b];
+      }
+    }
+    const float bias = a.bias ? load_f(a.bias, a.dtype, n) : 0.0f;
+    for (int r = 0; r < R; ++r) store_f(a.Y, a.dtype, r * a.N + n, hsum(total[r]) - zterm[r] + bias);
+  }
+}
+#endif
+
 // Columns [n0, n1) of Y; A is fp32 with row stride kp, zero-padded beyond K.
 void rows(const Int4GemmArgs& a, const float* A, int64_t kp, int64_t n0, int64_t n1) {
+#if defined(__AVX2__) && defined(__FMA__)
+  switch (a.M) {
+    case 1: return rows_skinny<1>(a, A, kp, n0, n1);
+    case 2: return rows_skinny<2>(a, A, kp, n0, n1);
+    case 3: return rows_skinny<3>(a, A, kp, n0, n1);
+    case 4: return rows_skinny<4>(a, A, kp, n0, n1);
+    default: break;
+  }
+#endif
   std::vector<float> w(static_cast<size_t>(4 * kp), 0.0f);
   for (int64_t n = n0; n < n1; n += 4) {
     const int64_t cnt = std::min<int64_t>(4, n1 - n);
