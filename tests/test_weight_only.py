@@ -174,3 +174,24 @@ def test_activation_weights_are_skipped_and_reported(tiny):
 def test_bad_options(tiny, options, message):
     with pytest.raises(OnnxcompError, match=message):
         weight_only(linear_model(tiny), **options)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_custom_format_runs_with_the_project_library_like_matmulnbits(tiny, symmetric):
+    import onnxruntime as ort
+
+    from onnxcomp.custom_ops import build
+
+    try:
+        library = build.library_path(cuda=False)
+    except build.BuildError as exc:
+        pytest.skip(f"custom-op library cannot be built here: {exc}")
+    model = linear_model(tiny)
+    outputs = {}
+    for fmt in ("custom", "matmulnbits"):
+        proto = weight_only(model, format=fmt, group_size=32, symmetric=symmetric).model
+        options = ort.SessionOptions()
+        options.register_custom_ops_library(str(library))
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        outputs[fmt] = session.run(None, feed(model))[0]
+    np.testing.assert_allclose(outputs["custom"], outputs["matmulnbits"], rtol=1e-4, atol=1e-5)
