@@ -67,6 +67,7 @@ CASES = [  # (batch shape of A, K, N, group, asymmetric, bias, dtype, scale dtyp
     ((1,), 100, 24, 32, True, True, np.float32, np.float32),
     ((3,), 100, 40, 64, False, False, np.float32, np.float32),
     ((17,), 300, 33, 128, True, False, np.float32, np.float32),
+    ((40,), 700, 37, 64, True, True, np.float32, np.float32),  # M >= 24: packed 6x16 tiles, ragged M and N
     ((128,), 256, 64, 32, False, True, np.float32, np.float32),
     ((2, 5), 200, 20, 64, True, True, np.float32, np.float32),
     ((1,), 4096, 8, 128, True, True, np.float32, np.float32),

@@ -1,6 +1,6 @@
 // CPU kernel of MatMulInt4: weight rows are dequantized four at a time into a float buffer (AVX2
-// when the build machine has it), then multiplied with two rows of A at a time (4x2 register tile
-// of 8-wide FMA accumulators); for M <= 4 nibbles are widened and multiplied with A directly, the
+// when the build machine has it); M >= 24: 16 dequantized rows packed k-major, 6x16 register tiles
+// (AVX2/FMA); 4 < M < 24 and the portable build: a 4x2 register tile of 8-wide dot products; for M <= 4 nibbles are widened and multiplied with A directly, the
 // scale and zero point applied once per group. fp32 accumulation. Portable scalar code without AVX2/FMA.
 #include "int4_gemm.h"
 #include "numeric.h"
@@ -168,6 +168,58 @@ void rows_skinny(const Int4GemmArgs& a, const float* A, int64_t kp, int64_t n0, 
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__)
+// M >= 24: 16 weight rows are dequantized and packed k-major (Wp[k][16]); an R x 16 register tile
+// (R <= 6 rows of A, 2 x 8-wide accumulators per row) walks K broadcasting A and FMAs with Wp.
+template <int R>
+void tile_6x16(const float* A, int64_t kp, const float* Wp, float out[6][16]) {
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = _mm256_setzero_ps(), acc[r][1] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kp; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(Wp + k * 16), w1 = _mm256_loadu_ps(Wp + k * 16 + 8);
+    for (int r = 0; r < R; ++r) {
+      const __m256 av = _mm256_broadcast_ss(A + r * kp + k);
+      acc[r][0] = _mm256_fmadd_ps(av, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(av, w1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(out[r], acc[r][0]);
+    _mm256_storeu_ps(out[r] + 8, acc[r][1]);
+  }
+}
+
+void rows_gemm(const Int4GemmArgs& a, const float* A, int64_t kp, int64_t n0, int64_t n1) {
+  std::vector<float> tmp(static_cast<size_t>(16 * kp)), Wp(static_cast<size_t>(16 * kp));
+  for (int64_t n = n0; n < n1; n += 16) {
+    const int64_t cnt = std::min<int64_t>(16, n1 - n);
+    for (int64_t j = 0; j < 16; ++j) {
+      if (j < cnt) dequant_row(a, n + j, tmp.data() + j * kp);
+      else std::fill(tmp.begin() + j * kp, tmp.begin() + (j + 1) * kp, 0.0f);
+    }
+    for (int64_t k = 0; k < kp; ++k)
+      for (int64_t j = 0; j < 16; ++j) Wp[k * 16 + j] = tmp[j * kp + k];
+    float bias[16] = {};
+    if (a.bias)
+      for (int64_t j = 0; j < cnt; ++j) bias[j] = load_f(a.bias, a.dtype, n + j);
+    for (int64_t m = 0; m < a.M; m += 6) {
+      float out[6][16];
+      const int64_t rcount = std::min<int64_t>(6, a.M - m);
+      switch (rcount) {
+        case 6: tile_6x16<6>(A + m * kp, kp, Wp.data(), out); break;
+        case 5: tile_6x16<5>(A + m * kp, kp, Wp.data(), out); break;
+        case 4: tile_6x16<4>(A + m * kp, kp, Wp.data(), out); break;
+        case 3: tile_6x16<3>(A + m * kp, kp, Wp.data(), out); break;
+        case 2: tile_6x16<2>(A + m * kp, kp, Wp.data(), out); break;
+        default: tile_6x16<1>(A + m * kp, kp, Wp.data(), out); break;
+      }
+      for (int64_t r = 0; r < rcount; ++r)
+        for (int64_t j = 0; j < cnt; ++j) store_f(a.Y, a.dtype, (m + r) * a.N + n + j, out[r][j] + bias[j]);
+    }
+  }
+}
+#endif
+
 // Columns [n0, n1) of Y; A is fp32 with row stride kp, zero-padded beyond K.
 void rows(const Int4GemmArgs& a, const float* A, int64_t kp, int64_t n0, int64_t n1) {
 #if defined(__AVX2__) && defined(__FMA__)
@@ -176,7 +228,9 @@ void rows(const Int4GemmArgs& a, const float* A, int64_t kp, int64_t n0, int64_t
     case 2: return rows_skinny<2>(a, A, kp, n0, n1);
     case 3: return rows_skinny<3>(a, A, kp, n0, n1);
     case 4: return rows_skinny<4>(a, A, kp, n0, n1);
-    default: break;
+    default:
+      if (a.M >= 24) return rows_gemm(a, A, kp, n0, n1);  // below that, packing costs more than it saves
+      break;
   }
 #endif
   std::vector<float> w(static_cast<size_t>(4 * kp), 0.0f);
@@ -234,7 +288,7 @@ extern "C" const char* onnxcomp_int4_gemm_cpu_par(const Int4GemmArgs* args, Int4
   }
   if (pf) {
     // tasks of whole 4-row tiles, about 32k..128k multiply-adds each or more
-    int64_t rows_per_task = 4;
+    int64_t rows_per_task = a.M > 4 ? 16 : 4;  // whole 16-column panels for the M > 4 path
     while (rows_per_task < 64 && static_cast<double>(rows_per_task) * (a.M + 4) * kp < 1.5e5) rows_per_task *= 2;
     Job job{&a, Af.data(), kp, rows_per_task};
     pf(pf_ctx, run_task, static_cast<size_t>((a.N + rows_per_task - 1) / rows_per_task), &job);
@@ -246,7 +300,7 @@ extern "C" const char* onnxcomp_int4_gemm_cpu_par(const Int4GemmArgs* args, Int4
     return nullptr;
   }
   std::vector<std::thread> pool;
-  const int64_t step = ((a.N + threads - 1) / threads + 3) / 4 * 4;  // whole 4-row tiles
+  const int64_t step = ((a.N + threads - 1) / threads + 15) / 16 * 16;  // whole 16-row panels
   for (int t = 0; t < threads; ++t) {
     const int64_t n0 = t * step, n1 = std::min(a.N, n0 + step);
     if (n0 < n1) pool.emplace_back(rows, std::cref(a), Af.data(), kp, n0, n1);
