@@ -84,8 +84,8 @@ def hessian_error(weight: np.ndarray, dequantized: np.ndarray, hessian: np.ndarr
     """tr(ΔWᵀ H ΔW) / tr(Wᵀ H W): the relative squared output error on the calibration inputs."""
     w = np.asarray(weight, np.float64)
     d = np.asarray(dequantized, np.float64) - w
-    den = float(np.einsum("kn,kl,ln->", w, hessian, w))
-    return float(np.einsum("kn,kl,ln->", d, hessian, d)) / max(den, 1e-30)
+    den = float(((hessian @ w) * w).sum())
+    return float(((hessian @ d) * d).sum()) / max(den, 1e-30)
 
 
 class HessianAccumulator:
