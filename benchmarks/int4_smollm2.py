@@ -59,7 +59,9 @@ def worker(spec: dict) -> dict:
         else:
             feeds = models.get("smollm2").calibration_feeds()
 
-            class Reader:
+            from onnxruntime.quantization import CalibrationDataReader
+
+            class Reader(CalibrationDataReader):  # ORT's GPTQ iterates over (a deepcopy of) the reader
                 def __init__(self):
                     self.it = iter(feeds)
 
