@@ -3,7 +3,10 @@
 Rewrites every MatMul whose weight is a constant 2-D [K, N] (and every Gemm with a constant B,
 transA = 0, alpha = beta = 1, as MatMul + Add) into one of three emission formats:
 - `matmulnbits`: ONNX Runtime's `com.microsoft.MatMulNBits` (packed codes, scales, zero points,
-  block_size, accuracy_level): the fast path on ONNX Runtime CPU and CUDA;
+  block_size, accuracy_level): the fast path on ONNX Runtime CPU and CUDA. The default
+  accuracy_level 4 lets ORT's CPU kernel quantize activations to int8 per block: SmolLM2 decodes
+  a token in 0.18x fp32 time instead of 2.3x (the 8-bit LM head is slow otherwise) for
+  perplexity 1.523x instead of 1.511x fp32 (10 windows); 0 keeps float activations;
 - `qdq`: an int4/uint4 (or int8/uint8) [K, N] initializer → DequantizeLinear(axis=0,
   block_size=group) → MatMul, standard opset 21 that TensorRT and other runtimes read;
 - `custom`: the project's own `ai.onnxcomp.MatMulInt4` (custom_ops/), same inputs and packing as
@@ -56,7 +59,7 @@ def _as_kn_weight(node: ir.Node) -> tuple[np.ndarray | None, str]:
 class QuantizeWeightOnly(CompressionPass):
     name = "quantize_weight_only"
     options = {"bits": 4, "group_size": 128, "symmetric": True, "algorithm": "rtn", "clip_search": False,
-               "format": "matmulnbits", "accuracy_level": 0, "exclude": [], "output_layer_bits": 8}
+               "format": "matmulnbits", "accuracy_level": 4, "exclude": [], "output_layer_bits": 8}
 
     def validate_options(self) -> None:
         o = self.opts

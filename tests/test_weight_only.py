@@ -78,7 +78,9 @@ def linear_model(tiny, k=200, n=24, gemm=False):
 
 
 def weight_only(model, **options):
-    return onnxcomp.compress(model, [("quantize_weight_only", {"output_layer_bits": 0, **options})], use_cache=False)
+    """Exact float activations (accuracy_level 0) unless a test asks otherwise: formats compare bit-for-bit."""
+    options = {"output_layer_bits": 0, "accuracy_level": 0, **options}
+    return onnxcomp.compress(model, [("quantize_weight_only", options)], use_cache=False)
 
 
 def feed(model, seed=0):
@@ -195,3 +197,14 @@ def test_custom_format_runs_with_the_project_library_like_matmulnbits(tiny, symm
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         outputs[fmt] = session.run(None, feed(model))[0]
     np.testing.assert_allclose(outputs["custom"], outputs["matmulnbits"], rtol=1e-4, atol=1e-5)
+
+
+def test_default_accuracy_level_4_stays_close_to_float_activations(tiny):
+    model = linear_model(tiny)
+    exact = weight_only(model).model
+    fast = onnxcomp.compress(model, [("quantize_weight_only", {"output_layer_bits": 0})], use_cache=False).model
+    node = next(n for n in fast.graph.node if n.op_type == "MatMulNBits")
+    assert {a.name: a.i for a in node.attribute}["accuracy_level"] == 4
+    x = feed(model)
+    a, b = tiny.run(fast, x)[0], tiny.run(exact, x)[0]
+    assert np.linalg.norm(a - b) <= 0.02 * np.linalg.norm(b)  # int8 activations per block inside ORT's kernel
