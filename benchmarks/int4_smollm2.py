@@ -59,18 +59,10 @@ def worker(spec: dict) -> dict:
         else:
             feeds = models.get("smollm2").calibration_feeds()
 
-            from onnxruntime.quantization import CalibrationDataReader
+            sys.path.insert(0, str(HERE.parent.parent))
+            from benchmarks.int8_minilm import ort_reader  # ORT's GPTQ iterates over (a deepcopy of) the reader
 
-            class Reader(CalibrationDataReader):  # ORT's GPTQ iterates over (a deepcopy of) the reader
-                def __init__(self):
-                    self.it = iter(feeds)
-
-                def get_next(self):
-                    return next(self.it, None)
-
-                def rewind(self):
-                    self.it = iter(feeds)
-            config = mq.GPTQWeightOnlyQuantConfig(calibration_data_reader=Reader(), block_size=spec["group_size"])
+            config = mq.GPTQWeightOnlyQuantConfig(calibration_data_reader=ort_reader(feeds), block_size=spec["group_size"])
         quant = mq.MatMulNBitsQuantizer(model, block_size=spec["group_size"], is_symmetric=spec["symmetric"], algo_config=config)
         quant.process()
         quant.model.save_model_to_file(spec["out"], use_external_data_format=False)

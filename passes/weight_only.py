@@ -83,21 +83,11 @@ class QuantizeWeightOnly(CompressionPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        node_filter = NodeFilter(self.opts["exclude"])
-        node_filter.check_all_match(model)
         names = NameAllocator(graph)
         quantized: dict[tuple, tuple[BlockQuantized, dict]] = {}  # (id(weight), bits) → result, stored initializers
-        layers, skipped = [], []
-        for node in list(graph):
-            if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
-                continue
-            if node_filter.excludes(node):
-                skipped.append({"node": node.name, "reason": "excluded"})
-                continue
-            weight, why = _as_kn_weight(node)
-            if weight is None:
-                skipped.append({"node": node.name, "reason": why})
-                continue
+        layers = []
+        targets, skipped = self._targets(model)
+        for node, weight in targets:
             bits = self.opts["bits"]
             if self.opts["output_layer_bits"] and node.outputs[0].is_graph_output():
                 bits = self.opts["output_layer_bits"]  # e.g. an LM head: its error reaches the logits unmixed
@@ -122,6 +112,24 @@ class QuantizeWeightOnly(CompressionPass):
             model.opset_imports.setdefault(domain, 1)
         self.details = {"layers": layers, "skipped": skipped, "weights_quantized": len(quantized)}
         return ir.passes.PassResult(model, modified=bool(layers))
+
+    def _targets(self, model: ir.Model) -> tuple[list[tuple[ir.Node, np.ndarray]], list[dict]]:
+        """[(node, its weight as [K, N])] to quantize, and [{node, reason}] for the ones skipped."""
+        node_filter = NodeFilter(self.opts["exclude"])
+        node_filter.check_all_match(model)
+        targets, skipped = [], []
+        for node in list(model.graph):
+            if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
+                continue
+            if node_filter.excludes(node):
+                skipped.append({"node": node.name, "reason": "excluded"})
+                continue
+            weight, why = _as_kn_weight(node)
+            if weight is None:
+                skipped.append({"node": node.name, "reason": why})
+                continue
+            targets.append((node, weight))
+        return targets, skipped
 
     # -- emission ------------------------------------------------------------------------
     def _format(self, q: BlockQuantized) -> str:

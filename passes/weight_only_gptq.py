@@ -26,9 +26,9 @@ from onnx_ir.passes.common import TopologicalSortPass
 from onnxcomp.blockwise import BlockQuantized, dequantize_blockwise, quantize_blockwise
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.gptq import collect_hessians, gptq_quantize, hessian_error
-from onnxcomp.graph import NameAllocator, NodeFilter
+from onnxcomp.graph import NameAllocator
 
-from .weight_only import CUSTOM_DOMAIN, QuantizeWeightOnly, _as_kn_weight
+from .weight_only import CUSTOM_DOMAIN, QuantizeWeightOnly
 
 
 class QuantizeWeightOnlyGPTQ(QuantizeWeightOnly):
@@ -53,22 +53,6 @@ class QuantizeWeightOnlyGPTQ(QuantizeWeightOnly):
         if not isinstance(o["block"], int) or o["block"] < 1:
             raise OnnxcompError(f"pass 'quantize_weight_only_gptq': block must be a positive integer, not {o['block']!r}")
 
-    def _targets(self, model: ir.Model):
-        node_filter = NodeFilter(self.opts["exclude"])
-        node_filter.check_all_match(model)
-        targets, skipped = [], []
-        for node in list(model.graph):
-            if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
-                continue
-            if node_filter.excludes(node):
-                skipped.append({"node": node.name, "reason": "excluded"})
-                continue
-            weight, why = _as_kn_weight(node)
-            if weight is None:
-                skipped.append({"node": node.name, "reason": why})
-                continue
-            targets.append((node, weight))
-        return targets, skipped
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if self.context.calibration is None:
