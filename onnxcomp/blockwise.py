@@ -9,9 +9,9 @@ padded codes never meet an input, since the activation stops at K. Each block ge
 
 Symmetric scales are positive (TensorRT requires it) and keep the block's largest magnitude
 exact: s = max|w| / 2^(bits−1) when that value is negative (it maps to −8), s = max|w| /
-(2^(bits−1) − 1) when positive (it maps to +7). (Choosing per block whichever of /7 and /8 moves
-the block less raised SmolLM2's perplexity from 1.51× to 1.54× fp32: outliers matter more than
-the block's mean error.) Asymmetric blocks map [min, max]
+(2^(bits−1) − 1) when positive (it maps to +7). Choosing per block whichever of /7 and /8 moves
+the block less was tried and raised SmolLM2's perplexity slightly: the outliers matter more than
+the block's mean error (measured once with an ad-hoc script, not kept). Asymmetric blocks map [min, max]
 onto [0, 2^bits − 1]. An optional clip search shrinks each block's range by the ratio in a grid
 that minimizes the block's squared error (RTN with clipping).
 

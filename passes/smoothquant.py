@@ -64,6 +64,9 @@ class SmoothQuant(CompressionPass):
             raise OnnxcompError(f"pass 'smoothquant': alpha must be a number in [0, 1] or 'auto', not {alpha!r}")
         if self.opts["fallback"] not in FALLBACKS:
             raise OnnxcompError(f"pass 'smoothquant': fallback must be one of {', '.join(FALLBACKS)}, not {self.opts['fallback']!r}")
+        exclude = self.opts["exclude"]
+        if not isinstance(exclude, list) or not all(isinstance(p, str) for p in exclude):
+            raise OnnxcompError(f"pass 'smoothquant': exclude must be a list of op types or node-name globs, not {exclude!r}")
         if not isinstance(self.opts["samples"], int) or self.opts["samples"] < 1:
             raise OnnxcompError(f"pass 'smoothquant': samples must be a positive integer, not {self.opts['samples']!r}")
 

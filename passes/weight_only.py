@@ -4,9 +4,9 @@ Rewrites every MatMul whose weight is a constant 2-D [K, N] (and every Gemm with
 transA = 0, alpha = beta = 1, as MatMul + Add) into one of three emission formats:
 - `matmulnbits`: ONNX Runtime's `com.microsoft.MatMulNBits` (packed codes, scales, zero points,
   block_size, accuracy_level): the fast path on ONNX Runtime CPU and CUDA. The default
-  accuracy_level 4 lets ORT's CPU kernel quantize activations to int8 per block: SmolLM2 decodes
-  a token in 0.18x fp32 time instead of 2.3x (the 8-bit LM head is slow otherwise) for
-  perplexity 1.523x instead of 1.511x fp32 (10 windows); 0 keeps float activations;
+  accuracy_level 4 lets ORT's CPU kernel quantize activations to int8 per block; 0 keeps float
+  activations but decodes SmolLM2 slower than fp32, because the 8-bit LM head's kernel is slow
+  at level 0 (`benchmarks/int4_smollm2.py`: 0.39x fp32 per token at level 4, 2.76x at level 0);
 - `qdq`: an int4/uint4 (or int8/uint8) [K, N] initializer → DequantizeLinear(axis=0,
   block_size=group) → MatMul, standard opset 21 that TensorRT and other runtimes read;
 - `custom`: the project's own `ai.onnxcomp.MatMulInt4` (custom_ops/), same inputs and packing as
@@ -15,7 +15,7 @@ All three store the same codes, scales and zero points (onnxcomp.blockwise defin
 so they compute the same function. A weight read by several MatMuls is quantized once.
 Algorithm `rtn`: round to nearest per block, with `clip_search` the per-block range ratio that
 minimizes the weight error. Linears whose output is a graph output (an LM head) use
-`output_layer_bits` (default 8): in int4 SmolLM2's LM head alone raises perplexity 1.5× → 1.9×.
+`output_layer_bits` (default 8): SmolLM2's LM head is the layer most sensitive to int4.
 Requires: nothing (no calibration). Guarantees: each weight element moves by at most half a
 step of its block (asymmetric), or one step (symmetric: values on the short side of the signed
 range may clip; with clip_search, values beyond the clipped range move further); the report
@@ -78,6 +78,11 @@ class QuantizeWeightOnly(CompressionPass):
         if o["output_layer_bits"] not in (0, *BITS):
             raise OnnxcompError(f"pass 'quantize_weight_only': output_layer_bits must be 0 (same as bits) or one of "
                                 f"{', '.join(map(str, BITS))}, not {o['output_layer_bits']!r}")
+        for flag in ("symmetric", "clip_search"):
+            if not isinstance(o[flag], bool):
+                raise OnnxcompError(f"pass 'quantize_weight_only': {flag} must be true or false, not {o[flag]!r}")
+        if not isinstance(o["exclude"], list) or not all(isinstance(p, str) for p in o["exclude"]):
+            raise OnnxcompError(f"pass 'quantize_weight_only': exclude must be a list of op types or node-name globs, not {o['exclude']!r}")
         if o["accuracy_level"] not in (0, 1, 2, 3, 4):
             raise OnnxcompError(f"pass 'quantize_weight_only': accuracy_level must be 0-4, not {o['accuracy_level']!r}")
 
@@ -88,9 +93,7 @@ class QuantizeWeightOnly(CompressionPass):
         layers = []
         targets, skipped = self._targets(model)
         for node, weight in targets:
-            bits = self.opts["bits"]
-            if self.opts["output_layer_bits"] and node.outputs[0].is_graph_output():
-                bits = self.opts["output_layer_bits"]  # e.g. an LM head: its error reaches the logits unmixed
+            bits = self._bits_for(node)
             key = (id(node.inputs[1]), bits)
             if key not in quantized:
                 q = quantize_blockwise(weight, bits, self.opts["group_size"], self.opts["symmetric"], self.opts["clip_search"])
@@ -112,6 +115,13 @@ class QuantizeWeightOnly(CompressionPass):
             model.opset_imports.setdefault(domain, 1)
         self.details = {"layers": layers, "skipped": skipped, "weights_quantized": len(quantized)}
         return ir.passes.PassResult(model, modified=bool(layers))
+
+    def _bits_for(self, node: ir.Node) -> int:
+        """`output_layer_bits` for a linear whose output is a graph output (an LM head: its error
+        reaches the logits unmixed), else `bits`."""
+        if self.opts["output_layer_bits"] and node.outputs[0].is_graph_output():
+            return self.opts["output_layer_bits"]
+        return self.opts["bits"]
 
     def _targets(self, model: ir.Model) -> tuple[list[tuple[ir.Node, np.ndarray]], list[dict]]:
         """[(node, its weight as [K, N])] to quantize, and [{node, reason}] for the ones skipped."""

@@ -50,9 +50,10 @@ class QuantizeWeightOnlyGPTQ(QuantizeWeightOnly):
             raise OnnxcompError("pass 'quantize_weight_only_gptq': clip_search is an RTN option (GPTQ keeps RTN's scales)")
         if not isinstance(o["damp"], (int, float)) or not 0 <= o["damp"] < 1:
             raise OnnxcompError(f"pass 'quantize_weight_only_gptq': damp must be a number in [0, 1), not {o['damp']!r}")
+        if not isinstance(o["act_order"], bool):
+            raise OnnxcompError(f"pass 'quantize_weight_only_gptq': act_order must be true or false, not {o['act_order']!r}")
         if not isinstance(o["block"], int) or o["block"] < 1:
             raise OnnxcompError(f"pass 'quantize_weight_only_gptq': block must be a positive integer, not {o['block']!r}")
-
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if self.context.calibration is None:
@@ -62,8 +63,7 @@ class QuantizeWeightOnlyGPTQ(QuantizeWeightOnly):
         targets, skipped = self._targets(model)
         hessians = collect_hessians(model, [node.inputs[0].name for node, _ in targets], self.context.calibration)
         names = NameAllocator(graph)
-        bits_of = {id(node): (self.opts["output_layer_bits"] if self.opts["output_layer_bits"] and node.outputs[0].is_graph_output()
-                              else self.opts["bits"]) for node, _ in targets}
+        bits_of = {id(node): self._bits_for(node) for node, _ in targets}
         # GPTQ treats the output columns independently, so weights that read the same input (Q/K/V,
         # gate/up) are quantized together as one [K, ΣN] matrix: same result, one pass over K.
         by_input: dict[tuple, list] = {}

@@ -261,6 +261,11 @@ def test_alpha_out_of_range(tiny, alpha):
         smooth(prenorm_mlp(tiny), outlier_feeds(), alpha=alpha)
 
 
+def test_exclude_must_be_a_list(tiny):
+    with pytest.raises(OnnxcompError, match="exclude must be a list"):
+        smooth(prenorm_mlp(tiny), outlier_feeds(), exclude="gate_proj")
+
+
 def test_bad_fallback(tiny):
     with pytest.raises(OnnxcompError, match="fallback must be one of mul, skip"):
         smooth(prenorm_mlp(tiny), outlier_feeds(), fallback="insert")

@@ -172,6 +172,11 @@ def test_activation_weights_are_skipped_and_reported(tiny):
     ({"format": "gguf"}, "format must be one of matmulnbits, qdq, custom"),
     ({"format": "custom", "bits": 8}, "4-bit only"),
     ({"algorithm": "magic"}, "algorithm must be"),
+    ({"symmetric": "yes"}, "symmetric must be true or false"),
+    ({"clip_search": 1}, "clip_search must be true or false"),
+    ({"exclude": "lm_head"}, "exclude must be a list"),
+    ({"output_layer_bits": 3}, "output_layer_bits must be 0"),
+    ({"accuracy_level": 7}, "accuracy_level must be 0-4"),
 ])
 def test_bad_options(tiny, options, message):
     with pytest.raises(OnnxcompError, match=message):
