@@ -263,12 +263,11 @@ def recipes(as_json):
 
     payload = {
         "presets": {name: [p for p, _ in steps] for name, steps in PRESETS.items()},
+        "preset_options": {name: {p: o for p, o in steps if o} for name, steps in PRESETS.items()},
         "passes": {name: {"summary": (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0],
                           "options": cls.options} for name, cls in PASSES.items()},
     }
     lines = ["presets:"] + [f"  {n}: {' → '.join(p)}" for n, p in payload["presets"].items()]
-    for name, steps in PRESETS.items():
-        payload.setdefault("preset_options", {})[name] = {p: o for p, o in steps if o}
     set_options = [f"  {n}: " + "; ".join(f"{p} {json.dumps(o)}" for p, o in opts.items())
                    for n, opts in payload["preset_options"].items() if opts]
     lines += (["", "options the presets set:"] + set_options if set_options else []) + ["", "passes:"]
@@ -298,7 +297,7 @@ def build_ops(cpu_only, force, as_json):
     text = f"{info['path']}\n  cuda: {cuda}  {how}"
     if info["cuda"]:
         text += f"\n  kernel entries compiled: {len(info['kernels'])} over {len(info['archs'])} archs, spill bytes: {spills}"
-    _emit(as_json, {k: v for k, v in info.items()}, text)
+    _emit(as_json, info, text)
 
 
 def main():
