@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/int4_smollm2.py                       # all rows (~25 min on 2 cores)
     .venv/bin/python benchmarks/int4_smollm2.py --rows fp32,rtn-g128-sym,ort-rtn-g128-sym   # a subset
 
-Every compile runs in a fresh Python process that reports its wall time and peak RSS (ru_maxrss)
+Every compile runs in a fresh Python process that reports its wall time and peak RSS (VmHWM)
 and writes the model to a temp folder (ORT's tools run with that folder as cwd, since they write
 files there). Perplexity: `models.smollm2.compare` (40 held-out windows of 256 tokens) against
 the fp32 model run in ONNX Runtime. Latency: batch 1 at 1 token (the decode regime without a KV
@@ -16,7 +16,6 @@ group-32 asymmetric rows look unrealistically good; group 128 and symmetric rows
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent.parent))
+
+from benchmarks.int8_minilm import _rss_peak_bytes, ort_reader  # noqa: E402
 
 ROWS = {
     "fp32": None,
@@ -59,14 +61,12 @@ def worker(spec: dict) -> dict:
         else:
             feeds = models.get("smollm2").calibration_feeds()
 
-            sys.path.insert(0, str(HERE.parent.parent))
-            from benchmarks.int8_minilm import ort_reader  # ORT's GPTQ iterates over (a deepcopy of) the reader
-
+            # ORT's GPTQ iterates over (a deepcopy of) the reader
             config = mq.GPTQWeightOnlyQuantConfig(calibration_data_reader=ort_reader(feeds), block_size=spec["group_size"])
         quant = mq.MatMulNBitsQuantizer(model, block_size=spec["group_size"], is_symmetric=spec["symmetric"], algo_config=config)
         quant.process()
         quant.model.save_model_to_file(spec["out"], use_external_data_format=False)
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _rss_peak_bytes() / 2**20}
 
 
 def run_worker(spec: dict) -> dict:
@@ -78,19 +78,6 @@ def run_worker(spec: dict) -> dict:
     return json.loads(lines[-1])
 
 
-def latency(sessions: dict, feed: dict, runs: int, warmup: int = 3) -> dict:
-    for s in sessions.values():
-        for _ in range(warmup):
-            s.run(None, feed)
-    times = {name: [] for name in sessions}
-    for _ in range(runs):
-        for name, s in sessions.items():
-            t = time.perf_counter()
-            s.run(None, feed)
-            times[name].append(time.perf_counter() - t)
-    return {name: sorted(v)[len(v) // 2] for name, v in times.items()}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker")
@@ -100,9 +87,9 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
-    import numpy as np
     import onnxruntime as ort
     from onnxcomp import models
+    from onnxcomp.runtime import measure_latency
     src = str(models.onnx_path("smollm2"))
     workdir = Path(tempfile.mkdtemp(prefix="int4_smollm2."))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -130,8 +117,8 @@ def main(argv=None) -> int:
         results[row]["ppl"] = module.compare(lambda f: ref.run(None, f)[0], lambda f, s=s: s.run(None, f)[0], feeds)
     one = {k: v[:1, :1] for k, v in feeds[0].items()}
     full = {k: v[:1, :256] for k, v in feeds[0].items()}
-    lat1 = latency(sessions, one, args.runs * 4)
-    lat256 = latency(sessions, full, args.runs)
+    lat1 = {k: v["median_ms"] / 1e3 for k, v in measure_latency(sessions, one, args.runs * 4, warmup=3).items()}
+    lat256 = {k: v["median_ms"] / 1e3 for k, v in measure_latency(sessions, full, args.runs, warmup=3).items()}
     base = results.get("fp32", {})
     print("| model | perplexity | × fp32 ppl | size MB | size × fp32 | latency b1 seq 1 (× fp32) | latency b1 seq 256 (× fp32) | "
           "quantize s | peak RSS MB | note |")
