@@ -148,9 +148,7 @@ def worker(spec: dict) -> dict:
     out = spec["out"]
     info: dict = {"calibration_batches": len(feeds), "calibration_shapes": sorted({f["input_ids"].shape for f in feeds})}
     info["calibration_shapes"] = [list(s) for s in info["calibration_shapes"]]
-    rss_before = _rss_peak_bytes()
-    start = time.perf_counter()
-    try:
+    def compile_model():
         tool = spec["tool"]
         if tool == "onnxcomp":
             result = onnxcomp.compress(src, "int8", calibration=feeds, options={"quantize_qdq": {"method": spec["method"]}},
@@ -179,12 +177,21 @@ def worker(spec: dict) -> dict:
                                 activation_type=act, weight_type=QuantType.QInt8,
                                 calibrate_method=getattr(CalibrationMethod, spec["method"]), **kwargs)
             Path(pre).unlink(missing_ok=True)
+
+    return timed_compile(info, compile_model)
+
+
+def timed_compile(info: dict, compile_model) -> dict:
+    """Run `compile_model()`, recording its wall time, this process's peak RSS and its error:
+    a failing tool is a result (a row with its error), not a crash."""
+    rss_before = _rss_peak_bytes()
+    start = time.perf_counter()
+    try:
+        compile_model()
         info["error"] = None
-    except Exception as exc:  # a failing method is a result (a row with its error), not a crash
+    except Exception as exc:
         info["error"] = _one_line(exc)
-    info["seconds"] = time.perf_counter() - start
-    info["rss_before_bytes"] = rss_before
-    info["peak_rss_bytes"] = _rss_peak_bytes()
+    info.update(seconds=time.perf_counter() - start, rss_before_bytes=rss_before, peak_rss_bytes=_rss_peak_bytes())
     return info
 
 

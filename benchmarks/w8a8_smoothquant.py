@@ -27,14 +27,13 @@ import shlex
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.int8_minilm import _one_line, _rss_peak_bytes, environment, ort_reader, run_worker, score_rows, write_atomic  # noqa: E402
+from benchmarks.int8_minilm import environment, ort_reader, run_worker, score_rows, timed_compile, write_atomic  # noqa: E402
 
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "onnxcomp-bench" / "w8a8_smoothquant.md"
 SEQUENCE = 128
@@ -76,9 +75,7 @@ def worker(spec: dict) -> dict:
     feeds = module.calibration_feeds()
     out = spec["out"]
     info: dict = {"calibration_batches": len(feeds)}
-    rss_before = _rss_peak_bytes()
-    start = time.perf_counter()
-    try:
+    def compile_model():
         if spec["tool"] == "onnxcomp":
             result = onnxcomp.compress(src, spec["recipe"], calibration=feeds, options=spec.get("options"), use_cache=False)
             result.save(out)
@@ -90,13 +87,8 @@ def worker(spec: dict) -> dict:
                                 if alphas else "nothing smoothed")
         else:
             _ort_compile(spec, src, out, feeds)
-        info["error"] = None
-    except Exception as exc:  # a failing tool is a result (a row with its error), not a crash
-        info["error"] = _one_line(exc)
-    info["seconds"] = time.perf_counter() - start
-    info["rss_before_bytes"] = rss_before
-    info["peak_rss_bytes"] = _rss_peak_bytes()
-    return info
+
+    return timed_compile(info, compile_model)
 
 
 def _ort_compile(spec: dict, src: str, out: str, feeds: list[dict]) -> None:
