@@ -1,210 +1,38 @@
-"""quantize_weight_only: int4/int8 blockwise weights for MatMul/Gemm; activations stay float.
+"""quantize_weight_only: int4/int8 blockwise weights by round to nearest (RTN); activations stay float.
 
-Rewrites every MatMul whose weight is a constant 2-D [K, N] (and every Gemm with a constant B,
-transA = 0, alpha = beta = 1, as MatMul + Add) into one of three emission formats:
-- `matmulnbits`: ONNX Runtime's `com.microsoft.MatMulNBits` (packed codes, scales, zero points,
-  block_size, accuracy_level): the fast path on ONNX Runtime CPU and CUDA. The default
-  accuracy_level 4 lets ORT's CPU kernel quantize activations to int8 per block; 0 keeps float
-  activations but decodes SmolLM2 slower than fp32, because the 8-bit LM head's kernel is slow
-  at level 0 (`benchmarks/int4_smollm2.py`: 0.39x fp32 per token at level 4, 2.76x at level 0);
-- `qdq`: an int4/uint4 (or int8/uint8) [K, N] initializer → DequantizeLinear(axis=0,
-  block_size=group) → MatMul, standard opset 21 that TensorRT and other runtimes read;
-- `custom`: the project's own `ai.onnxcomp.MatMulInt4` (custom_ops/), same inputs and packing as
-  MatMulNBits; ONNX Runtime runs it only with the custom-op library registered.
-All three store the same codes, scales and zero points (onnxcomp.blockwise defines the layout),
-so they compute the same function. A weight read by several MatMuls is quantized once.
-Algorithm `rtn`: round to nearest per block, with `clip_search` the per-block range ratio that
-minimizes the weight error. Linears whose output is a graph output (an LM head) use
-`output_layer_bits` (default 8): SmolLM2's LM head is the layer most sensitive to int4.
+Targets, formats (`matmulnbits`, `qdq`, `custom`), the LM-head bit rule and the report are the
+ones every weight-only pass shares (`onnxcomp.weight_only`). Algorithm `rtn`: round to nearest per
+block, with `clip_search` the per-block range ratio that minimizes the weight error.
 Requires: nothing (no calibration). Guarantees: each weight element moves by at most half a
 step of its block (asymmetric), or one step (symmetric: values on the short side of the signed
 range may clip; with clip_search, values beyond the clipped range move further); the report
 lists per layer bits, group, algorithm, format and the relative weight error.
 """
 
-from collections import Counter
-
-import ml_dtypes
-import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import TopologicalSortPass
 
-from onnxcomp.blockwise import (BITS, GROUP_SIZES, BlockQuantized, dequantize_blockwise, packed_codes,
-                                packed_zero_points, quantize_blockwise, signed_codes_kn)
-from onnxcomp.errors import OnnxcompError
-from onnxcomp.graph import NameAllocator, NodeFilter, add_initializer, constant_array
-from onnxcomp.passbase import CompressionPass
-
-FORMATS = ("matmulnbits", "qdq", "custom")
-CUSTOM_DOMAIN, CUSTOM_OP = "ai.onnxcomp", "MatMulInt4"
+from onnxcomp.blockwise import BlockQuantized, quantize_blockwise
+from onnxcomp.graph import NameAllocator
+from onnxcomp.weight_only import COMMON_OPTIONS, WeightOnlyPass
 
 
-def _as_kn_weight(node: ir.Node) -> tuple[np.ndarray | None, str]:
-    """The node's weight as [K, N] float, or (None, why it is skipped)."""
-    weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
-    if weight is None:
-        return None, "weight is not a constant"
-    if weight.ndim != 2 or weight.dtype.kind != "f":
-        return None, f"weight is not a 2-D float matrix (shape {list(weight.shape)}, {weight.dtype})"
-    if node.op_type == "Gemm":
-        attrs = node.attributes
-        def attr(name, default):
-            return attrs[name].value if name in attrs else default
-        if attr("transA", 0) or attr("alpha", 1.0) != 1.0 or attr("beta", 1.0) != 1.0:
-            return None, "Gemm with transA or alpha/beta ≠ 1"
-        return (weight.T if attr("transB", 0) else weight), ""
-    return weight, ""
-
-
-class QuantizeWeightOnly(CompressionPass):
+class QuantizeWeightOnly(WeightOnlyPass):
     name = "quantize_weight_only"
-    options = {"bits": 4, "group_size": 128, "symmetric": True, "algorithm": "rtn", "clip_search": False,
-               "format": "matmulnbits", "accuracy_level": 4, "exclude": [], "output_layer_bits": 8}
-
-    def validate_options(self) -> None:
-        o = self.opts
-        if o["bits"] not in BITS:
-            raise OnnxcompError(f"pass 'quantize_weight_only': bits must be one of {', '.join(map(str, BITS))}, not {o['bits']!r}")
-        if o["group_size"] not in GROUP_SIZES:
-            raise OnnxcompError(f"pass 'quantize_weight_only': group_size must be one of {', '.join(map(str, GROUP_SIZES))}, "
-                                f"not {o['group_size']!r}")
-        if o["format"] not in FORMATS:
-            raise OnnxcompError(f"pass 'quantize_weight_only': format must be one of {', '.join(FORMATS)}, not {o['format']!r}")
-        if o["format"] == "custom" and o["bits"] != 4:
-            raise OnnxcompError("pass 'quantize_weight_only': format 'custom' (MatMulInt4) is 4-bit only; "
-                                "use matmulnbits or qdq for 8 bits")
-        if o["algorithm"] != "rtn":
-            raise OnnxcompError(f"pass 'quantize_weight_only': algorithm must be 'rtn', not {o['algorithm']!r}")
-        if o["output_layer_bits"] not in (0, *BITS):
-            raise OnnxcompError(f"pass 'quantize_weight_only': output_layer_bits must be 0 (same as bits) or one of "
-                                f"{', '.join(map(str, BITS))}, not {o['output_layer_bits']!r}")
-        for flag in ("symmetric", "clip_search"):
-            if not isinstance(o[flag], bool):
-                raise OnnxcompError(f"pass 'quantize_weight_only': {flag} must be true or false, not {o[flag]!r}")
-        if not isinstance(o["exclude"], list) or not all(isinstance(p, str) for p in o["exclude"]):
-            raise OnnxcompError(f"pass 'quantize_weight_only': exclude must be a list of op types or node-name globs, not {o['exclude']!r}")
-        if o["accuracy_level"] not in (0, 1, 2, 3, 4):
-            raise OnnxcompError(f"pass 'quantize_weight_only': accuracy_level must be 0-4, not {o['accuracy_level']!r}")
+    algorithm = "rtn"
+    options = {**COMMON_OPTIONS, "algorithm": "rtn", "clip_search": False}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph = model.graph
-        names = NameAllocator(graph)
+        names = NameAllocator(model.graph)
         quantized: dict[tuple, tuple[BlockQuantized, dict]] = {}  # (id(weight), bits) → result, stored initializers
         layers = []
-        targets, skipped = self._targets(model)
+        targets, skipped = self.targets(model)
         for node, weight in targets:
-            bits = self._bits_for(node)
+            bits = self.bits_for(node)
             key = (id(node.inputs[1]), bits)
             if key not in quantized:
                 q = quantize_blockwise(weight, bits, self.opts["group_size"], self.opts["symmetric"], self.opts["clip_search"])
                 quantized[key] = (q, {})
             q, stored = quantized[key]
-            weight_name = node.inputs[1].name
-            self._emit(graph, names, node, q, stored)
-            error = float(np.linalg.norm(dequantize_blockwise(q) - weight) / max(np.linalg.norm(weight), 1e-30))
-            layers.append({"node": node.name, "weight": weight_name,
-                           "shape_kn": [q.k, q.n], "bits": q.bits, "group_size": q.group, "symmetric": q.symmetric,
-                           "algorithm": self.opts["algorithm"], "format": self._format(q), "relative_weight_error": round(error, 6)})
-        readers = Counter(layer["weight"] for layer in layers)
-        for layer in layers:
-            if readers[layer["weight"]] > 1:
-                layer["shared_weight"] = True  # one set of initializers serves every reader
-        if layers:
-            TopologicalSortPass()(model)
-        for domain in sorted({n.domain for n in graph} & {"com.microsoft", CUSTOM_DOMAIN}):
-            model.opset_imports.setdefault(domain, 1)
-        self.details = {"layers": layers, "skipped": skipped, "weights_quantized": len(quantized)}
-        return ir.passes.PassResult(model, modified=bool(layers))
-
-    def _bits_for(self, node: ir.Node) -> int:
-        """`output_layer_bits` for a linear whose output is a graph output (an LM head: its error
-        reaches the logits unmixed), else `bits`."""
-        if self.opts["output_layer_bits"] and node.outputs[0].is_graph_output():
-            return self.opts["output_layer_bits"]
-        return self.opts["bits"]
-
-    def _targets(self, model: ir.Model) -> tuple[list[tuple[ir.Node, np.ndarray]], list[dict]]:
-        """[(node, its weight as [K, N])] to quantize, and [{node, reason}] for the ones skipped."""
-        node_filter = NodeFilter(self.opts["exclude"])
-        node_filter.check_all_match(model)
-        targets, skipped = [], []
-        for node in list(model.graph):
-            if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
-                continue
-            if node_filter.excludes(node):
-                skipped.append({"node": node.name, "reason": "excluded"})
-                continue
-            weight, why = _as_kn_weight(node)
-            if weight is None:
-                skipped.append({"node": node.name, "reason": why})
-                continue
-            targets.append((node, weight))
-        return targets, skipped
-
-    # -- emission ------------------------------------------------------------------------
-    def _format(self, q: BlockQuantized) -> str:
-        """The layer's format: MatMulInt4 is 4-bit only, so an 8-bit output layer uses MatMulNBits."""
-        return "matmulnbits" if self.opts["format"] == "custom" and q.bits != 4 else self.opts["format"]
-
-    def _stored(self, graph, names, q: BlockQuantized, stored: dict, base: str) -> dict:
-        """Initializers for one quantized weight, created on first use and shared afterwards."""
-        if "codes" in stored:
-            return stored
-        fmt = self._format(q)
-        if fmt == "qdq":
-            codes, zero_points = signed_codes_kn(q)
-            dtype = {(4, True): ir.DataType.INT4, (4, False): ir.DataType.UINT4, (8, True): ir.DataType.INT8, (8, False): ir.DataType.UINT8}[(q.bits, q.symmetric)]
-            stored["codes"] = self._initializer(graph, names, f"{base}_q{q.bits}", codes, dtype)
-            stored["scales"] = add_initializer(graph, names.new(f"{base}_scales"), q.scales.T.copy())
-            if zero_points is not None:
-                stored["zero_points"] = self._initializer(graph, names, f"{base}_zero_points", zero_points, dtype)
-        else:
-            stored["codes"] = add_initializer(graph, names.new(f"{base}_q{q.bits}"), packed_codes(q))
-            stored["scales"] = add_initializer(graph, names.new(f"{base}_scales"), q.scales)
-            if not q.symmetric:
-                stored["zero_points"] = add_initializer(graph, names.new(f"{base}_zero_points"), packed_zero_points(q))
-        return stored
-
-    @staticmethod
-    def _initializer(graph, names, base: str, array: np.ndarray, dtype: ir.DataType) -> ir.Value:
-        numpy_type = {ir.DataType.INT4: ml_dtypes.int4, ir.DataType.UINT4: ml_dtypes.uint4,
-                      ir.DataType.INT8: np.int8, ir.DataType.UINT8: np.uint8}[dtype]
-        return add_initializer(graph, names.new(base), array.astype(numpy_type))
-
-    def _emit(self, graph, names, node: ir.Node, q: BlockQuantized, stored: dict) -> None:
-        weight_name = node.inputs[1].name or node.name
-        stored = self._stored(graph, names, q, stored, weight_name)
-        activation, output = node.inputs[0], node.outputs[0]
-        bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
-        fmt = self._format(q)
-        new_nodes = []
-        if fmt == "qdq":
-            dq = ir.node("DequantizeLinear", [stored["codes"], stored["scales"], stored.get("zero_points")],
-                         {"axis": 0, "block_size": q.group}, name=names.new(f"{weight_name}_DequantizeLinear"))
-            dq.outputs[0].name = names.new(f"{weight_name}_dequantized")
-            matmul = ir.node("MatMul", [activation, dq.outputs[0]], name=node.name)
-            new_nodes += [dq, matmul]
-        else:
-            inputs = [activation, stored["codes"], stored["scales"]]
-            if "zero_points" in stored:
-                inputs.append(stored["zero_points"])
-            if fmt == "matmulnbits":
-                attrs = {"K": q.k, "N": q.n, "bits": q.bits, "block_size": q.group}
-                if self.opts["accuracy_level"]:
-                    attrs["accuracy_level"] = self.opts["accuracy_level"]
-                matmul = ir.node("MatMulNBits", inputs, attrs, domain="com.microsoft", name=node.name)
-            else:
-                matmul = ir.node(CUSTOM_OP, inputs, {"K": q.k, "N": q.n, "bits": 4, "group_size": q.group},
-                                 domain=CUSTOM_DOMAIN, name=node.name)
-            new_nodes.append(matmul)
-        result = matmul.outputs[0]
-        if bias is not None:
-            add = ir.node("Add", [result, bias], name=names.new(f"{node.name}_bias"))
-            result.name = names.new(f"{output.name}_matmul")
-            new_nodes.append(add)
-            result = add.outputs[0]
-        name, output.name = output.name, None
-        result.name, result.shape, result.type = name, output.shape, output.type
-        output.replace_all_uses_with(result, replace_graph_outputs=True)
-        graph.insert_after(node, new_nodes)
-        graph.remove(node, safe=True)
+            layers.append(self.layer_report(node, weight, q))
+            self.emit(model.graph, names, node, q, stored)
+        return self.finish(model, layers, skipped, len(quantized))

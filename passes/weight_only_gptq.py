@@ -17,53 +17,36 @@ Deviation from the paper's sequential mode: all Hessians come from the unquantiz
 ONNX Runtime run (the earlier layers' quantization error does not feed the later layers' H).
 """
 
-from collections import Counter
-
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import TopologicalSortPass
 
 from onnxcomp.blockwise import BlockQuantized, dequantize_blockwise, quantize_blockwise
-from onnxcomp.errors import OnnxcompError
 from onnxcomp.gptq import collect_hessians, gptq_quantize, hessian_error
 from onnxcomp.graph import NameAllocator
+from onnxcomp.weight_only import COMMON_OPTIONS, WeightOnlyPass
 
-from .weight_only import CUSTOM_DOMAIN, QuantizeWeightOnly
 
-
-class QuantizeWeightOnlyGPTQ(QuantizeWeightOnly):
+class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
     name = "quantize_weight_only_gptq"
-    options = {**QuantizeWeightOnly.options, "algorithm": "gptq", "damp": 0.01, "act_order": False, "block": 128}
+    algorithm = "gptq"
+    options = {**COMMON_OPTIONS, "algorithm": "gptq", "damp": 0.01, "act_order": False, "block": 128}
     requires_context = ("calibration",)
 
     def validate_options(self) -> None:
-        saved = self.opts
-        self.opts = {**saved, "algorithm": "rtn"}
-        try:
-            super().validate_options()
-        finally:
-            self.opts = saved
+        super().validate_options()
         o = self.opts
-        if o["algorithm"] != "gptq":
-            raise OnnxcompError(f"pass 'quantize_weight_only_gptq': algorithm must be 'gptq', not {o['algorithm']!r}")
-        if o["clip_search"]:
-            raise OnnxcompError("pass 'quantize_weight_only_gptq': clip_search is an RTN option (GPTQ keeps RTN's scales)")
         if not isinstance(o["damp"], (int, float)) or not 0 <= o["damp"] < 1:
-            raise OnnxcompError(f"pass 'quantize_weight_only_gptq': damp must be a number in [0, 1), not {o['damp']!r}")
-        if not isinstance(o["act_order"], bool):
-            raise OnnxcompError(f"pass 'quantize_weight_only_gptq': act_order must be true or false, not {o['act_order']!r}")
+            raise self.fail(f"damp must be a number in [0, 1), not {o['damp']!r}")
         if not isinstance(o["block"], int) or o["block"] < 1:
-            raise OnnxcompError(f"pass 'quantize_weight_only_gptq': block must be a positive integer, not {o['block']!r}")
+            raise self.fail(f"block must be a positive integer, not {o['block']!r}")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        if self.context.calibration is None:
-            raise OnnxcompError("pass 'quantize_weight_only_gptq' (recipe w4a16-gptq) needs calibration data: pass --calib "
-                                "(or --model-kind with built-in text; calibration= in the Python API)")
+        self.require_calibration()
         graph = model.graph
-        targets, skipped = self._targets(model)
+        targets, skipped = self.targets(model)
         hessians = collect_hessians(model, [node.inputs[0].name for node, _ in targets], self.context.calibration)
         names = NameAllocator(graph)
-        bits_of = {id(node): self._bits_for(node) for node, _ in targets}
+        bits_of = {id(node): self.bits_for(node) for node, _ in targets}
         # GPTQ treats the output columns independently, so weights that read the same input (Q/K/V,
         # gate/up) are quantized together as one [K, ΣN] matrix: same result, one pass over K.
         by_input: dict[tuple, list] = {}
@@ -91,25 +74,11 @@ class QuantizeWeightOnlyGPTQ(QuantizeWeightOnly):
             key = (id(node.inputs[1]), bits)
             h = hessians[first_reader[key].inputs[0].name]
             q, stored = quantized[key]
-            weight_name = node.inputs[1].name
-            self._emit(graph, names, node, q, stored)
             back = dequantize_blockwise(q)
             rtn = dequantize_blockwise(quantize_blockwise(weight, q.bits, q.group, q.symmetric))
-            error = float(np.linalg.norm(back - weight) / max(np.linalg.norm(weight), 1e-30))
-            layers.append({"node": node.name, "weight": weight_name, "shape_kn": [q.k, q.n], "bits": q.bits,
-                           "group_size": q.group, "symmetric": q.symmetric, "algorithm": "gptq", "format": self._format(q),
-                           "relative_weight_error": round(error, 6),
+            layers.append({**self.layer_report(node, weight, q),
                            "relative_output_error": round(hessian_error(weight, back, h), 8),
                            "relative_output_error_rtn": round(hessian_error(weight, rtn, h), 8)})
-        readers = Counter(layer["weight"] for layer in layers)
-        for layer in layers:
-            if readers[layer["weight"]] > 1:
-                layer["shared_weight"] = True
-        if layers:
-            TopologicalSortPass()(model)
-        for domain in sorted({n.domain for n in graph} & {"com.microsoft", CUSTOM_DOMAIN}):
-            model.opset_imports.setdefault(domain, 1)
-        self.details = {"layers": layers, "skipped": skipped, "weights_quantized": len(quantized),
-                        "hessian_inputs": len(hessians),
-                        "note": "Hessians from the unquantized model in one run (not sequential)"}
-        return ir.passes.PassResult(model, modified=bool(layers))
+            self.emit(graph, names, node, q, stored)
+        return self.finish(model, layers, skipped, len(quantized), hessian_inputs=len(hessians),
+                           note="Hessians from the unquantized model in one run (not sequential)")
