@@ -23,30 +23,13 @@ from onnx_ir.passes.common import TopologicalSortPass
 
 from onnxcomp.calibration.runner import collect_row_samples
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.graph import NameAllocator, NodeFilter, add_initializer, constant_array
+from onnxcomp.graph import NameAllocator, NodeFilter
 from onnxcomp.passbase import CompressionPass
+from onnxcomp.scale_folding import fold_scales, group_weights, producer_channels
 from onnxcomp.smoothing import producer_scales, search_alpha
-from onnxcomp.transformer_patterns import LinearGroup, LinearProducer, NormProducer, find_linear_groups
+from onnxcomp.transformer_patterns import LinearGroup, find_linear_groups
 
 FALLBACKS = ("mul", "skip")
-
-
-def _rows_by_input_channel(linear) -> np.ndarray:
-    """The linear's weight as [K, N] (input channels first)."""
-    weight = constant_array(linear.weight)
-    return weight if linear.in_axis == 0 else weight.T
-
-
-def _set_constant(value: ir.Value, array: np.ndarray) -> None:
-    value.const_value = ir.tensor(np.ascontiguousarray(array), name=value.name)
-
-
-def _scale_along(value: ir.Value, factors: np.ndarray, axis: int) -> None:
-    """Multiply a constant by `factors` along `axis` (negative axes count from the end)."""
-    array = constant_array(value)
-    shape = [1] * array.ndim
-    shape[axis] = -1
-    _set_constant(value, (array * factors.reshape(shape)).astype(array.dtype))
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -120,17 +103,12 @@ class SmoothQuant(CompressionPass):
         return ir.passes.PassResult(model, modified=bool(smoothed))
 
     def _smooth(self, graph, names, group: LinearGroup, act_absmax, rows) -> dict:
-        weights = np.concatenate([_rows_by_input_channel(lin) for lin in group.linears], axis=1)
+        weights = group_weights(group)
         weight_absmax = np.abs(weights).max(axis=1)
         k = len(weight_absmax)
         if act_absmax.shape != (k,):
             raise OnnxcompError(f"pass 'smoothquant': statistics of {group.input.name!r} have {act_absmax.shape[0]} channels, the linears {k}")
-        producer = group.producer
-        if isinstance(producer, LinearProducer):
-            channel_map = group.channel_map
-            width = constant_array(producer.linear.weight).shape[1 - producer.linear.in_axis]
-        else:
-            channel_map, width = np.arange(k), k
+        channel_map, width = producer_channels(group)
 
         def scales_for(alpha):
             return producer_scales(act_absmax, weight_absmax, channel_map, width, alpha)[channel_map]
@@ -147,22 +125,8 @@ class SmoothQuant(CompressionPass):
         t = producer_scales(act_absmax, weight_absmax, channel_map, width, alpha)
         s = t[channel_map]
 
-        for lin in group.linears:
-            _scale_along(lin.weight, s, lin.in_axis)
-        if isinstance(producer, NormProducer):
-            _scale_along(producer.scale, 1.0 / s, -1)
-            if producer.bias is not None:
-                _scale_along(producer.bias, 1.0 / s, -1)
-            entry["producer"] = producer.description
-        elif isinstance(producer, LinearProducer):
-            out_axis = 1 - producer.linear.in_axis
-            _scale_along(producer.linear.weight, 1.0 / t, out_axis)
-            if producer.linear.bias is not None:
-                _scale_along(producer.linear.bias, 1.0 / t, 0)
-            entry["producer"] = producer.description
-        else:
-            self._insert_mul(graph, names, group, (1.0 / s).astype(np.float32))
-            entry["producer"] = "inserted Mul"
+        entry["producer"] = fold_scales(graph, names, group, t)
+        if group.producer is None:
             entry["why_no_fold"] = group.reason
         entry.update({
             "alpha": alpha,
@@ -172,15 +136,3 @@ class SmoothQuant(CompressionPass):
             "weight_absmax_after": _summary(weight_absmax * s),
         })
         return entry
-
-    @staticmethod
-    def _insert_mul(graph, names, group: LinearGroup, inverse: np.ndarray) -> None:
-        base = group.input.name
-        factor = add_initializer(graph, names.new(f"{base}_smooth_scale"), inverse)
-        mul = ir.node("Mul", [group.input, factor], name=names.new(f"{base}_SmoothQuant_Mul"))
-        mul.outputs[0].name = names.new(f"{base}_smoothed")
-        mul.outputs[0].dtype = group.input.dtype
-        mul.outputs[0].shape = group.input.shape
-        for lin in group.linears:
-            lin.node.replace_input_with(0, mul.outputs[0])
-        graph.append(mul)
