@@ -13,7 +13,9 @@ exact: s = max|w| / 2^(bits−1) when that value is negative (it maps to −8), 
 the block less was tried and raised SmolLM2's perplexity slightly: the outliers matter more than
 the block's mean error (measured once with an ad-hoc script, not kept). Asymmetric blocks map [min, max]
 onto [0, 2^bits − 1]. An optional clip search shrinks each block's range by the ratio in a grid
-that minimizes the block's squared error (RTN with clipping).
+that minimizes the block's squared weight error (RTN with clipping) or, given the Gram matrices
+XᵀX of calibration inputs per block (`block_grams`), the block's squared output error ‖X·ΔW‖²
+(AWQ's clipping).
 
 Storage layout (the one place it is defined; ONNX Runtime's MatMulNBits and the project's own
 `ai.onnxcomp.MatMulInt4` read exactly this): codes [N, n_blocks, group] packed two per byte along
@@ -30,7 +32,7 @@ from .errors import OnnxcompError
 
 BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
-CLIP_GRID = tuple(round(1.0 - 0.05 * i, 2) for i in range(7))  # 1.0 … 0.7
+CLIP_GRID = tuple(round(1.0 - 0.05 * i, 2) for i in range(11))  # 1.0 … 0.5
 
 
 @dataclass
@@ -88,9 +90,29 @@ def _codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int) -
     return np.clip(np.round(blocks / scale[..., None]) + zero[..., None], 0, 2**bits - 1)
 
 
+def block_grams(x: np.ndarray, group: int) -> np.ndarray:
+    """XᵀX of input rows X [R, K] per block of `group` input channels: [n_blocks, group, group]
+    (the padding channels of a last partial block are 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    k = x.shape[1]
+    n_blocks = -(-k // group)
+    blocks = np.pad(x, ((0, 0), (0, n_blocks * group - k))).reshape(len(x), n_blocks, group).transpose(1, 0, 2)
+    return blocks.transpose(0, 2, 1) @ blocks
+
+
+def _block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
+    """Per block [N, n_blocks]: Σ δ² (weight error), or δᵀ·G·δ (output error) given grams [n_blocks, g, g]."""
+    if grams is None:
+        return (delta**2).sum(axis=-1)
+    by_block = delta.transpose(1, 0, 2)  # [n_blocks, N, g]
+    return ((by_block @ grams) * by_block).sum(axis=-1).T
+
+
 def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symmetric: bool = True,
-                       clip_search: bool = False) -> BlockQuantized:
-    """Round-to-nearest quantization of W[K, N] per block of `group` rows (with optional clip search)."""
+                       clip_search: bool = False, grams: np.ndarray | None = None) -> BlockQuantized:
+    """Round-to-nearest quantization of W[K, N] per block of `group` rows; with `clip_search`, each
+    block's range ratio minimizes its weight error, or its output error when `grams` (block_grams
+    of calibration inputs) is given."""
     check_settings(bits, group)
     weight = np.asarray(weight)
     if weight.ndim != 2:
@@ -100,7 +122,7 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symm
     best_err = best_scale = best_zero = None
     for ratio in ratios:
         scale, zero = _scales(blocks, bits, symmetric, ratio)
-        err = (((_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks) ** 2).sum(axis=-1)
+        err = _block_errors((_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams)
         if best_err is None:
             best_err, best_scale, best_zero = err, scale, zero
         else:

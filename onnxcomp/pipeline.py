@@ -50,7 +50,8 @@ class Pipeline:
             self.context.pending = self.passes[index + 1 :]
             missing = [r for r in compression_pass.requires_context if getattr(self.context, r) in (None, {}, [])]
             if missing:
-                raise OnnxcompError(f"pass {compression_pass.name!r} needs {missing[0]} data (pass --calib)")
+                raise OnnxcompError(f"pass {compression_pass.name!r} needs {missing[0]} data: pass --calib FILE "
+                                    "(or --model-kind with built-in text; calibration= in the Python API)")
             ops_before, bytes_before = op_histogram(model), initializer_bytes(model)
             start = time.perf_counter()
             result = compression_pass(model)

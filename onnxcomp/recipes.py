@@ -37,6 +37,8 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
     # activations stay float. The word-embedding table goes int8 per row.
     "w4a16-rtn": [*CANONICALIZE, ("quantize_weight_only", {}), ("quantize_embedding", {}), ("remove_unused", {})],
     "w8a16": [*CANONICALIZE, ("quantize_weight_only", {"bits": 8}), ("quantize_embedding", {}), ("remove_unused", {})],
+    # AWQ: activation-aware scales folded into norms/producers, then RTN with output-error clipping.
+    "w4a16-awq": [*CANONICALIZE, ("quantize_weight_only_awq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
     # GPTQ: the same formats and layout as w4a16-rtn; codes chosen with Hessians of calibration inputs.
     "w4a16-gptq": [*CANONICALIZE, ("quantize_weight_only_gptq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
 }

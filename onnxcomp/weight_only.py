@@ -92,9 +92,9 @@ class WeightOnlyPass(CompressionPass):
             raise self.fail(f"accuracy_level must be 0-4, not {o['accuracy_level']!r}")
 
     def require_calibration(self) -> None:
+        """For a pass run outside a Pipeline (which checks `requires_context` itself)."""
         if self.context.calibration is None:
-            recipe = self.name.replace("quantize_weight_only_", "w4a16-")
-            raise self.fail(f"needs calibration data (recipe {recipe}): pass --calib (or --model-kind with built-in text; "
+            raise self.fail("needs calibration data: pass --calib FILE (or --model-kind with built-in text; "
                             "calibration= in the Python API)")
 
     def bits_for(self, node: ir.Node) -> int:

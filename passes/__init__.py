@@ -9,9 +9,10 @@ from .remove_unused import RemoveUnused
 from .simplify import Simplify
 from .smoothquant import SmoothQuant
 from .weight_only import QuantizeWeightOnly
+from .weight_only_awq import QuantizeWeightOnlyAWQ
 from .weight_only_gptq import QuantizeWeightOnlyGPTQ
 
 PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ, QuantizeEmbedding, SmoothQuant,
-                                         QuantizeWeightOnly, QuantizeWeightOnlyGPTQ)}
+                                         QuantizeWeightOnly, QuantizeWeightOnlyAWQ, QuantizeWeightOnlyGPTQ)}
 
 __all__ = ["PASSES"]

@@ -1,0 +1,68 @@
+"""AWQ arithmetic (pure numpy): activation-aware per-input-channel scales for weight-only quantization.
+
+AWQ (Lin et al., 2024) protects the weight rows that meet large activations: a linear group
+Y = X·W is rewritten as (X/s)·(diag(s)·W) with s = mean|X|^α per input channel, and α is chosen
+on a grid by the output error of the *quantized* group on calibration rows of X:
+
+    err(α) = ‖(X/s)·Q(diag(s)·W) − X·W‖² / ‖X·W‖²,   Q = blockwise RTN (onnxcomp.blockwise).
+
+α = 0 is s = 1, plain RTN, so the chosen α never does worse than RTN by this measure. As in
+SmoothQuant, scales are chosen per producer channel (one V channel feeds several grouped-query
+heads) and expanded by the group's channel map. After scaling, each block's clipping ratio is
+searched on the same rows (`block_grams`: output error instead of weight error).
+"""
+
+import numpy as np
+
+from .blockwise import block_grams, dequantize_blockwise, quantize_blockwise
+from .smoothing import ALPHA_GRID, merge_by_map
+
+MIN_MAGNITUDE = 1e-4  # relative to the largest channel: keeps s finite for silent channels
+
+
+def activation_scales(mean_abs: np.ndarray, alpha: float, channel_map: np.ndarray, width: int) -> np.ndarray:
+    """t = a^α per producer channel (a = the largest mean |x| among the input channels it feeds),
+    normalized so that max(t)·min(t) = 1."""
+    a = merge_by_map(mean_abs, channel_map, width)
+    a = np.maximum(a, MIN_MAGNITUDE * max(float(a.max()), 1e-30))
+    t = a**alpha
+    return t / np.sqrt(t.max() * t.min())
+
+
+def quantized_output_error(x: np.ndarray, weights: list[tuple[np.ndarray, int]], s: np.ndarray, group: int,
+                           symmetric: bool) -> float:
+    """Relative squared output error of the group scaled by s and quantized by RTN, on rows x [R, K].
+    `weights`: [(W [K, N], bits)] of the group's members."""
+    x = np.asarray(x, dtype=np.float32)
+    scaled_x = x / s.astype(np.float32)
+    error = reference = 0.0
+    for w, bits in weights:
+        exact = x @ w.astype(np.float32)
+        back = dequantize_blockwise(quantize_blockwise(w * s[:, None], bits, group, symmetric))
+        error += float(((scaled_x @ back - exact) ** 2).sum())
+        reference += float((exact**2).sum())
+    return error / max(reference, 1e-30)
+
+
+def search_alpha(x: np.ndarray, weights: list[tuple[np.ndarray, int]], channel_map: np.ndarray, width: int, group: int,
+                 symmetric: bool, grid=ALPHA_GRID) -> tuple[float, np.ndarray, dict]:
+    """(α, producer scales t, {α: error}) with the smallest quantized output error (ties: smaller α)."""
+    mean_abs = np.abs(np.asarray(x, dtype=np.float64)).mean(axis=0)
+    errors, scales = {}, {}
+    for alpha in grid:
+        scales[alpha] = activation_scales(mean_abs, alpha, channel_map, width)
+        errors[alpha] = quantized_output_error(x, weights, scales[alpha][channel_map], group, symmetric)
+    best = min(grid, key=lambda a: (errors[a], a))
+    return best, scales[best], errors
+
+
+def quantize_with_clipping(weight: np.ndarray, x: np.ndarray, bits: int, group: int, symmetric: bool):
+    """Blockwise RTN of W [K, N] whose clipping ratio per block minimizes the output error on rows x [R, K]."""
+    return quantize_blockwise(weight, bits, group, symmetric, clip_search=True, grams=block_grams(x, group))
+
+
+def relative_output_error(x: np.ndarray, exact: np.ndarray, approx: np.ndarray) -> float:
+    """‖x·approx − x·exact‖ / ‖x·exact‖ (not squared, for the report)."""
+    x = np.asarray(x, dtype=np.float32)
+    reference = x @ exact.astype(np.float32)
+    return float(np.linalg.norm(x @ approx.astype(np.float32) - reference) / max(np.linalg.norm(reference), 1e-30))
