@@ -15,6 +15,12 @@ All three store the same codes, scales and zero points (`onnxcomp.blockwise` def
 so they compute the same function. A weight read by several MatMuls is stored once. Linears whose
 output is a graph output (an LM head) use `output_layer_bits` (default 8): SmolLM2's LM head is
 the layer most sensitive to int4.
+
+Tied embeddings: a row Gather whose float table [V, H] equals the transpose of a weight stored as
+MatMulNBits/MatMulInt4 codes without zero points (symmetric) becomes ONNX Runtime's
+`com.microsoft.GatherBlockQuantized` reading the *same* code and scale initializers, so the
+table is stored once, in the LM head's bits and blocks. Formats or zero points it cannot read
+are reported under `tied_tables` and leave the table to `quantize_embedding`.
 """
 
 from collections import Counter
@@ -27,7 +33,7 @@ from onnx_ir.passes.common import TopologicalSortPass
 
 from .blockwise import BITS, GROUP_SIZES, BlockQuantized, dequantize_blockwise, packed_codes, packed_zero_points, signed_codes_kn
 from .errors import OnnxcompError
-from .graph import NodeFilter, add_initializer, constant_array
+from .graph import NameAllocator, NodeFilter, add_initializer, constant_array
 from .passbase import CompressionPass
 
 FORMATS = ("matmulnbits", "qdq", "custom")
@@ -64,6 +70,10 @@ class WeightOnlyPass(CompressionPass):
     `finish`."""
 
     algorithm: ClassVar[str]
+
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
+        self._emitted: dict[int, tuple] = {}  # id(stored) → (weight value, transposed, quantized, stored initializers)
 
     def fail(self, message: str) -> OnnxcompError:
         return OnnxcompError(f"pass {self.name!r}: {message}")
@@ -134,12 +144,68 @@ class WeightOnlyPass(CompressionPass):
         for layer in layers:
             if readers[layer["weight"]] > 1:
                 layer["shared_weight"] = True  # one set of initializers serves every reader
+        tied = self._share_tied_tables(model) if layers else []
         if layers:
             TopologicalSortPass()(model)
+        if tied:
+            details["tied_tables"] = tied
         for domain in sorted({n.domain for n in model.graph} & {"com.microsoft", CUSTOM_DOMAIN}):
             model.opset_imports.setdefault(domain, 1)
         self.details = {"layers": layers, "skipped": skipped, "weights_quantized": weights_quantized, **details}
         return ir.passes.PassResult(model, modified=bool(layers))
+
+    def _share_tied_tables(self, model: ir.Model) -> list[dict]:
+        """Rewrite row Gathers of a table that equals an emitted weight's transpose (see the module doc)."""
+        by_shape: dict[tuple, list] = {}
+        for weight_value, transposed, q, stored in self._emitted.values():
+            by_shape.setdefault((q.n, q.k), []).append((weight_value, transposed, q, stored))
+        names, report = NameAllocator(model.graph), []
+        for gather in list(model.graph):
+            if gather.op_type != "Gather" or gather.domain != "" or (gather.attributes.get("axis") and gather.attributes["axis"].as_int()):
+                continue
+            table = constant_array(gather.inputs[0])
+            if table is None or table.ndim != 2 or table.dtype != np.float32 or tuple(table.shape) not in by_shape:
+                continue
+            for weight_value, transposed, q, stored in by_shape[tuple(table.shape)]:
+                weight = constant_array(weight_value)
+                if not np.array_equal(weight if transposed else weight.T, table):
+                    continue
+                entry = {"gather": gather.name, "table": gather.inputs[0].name, "shares": weight_value.name}
+                why = ("the qdq format" if self.format_of(q) == "qdq" else "zero points (asymmetric)" if "zero_points" in stored
+                       else "indices of unknown rank" if gather.inputs[1].shape is None else "")
+                if why:
+                    report.append({**entry, "shared": False, "reason": f"GatherBlockQuantized cannot use {why}"})
+                else:
+                    self._gather_from_codes(model.graph, names, gather, q, stored)
+                    report.append({**entry, "shared": True, "bits": q.bits, "group_size": q.group})
+                break
+        return report
+
+    @staticmethod
+    def _gather_from_codes(graph, names, gather: ir.Node, q: BlockQuantized, stored: dict) -> None:
+        """Gather(table, ids) → GatherBlockQuantized(codes [V, n_blocks, ·], ids, scales as [V, n_blocks, 1]),
+        flattened to [..., n_blocks·group] and sliced to H when the last block is padded."""
+        def const(base, values):
+            return add_initializer(graph, names.new(f"{gather.name}_{base}"), np.array(values, dtype=np.int64))
+        ids, old = gather.inputs[1], gather.outputs[0]
+        rank = len(ids.shape)
+        nodes = [ir.node("Reshape", [stored["scales"], const("scales_shape", [q.n, q.n_blocks, 1])], name=names.new(f"{gather.name}_scales"))]
+        nodes.append(ir.node("GatherBlockQuantized", [stored["codes"], ids, nodes[0].outputs[0]],
+                             {"bits": q.bits, "block_size": q.group, "gather_axis": 0, "quantize_axis": 2},
+                             domain="com.microsoft", name=names.new(f"{gather.name}_blockwise")))
+        nodes.append(ir.node("Reshape", [nodes[-1].outputs[0], const("flat", [0] * rank + [q.n_blocks * q.group])],
+                             name=names.new(f"{gather.name}_flatten")))
+        if q.n_blocks * q.group != q.k:
+            nodes.append(ir.node("Slice", [nodes[-1].outputs[0], const("start", [0]), const("end", [q.k]), const("axis", [-1])],
+                                 name=names.new(f"{gather.name}_unpad")))
+        for new in nodes:
+            new.outputs[0].name = names.new(f"{new.name}_out")
+        result = nodes[-1].outputs[0]
+        name, old.name = old.name, None
+        result.name, result.type, result.shape = name, old.type, old.shape
+        old.replace_all_uses_with(result, replace_graph_outputs=True)
+        graph.insert_after(gather, nodes)
+        graph.remove(gather, safe=True)
 
     # -- emission ------------------------------------------------------------------------
     def format_of(self, q: BlockQuantized) -> str:
@@ -168,6 +234,8 @@ class WeightOnlyPass(CompressionPass):
         """Replaces `node` by its quantized form; `stored` carries the initializers between readers of one weight."""
         weight_name = node.inputs[1].name or node.name
         stored = self._stored(graph, names, q, stored, weight_name)
+        transposed = node.op_type == "Gemm" and "transB" in node.attributes and node.attributes["transB"].as_int()
+        self._emitted[id(stored)] = (node.inputs[1], bool(transposed), q, stored)
         activation, output = node.inputs[0], node.outputs[0]
         bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
         fmt = self.format_of(q)

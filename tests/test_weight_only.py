@@ -213,3 +213,44 @@ def test_default_accuracy_level_4_stays_close_to_float_activations(tiny):
     x = feed(model)
     a, b = tiny.run(fast, x)[0], tiny.run(exact, x)[0]
     assert np.linalg.norm(a - b) <= 0.02 * np.linalg.norm(b)  # int8 activations per block inside ORT's kernel
+
+
+def tied_lm(tiny, vocab=100, hidden=72):
+    """ids → Gather(E) → LayerNorm → MatMul(Eᵀ) → logits: the tied embedding / LM head of small LMs.
+    hidden 72 with group 32 pads the last block."""
+    rng = np.random.default_rng(9)
+    table = (rng.standard_normal((vocab, hidden)) * 0.2).astype(np.float32)
+    nodes = [h.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="embed"),
+             h.make_node("LayerNormalization", ["emb", "gamma", "beta"], ["n"], axis=-1),
+             h.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+             h.make_node("MatMul", ["n", "table_t"], ["logits"], name="lm_head")]
+    inits = {"table": table, "gamma": np.ones(hidden, np.float32), "beta": np.zeros(hidden, np.float32)}
+    model = tiny.make_model(nodes, [h.make_tensor_value_info("ids", onnx.TensorProto.INT64, [2, 5])],
+                            [("emb", [2, 5, hidden]), ("logits", [2, 5, vocab])], inits, infer_shapes=True)
+    return model, table
+
+
+@pytest.mark.parametrize("lm_head_bits", [8, 4])
+def test_tied_embedding_reads_the_lm_head_codes(tiny, lm_head_bits):
+    model, table = tied_lm(tiny)
+    options = {"group_size": 32, "output_layer_bits": 0 if lm_head_bits == 4 else 8}
+    result = onnxcomp.compress(model, "w4a16-rtn", options={"quantize_weight_only": options}, use_cache=False)
+    assert "GatherBlockQuantized" in tiny.op_types(result.model) and "Gather" not in tiny.op_types(result.model)
+    details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
+    assert details["tied_tables"] == [{"gather": "embed", "table": "table", "shares": details["layers"][0]["weight"],
+                                       "shared": True, "bits": lm_head_bits, "group_size": 32}]
+    stored = sum(len(i.raw_data) for i in result.model.graph.initializer)
+    one_copy = 100 * 3 * 32 * lm_head_bits // 8 + 100 * 3 * 4  # codes of 3 blocks of 32 per row, float scales
+    assert one_copy <= stored < one_copy + 2 * 72 * 4 + 200  # + gamma, beta and the int64 shapes: no second table
+    ids = np.array([[0, 7, 99, 3, 3], [50, 1, 2, 98, 0]])
+    expected = dequantize_blockwise(quantize_blockwise(table.T, lm_head_bits, 32, True)).T[ids]
+    np.testing.assert_array_equal(tiny.run(result.model, {"ids": ids})[0], expected)
+
+
+def test_tied_embedding_with_zero_points_is_reported_not_shared(tiny):
+    model, _ = tied_lm(tiny)
+    result = onnxcomp.compress(model, "w4a16-rtn", options={"quantize_weight_only": {"group_size": 32, "symmetric": False}},
+                               use_cache=False)
+    details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
+    assert details["tied_tables"][0]["shared"] is False and "zero points" in details["tied_tables"][0]["reason"]
+    assert "GatherBlockQuantized" not in tiny.op_types(result.model)
