@@ -2,6 +2,7 @@
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -91,6 +92,21 @@ def export(source, output, opset, as_json):
     _emit(as_json, payload, f"wrote {output}: opset {opset}, {payload['nodes']} nodes, {_mb(payload['bytes'])}")
 
 
+def _weight_only_summary(name: str, details: dict) -> str:
+    """One line: how many linears at which bits/groups, AWQ groups scaled, tied tables shared, skips."""
+    layers = details["layers"]
+    by_kind = Counter(f"{l['bits']}-bit g{l['group_size']} {'sym' if l['symmetric'] else 'asym'}" for l in layers)
+    text = f"{name}: {len(layers)} linears (" + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) + ")"
+    if "groups_scaled" in details:
+        text += f", {details['groups_scaled']} groups scaled by AWQ, {len(details['groups_not_scaled'])} not"
+    shared = [t for t in details.get("tied_tables", []) if t["shared"]]
+    if shared:
+        text += f", tied table {shared[0]['table']!r} stored once with the LM head"
+    if details["skipped"]:
+        text += f"; {len(details['skipped'])} skipped (first: {details['skipped'][0]['reason']}; all in --report)"
+    return text
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -158,6 +174,8 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
                      f"{dev['cosine']:.5f} / {dev['max_abs']:.3g}" if dev else "-"))
     text = _table(rows, ("pass", "seconds", "nodes", "weights", "cosine / max|err| vs input"))
     for entry in report["passes"]:
+        if entry["pass"].startswith("quantize_weight_only") and entry.get("details", {}).get("layers"):
+            text += "\n\n" + _weight_only_summary(entry["pass"], entry["details"])
         smoothing = entry.get("details", {}).get("smoothed")
         if smoothing is not None:
             left = entry["details"]["not_smoothed"]

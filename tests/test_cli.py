@@ -116,6 +116,14 @@ def test_smoothquant_recipe_from_the_command_line(digits_model, calib_dir, tmp_p
     assert all(g["alpha"] is None or 0 <= g["alpha"] <= 1 for g in details["smoothed"] + details["not_smoothed"] if "alpha" in g)
 
 
+def test_awq_recipe_from_the_command_line_prints_the_weight_only_summary(digits_model, calib_dir, tmp_path):
+    result = run("compress", digits_model, "-o", tmp_path / "d.awq.onnx", "--calib", calib_dir, "--recipe", "w4a16-awq")
+    assert result.exit_code == 0, result.output
+    assert "quantize_weight_only_awq: " in result.output and "groups scaled by AWQ" in result.output
+    result = run("compress", digits_model, "-o", tmp_path / "d.awq.onnx", "--recipe", "w4a16-awq")
+    assert result.exit_code == 2 and "needs calibration data: pass --calib" in result.output
+
+
 # -- bad input: one clear line, exit 2, nothing written, input untouched ----------------------
 
 
