@@ -41,6 +41,9 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
     "w4a16-awq": [*CANONICALIZE, ("quantize_weight_only_awq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
     # GPTQ: the same formats and layout as w4a16-rtn; codes chosen with Hessians of calibration inputs.
     "w4a16-gptq": [*CANONICALIZE, ("quantize_weight_only_gptq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
+    # AWQ's scales folded in first, then GPTQ chooses the codes of the scaled weights.
+    "w4a16-awq-gptq": [*CANONICALIZE, ("quantize_weight_only_awq", {"scale_only": True}), ("quantize_weight_only_gptq", {}),
+                       ("quantize_embedding", {}), ("remove_unused", {})],
 }
 
 

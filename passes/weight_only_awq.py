@@ -10,6 +10,9 @@ Then every weight is quantized by RTN with, when `clip_search` is on, each block
 chosen by the output error on the same rows. Targets, formats, the LM-head bit rule and the
 report are shared with the other weight-only passes (`onnxcomp.weight_only`).
 
+With `scale_only` the scaled weights stay float for a following pass (recipe w4a16-awq-gptq:
+AWQ scales, then GPTQ codes).
+
 Requires: calibration data (`--calib`, or `calibration=` in the API; a model kind with built-in
 text). Guarantees: before quantization the scaled model computes the same function (float
 rounding only); per group the chosen α has a simulated output error no larger than plain RTN's
@@ -35,7 +38,7 @@ FALLBACKS = ("skip", "mul")
 class QuantizeWeightOnlyAWQ(WeightOnlyPass):
     name = "quantize_weight_only_awq"
     algorithm = "awq"
-    options = {**COMMON_OPTIONS, "algorithm": "awq", "clip_search": True, "samples": 512, "fallback": "skip"}
+    options = {**COMMON_OPTIONS, "algorithm": "awq", "clip_search": True, "samples": 512, "fallback": "skip", "scale_only": False}
     requires_context = ("calibration",)
 
     def validate_options(self) -> None:
@@ -54,7 +57,7 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
                                    self.opts["samples"])
         input_of = {id(node): node.inputs[0].name for node, _ in targets}  # before an inserted Mul renames it
         names = NameAllocator(model.graph)
-        scaled, unscaled, groups_scaled = {}, [], 0  # id(node) → (s, α, what absorbed 1/s); [{linears, reason}]
+        scaled, unscaled, groups_scaled, alphas = {}, [], 0, {}  # id(node) → (s, α, what absorbed 1/s); [{linears, reason}]
         for group in find_linear_groups(model):
             reason = self._why_not_scaled(group, targets)
             if reason:
@@ -71,8 +74,13 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             groups_scaled += 1
             for lin in group.linears:
                 scaled[id(lin.node)] = (t[channel_map], alpha, absorbed_by)
+                alphas[lin.name] = float(alpha)
         if any(entry[2] == "inserted Mul" for entry in scaled.values()):
             TopologicalSortPass()(model)
+        if self.opts["scale_only"]:  # a later pass (GPTQ) quantizes the scaled weights
+            self.details = {"scale_only": True, "groups_scaled": groups_scaled, "groups_not_scaled": unscaled,
+                            "alphas": alphas}
+            return ir.passes.PassResult(model, modified=bool(groups_scaled))
 
         quantized, layers = {}, []
         for node, original in targets:
@@ -90,7 +98,7 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
                 quantized[key] = (q, {})
             q, stored = quantized[key]
             rtn = dequantize_blockwise(quantize_blockwise(original, q.bits, q.group, q.symmetric))
-            layers.append({**self.layer_report(node, weight, q), "alpha": alpha, "scale_absorbed_by": absorbed_by,
+            layers.append({**self.layer_report(node, weight, q), "alpha": float(alpha), "scale_absorbed_by": absorbed_by,
                            "relative_output_error": round(relative_output_error(x, weight, dequantize_blockwise(q)), 6),
                            "relative_output_error_rtn": round(relative_output_error(x_original, original, rtn), 6)})
             self.emit(model.graph, names, node, q, stored)

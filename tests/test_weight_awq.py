@@ -157,3 +157,18 @@ def test_awq_without_calibration_names_the_pass_and_option(tiny):
 def test_awq_bad_options(tiny, options, message):
     with pytest.raises(OnnxcompError, match=message):
         onnxcomp.compress(llama_mlp(tiny), [("quantize_weight_only_awq", options)], calibration=feeds(2, seed=5), use_cache=False)
+
+
+def test_scale_only_keeps_the_function_and_hands_float_weights_to_gptq(tiny):
+    model, calib = llama_mlp(tiny), feeds(8, seed=5)
+    scaled = onnxcomp.compress(model, [("quantize_weight_only_awq", {"group_size": 32, "scale_only": True})], calibration=calib,
+                               use_cache=False)
+    assert tiny.op_types(scaled.model).count("MatMul") == 3  # nothing quantized yet
+    assert awq_details(scaled)["groups_scaled"] == 2
+    assert not np.allclose(tiny.initializer(scaled.model, "gamma"), np.linspace(0.5, 1.5, HIDDEN))
+    for feed in calib[:3]:
+        ref = tiny.run(model, feed)[0]
+        np.testing.assert_allclose(tiny.run(scaled.model, feed)[0], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    both = onnxcomp.compress(model, "w4a16-awq-gptq", calibration=calib, use_cache=False,
+                             options={"quantize_weight_only_awq": {"group_size": 32}, "quantize_weight_only_gptq": {"group_size": 32}})
+    assert tiny.op_types(both.model).count("MatMulNBits") == 3
