@@ -118,6 +118,9 @@ def _weight_only_summary(name: str, details: dict) -> str:
 @click.option("--model-kind", help="Zoo model kind (minilm, digits, smollm2): gives the tokenizer, and built-in calibration data if --calib is absent.")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), help="How activation ranges are chosen. [recipe default: percentile]")
 @click.option("--activation-dtype", type=click.Choice(["uint8", "int8"]), help="uint8 asymmetric or int8 symmetric activations.")
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]),
+              help="Weight-only recipes (w4a16-*, w8a16): input rows per quantization block. [recipe default: 128]")
+@click.option("--asymmetric", is_flag=True, help="Weight-only recipes: a zero point per block (more accurate; TensorRT wants symmetric).")
 @click.option("--alpha", help="SmoothQuant migration strength: a number in [0, 1], or 'auto' (searched per layer group). [recipe default: auto]")
 @click.option("--exclude", multiple=True, help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.")
 @click.option("--verify", is_flag=True, help="Run original and current model in ONNX Runtime after every pass; record the deviation.")
@@ -125,8 +128,8 @@ def _weight_only_summary(name: str, details: dict) -> str:
 @click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Convert the input to this opset first.")
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
 @_json_option
-def compress(model, output, recipe, calib, model_kind, calib_method, activation_dtype, alpha, exclude, verify, report_path,
-             opset, no_cache, as_json):
+def compress(model, output, recipe, calib, model_kind, calib_method, activation_dtype, group_size, asymmetric, alpha, exclude,
+             verify, report_path, opset, no_cache, as_json):
     """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
 
     \b
@@ -134,6 +137,7 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
       onnxcomp compress bert.onnx --calib calib_npz/            # writes bert.int8.onnx
       onnxcomp compress minilm.onnx --model-kind minilm --calib-method mse --verify
       onnxcomp compress smollm2.onnx --model-kind smollm2 --recipe w8a8-smoothquant --alpha 0.6
+      onnxcomp compress smollm2.onnx --model-kind smollm2 --recipe w4a16-awq --asymmetric --group-size 64
       onnxcomp compress model.onnx -o small.onnx --recipe my_recipe.toml --json
 
     The input is never modified; OUTPUT appears only when everything succeeded. Identical
@@ -161,6 +165,10 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
         overrides["quantize_qdq"] = qdq
     if alpha is not None:
         overrides["smoothquant"] = {"alpha": _alpha_value(alpha)}
+    weight_only = {k: v for k, v in {"group_size": int(group_size) if group_size else None,
+                                     "symmetric": False if asymmetric else None}.items() if v is not None}
+    if weight_only:
+        overrides.update(_weight_only_overrides(recipe, weight_only))
     result = run_compress(model, recipe, calibration, output=output, options=overrides, verify=verify,
                           opset=opset, tokenizer=tokenizer, use_cache=not no_cache)
     report = result.report
@@ -184,6 +192,16 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
     text += (f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
              f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s")
     _emit(as_json, report, text)
+
+
+def _weight_only_overrides(recipe: str, options: dict) -> dict:
+    """The same options for every weight-only pass of the recipe (AWQ + GPTQ recipes have two)."""
+    from .recipes import load_recipe
+    names = sorted({name for name, _ in load_recipe(recipe) if name.startswith("quantize_weight_only")})
+    if not names:
+        raise OnnxcompError(f"--group-size/--asymmetric apply to weight-only recipes (w4a16-rtn, w4a16-awq, w4a16-gptq, w8a16); "
+                            f"recipe {recipe!r} has no weight-only pass")
+    return {name: dict(options) for name in names}
 
 
 def _alpha_value(text: str) -> float | str:

@@ -124,6 +124,16 @@ def test_awq_recipe_from_the_command_line_prints_the_weight_only_summary(digits_
     assert result.exit_code == 2 and "needs calibration data: pass --calib" in result.output
 
 
+def test_group_size_and_asymmetric_flags_reach_every_weight_only_pass(digits_model, calib_dir, tmp_path):
+    out = tmp_path / "d.q.onnx"
+    payload = json.loads(run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w4a16-awq-gptq",
+                             "--group-size", "32", "--asymmetric", "--json").output)
+    layers = next(p["details"] for p in payload["passes"] if p["pass"] == "quantize_weight_only_gptq")["layers"]
+    assert layers and all(l["group_size"] == 32 and not l["symmetric"] for l in layers)
+    result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--group-size", "32")
+    assert result.exit_code == 2 and "recipe 'int8' has no weight-only pass" in result.output
+
+
 # -- bad input: one clear line, exit 2, nothing written, input untouched ----------------------
 
 
