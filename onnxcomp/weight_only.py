@@ -60,6 +60,26 @@ def as_kn_weight(node: ir.Node) -> tuple[np.ndarray | None, str]:
     return weight, ""
 
 
+def row_gather_tables(model: ir.Model) -> dict[tuple, list[tuple[ir.Node, np.ndarray]]]:
+    """Row Gathers (axis 0) of constant 2-D float32 tables, by table shape: {(V, H): [(gather, table)]}."""
+    tables: dict[tuple, list] = {}
+    for node in model.graph:
+        if node.op_type != "Gather" or node.domain != "" or (node.attributes.get("axis") and node.attributes["axis"].as_int()):
+            continue
+        table = constant_array(node.inputs[0])
+        if table is not None and table.ndim == 2 and table.dtype == np.float32:
+            tables.setdefault(tuple(table.shape), []).append((node, table))
+    return tables
+
+
+def tied_table(weight_kn: np.ndarray, tables: dict) -> str | None:
+    """The name of a gathered table equal to the weight's transpose (a tied embedding / LM head), or None."""
+    for gather, table in tables.get((weight_kn.shape[1], weight_kn.shape[0]), []):
+        if np.array_equal(weight_kn.T, table):
+            return gather.inputs[0].name
+    return None
+
+
 def relative_error(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.linalg.norm(approx - exact) / max(np.linalg.norm(exact), 1e-30))
 
@@ -156,20 +176,13 @@ class WeightOnlyPass(CompressionPass):
 
     def _share_tied_tables(self, model: ir.Model) -> list[dict]:
         """Rewrite row Gathers of a table that equals an emitted weight's transpose (see the module doc)."""
-        by_shape: dict[tuple, list] = {}
+        names, report, tables = NameAllocator(model.graph), [], row_gather_tables(model)
         for weight_value, transposed, q, stored in self._emitted.values():
-            by_shape.setdefault((q.n, q.k), []).append((weight_value, transposed, q, stored))
-        names, report = NameAllocator(model.graph), []
-        for gather in list(model.graph):
-            if gather.op_type != "Gather" or gather.domain != "" or (gather.attributes.get("axis") and gather.attributes["axis"].as_int()):
-                continue
-            table = constant_array(gather.inputs[0])
-            if table is None or table.ndim != 2 or table.dtype != np.float32 or tuple(table.shape) not in by_shape:
-                continue
-            for weight_value, transposed, q, stored in by_shape[tuple(table.shape)]:
-                weight = constant_array(weight_value)
-                if not np.array_equal(weight if transposed else weight.T, table):
-                    continue
+            weight = constant_array(weight_value)
+            weight_kn = weight.T if transposed else weight
+            for gather, table in tables.get((q.n, q.k), []):
+                if gather.graph is None or not np.array_equal(weight_kn.T, table):
+                    continue  # already rewritten, or a different table
                 entry = {"gather": gather.name, "table": gather.inputs[0].name, "shares": weight_value.name}
                 why = ("the qdq format" if self.format_of(q) == "qdq" else "zero points (asymmetric)" if "zero_points" in stored
                        else "indices of unknown rank" if gather.inputs[1].shape is None else "")
@@ -178,7 +191,6 @@ class WeightOnlyPass(CompressionPass):
                 else:
                     self._gather_from_codes(model.graph, names, gather, q, stored)
                     report.append({**entry, "shared": True, "bits": q.bits, "group_size": q.group})
-                break
         return report
 
     @staticmethod

@@ -5,7 +5,8 @@ absorb a per-channel scale (`onnxcomp.transformer_patterns`: a norm, or a produc
 a channel-preserving path), the scale s = mean|X|^α is searched on a grid of α by the group's
 quantized output error on calibration rows (`onnxcomp.awq`) and folded in: s into the group's
 weight rows, 1/s into the producer (`onnxcomp.scale_folding`). Groups without a foldable producer
-are quantized unscaled (or, with `fallback: mul`, get an explicit Mul), and the report says why.
+are quantized unscaled (or, with `fallback: mul`, get an explicit Mul), and the report says why;
+so are LM heads tied to the embedding table, which then stays stored once.
 Then every weight is quantized by RTN with, when `clip_search` is on, each block's clipping ratio
 chosen by the output error on the same rows. Targets, formats, the LM-head bit rule and the
 report are shared with the other weight-only passes (`onnxcomp.weight_only`).
@@ -30,7 +31,7 @@ from onnxcomp.calibration.runner import collect_row_samples
 from onnxcomp.graph import NameAllocator
 from onnxcomp.scale_folding import fold_scales, producer_channels, rows_by_input_channel
 from onnxcomp.transformer_patterns import LinearGroup, find_linear_groups
-from onnxcomp.weight_only import COMMON_OPTIONS, WeightOnlyPass, as_kn_weight
+from onnxcomp.weight_only import COMMON_OPTIONS, WeightOnlyPass, as_kn_weight, row_gather_tables, tied_table
 
 FALLBACKS = ("skip", "mul")
 
@@ -58,8 +59,9 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
         input_of = {id(node): node.inputs[0].name for node, _ in targets}  # before an inserted Mul renames it
         names = NameAllocator(model.graph)
         scaled, unscaled, groups_scaled, alphas = {}, [], 0, {}  # id(node) → (s, α, what absorbed 1/s); [{linears, reason}]
+        tables = row_gather_tables(model)
         for group in find_linear_groups(model):
-            reason = self._why_not_scaled(group, targets)
+            reason = self._why_not_scaled(group, targets, tables)
             if reason:
                 unscaled.append({"linears": [lin.name for lin in group.linears], "reason": reason})
                 continue
@@ -105,10 +107,14 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
         return self.finish(model, layers, skipped, len(quantized), groups_not_scaled=unscaled,
                            groups_scaled=groups_scaled)
 
-    def _why_not_scaled(self, group: LinearGroup, targets) -> str:
+    def _why_not_scaled(self, group: LinearGroup, targets, tables) -> str:
         target_ids = {id(node) for node, _ in targets}
         if any(id(lin.node) not in target_ids for lin in group.linears):
             return "a linear of the group is not quantized (excluded or skipped)"
+        for lin in group.linears:
+            table = tied_table(rows_by_input_channel(lin), tables)
+            if table:
+                return f"weight of {lin.name} is tied to the embedding table {table!r}: scaling it would store the table twice"
         if group.problems:
             return "; ".join(group.problems)
         if group.producer is None and self.opts["fallback"] == "skip":

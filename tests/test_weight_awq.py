@@ -172,3 +172,14 @@ def test_scale_only_keeps_the_function_and_hands_float_weights_to_gptq(tiny):
     both = onnxcomp.compress(model, "w4a16-awq-gptq", calibration=calib, use_cache=False,
                              options={"quantize_weight_only_awq": {"group_size": 32}, "quantize_weight_only_gptq": {"group_size": 32}})
     assert tiny.op_types(both.model).count("MatMulNBits") == 3
+
+
+def test_awq_leaves_a_tied_lm_head_unscaled_so_the_table_is_stored_once(tiny):
+    from tests.test_weight_only import tied_lm
+    model, _ = tied_lm(tiny)
+    calib = [{"ids": np.random.default_rng(i).integers(0, 100, (2, 5))} for i in range(4)]
+    result = onnxcomp.compress(model, "w4a16-awq", calibration=calib, use_cache=False,
+                               options={"quantize_weight_only_awq": {"group_size": 32, "samples": 16}})
+    details = awq_details(result)
+    assert "tied to the embedding table 'table'" in details["groups_not_scaled"][0]["reason"]
+    assert details["tied_tables"][0]["shared"] and "GatherBlockQuantized" in tiny.op_types(result.model)
