@@ -29,14 +29,13 @@ def activation_scales(mean_abs: np.ndarray, alpha: float, channel_map: np.ndarra
     return t / np.sqrt(t.max() * t.min())
 
 
-def quantized_output_error(x: np.ndarray, weights: list[tuple[np.ndarray, int]], s: np.ndarray, group: int,
-                           symmetric: bool) -> float:
+def quantized_output_error(x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]], s: np.ndarray, group: int) -> float:
     """Relative squared output error of the group scaled by s and quantized by RTN, on rows x [R, K].
-    `weights`: [(W [K, N], bits)] of the group's members."""
+    `weights`: [(W [K, N], bits, symmetric)] of the group's members."""
     x = np.asarray(x, dtype=np.float32)
     scaled_x = x / s.astype(np.float32)
     error = reference = 0.0
-    for w, bits in weights:
+    for w, bits, symmetric in weights:
         exact = x @ w.astype(np.float32)
         back = dequantize_blockwise(quantize_blockwise(w * s[:, None], bits, group, symmetric))
         error += float(((scaled_x @ back - exact) ** 2).sum())
@@ -44,14 +43,14 @@ def quantized_output_error(x: np.ndarray, weights: list[tuple[np.ndarray, int]],
     return error / max(reference, 1e-30)
 
 
-def search_alpha(x: np.ndarray, weights: list[tuple[np.ndarray, int]], channel_map: np.ndarray, width: int, group: int,
-                 symmetric: bool, grid=ALPHA_GRID) -> tuple[float, np.ndarray, dict]:
+def search_alpha(x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]], channel_map: np.ndarray, width: int, group: int,
+                 grid=ALPHA_GRID) -> tuple[float, np.ndarray, dict]:
     """(α, producer scales t, {α: error}) with the smallest quantized output error (ties: smaller α)."""
     mean_abs = np.abs(np.asarray(x, dtype=np.float64)).mean(axis=0)
     errors, scales = {}, {}
     for alpha in grid:
         scales[alpha] = activation_scales(mean_abs, alpha, channel_map, width)
-        errors[alpha] = quantized_output_error(x, weights, scales[alpha][channel_map], group, symmetric)
+        errors[alpha] = quantized_output_error(x, weights, scales[alpha][channel_map], group)
     best = min(grid, key=lambda a: (errors[a], a))
     return best, scales[best], errors
 

@@ -14,7 +14,7 @@ A weight-only pass (RTN, GPTQ, AWQ) rewrites every MatMul whose weight is a cons
 All three store the same codes, scales and zero points (`onnxcomp.blockwise` defines the layout),
 so they compute the same function. A weight read by several MatMuls is stored once. Linears whose
 output is a graph output (an LM head) use `output_layer_bits` (default 8): SmolLM2's LM head is
-the layer most sensitive to int4.
+the layer most sensitive to int4; output layers are always symmetric.
 
 Tied embeddings: a row Gather whose float table [V, H] equals the transpose of a weight stored as
 MatMulNBits/MatMulInt4 codes without zero points (symmetric) becomes ONNX Runtime's
@@ -127,12 +127,18 @@ class WeightOnlyPass(CompressionPass):
             raise self.fail("needs calibration data: pass --calib FILE (or --model-kind with built-in text; "
                             "calibration= in the Python API)")
 
+    def is_output_layer(self, node: ir.Node) -> bool:
+        """A linear whose output is a graph output (an LM head: its error reaches the logits unmixed)
+        and `output_layer_bits` is set."""
+        return bool(self.opts["output_layer_bits"]) and node.outputs[0].is_graph_output()
+
     def bits_for(self, node: ir.Node) -> int:
-        """`output_layer_bits` for a linear whose output is a graph output (an LM head: its error
-        reaches the logits unmixed), else `bits`."""
-        if self.opts["output_layer_bits"] and node.outputs[0].is_graph_output():
-            return self.opts["output_layer_bits"]
-        return self.opts["bits"]
+        return self.opts["output_layer_bits"] if self.is_output_layer(node) else self.opts["bits"]
+
+    def symmetric_for(self, node: ir.Node) -> bool:
+        """Output layers are symmetric whatever `symmetric` says: at 8 bits that costs nothing, and
+        a tied embedding table can then read the LM head's codes (GatherBlockQuantized)."""
+        return True if self.is_output_layer(node) else self.opts["symmetric"]
 
     def targets(self, model: ir.Model) -> tuple[list[tuple[ir.Node, np.ndarray]], list[dict]]:
         """[(node, its weight as [K, N])] to quantize, and [{node, reason}] for the ones skipped."""

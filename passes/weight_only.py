@@ -27,10 +27,10 @@ class QuantizeWeightOnly(WeightOnlyPass):
         layers = []
         targets, skipped = self.targets(model)
         for node, weight in targets:
-            bits = self.bits_for(node)
+            bits, symmetric = self.bits_for(node), self.symmetric_for(node)
             key = (id(node.inputs[1]), bits)
             if key not in quantized:
-                q = quantize_blockwise(weight, bits, self.opts["group_size"], self.opts["symmetric"], self.opts["clip_search"])
+                q = quantize_blockwise(weight, bits, self.opts["group_size"], symmetric, self.opts["clip_search"])
                 quantized[key] = (q, {})
             q, stored = quantized[key]
             layers.append(self.layer_report(node, weight, q))

@@ -67,8 +67,8 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
                 continue
             x = rows[group.input.name]
             channel_map, width = producer_channels(group)
-            members = [(rows_by_input_channel(lin), self.bits_for(lin.node)) for lin in group.linears]
-            alpha, t, errors = search_alpha(x, members, channel_map, width, self.opts["group_size"], self.opts["symmetric"])
+            members = [(rows_by_input_channel(lin), self.bits_for(lin.node), self.symmetric_for(lin.node)) for lin in group.linears]
+            alpha, t, errors = search_alpha(x, members, channel_map, width, self.opts["group_size"])
             if alpha == 0.0:
                 unscaled.append({"linears": [lin.name for lin in group.linears], "reason": "alpha search chose 0 (no scaling)"})
                 continue
@@ -90,13 +90,13 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             s, alpha, absorbed_by = scaled.get(id(node), (None, 0.0, None))
             x_original = rows[input_of[id(node)]]
             x = x_original if s is None else x_original / s
-            bits = self.bits_for(node)
+            bits, symmetric = self.bits_for(node), self.symmetric_for(node)
             key = (id(node.inputs[1]), bits)
             if key not in quantized:
                 if self.opts["clip_search"]:
-                    q = quantize_with_clipping(weight, x, bits, self.opts["group_size"], self.opts["symmetric"])
+                    q = quantize_with_clipping(weight, x, bits, self.opts["group_size"], symmetric)
                 else:
-                    q = quantize_blockwise(weight, bits, self.opts["group_size"], self.opts["symmetric"])
+                    q = quantize_blockwise(weight, bits, self.opts["group_size"], symmetric)
                 quantized[key] = (q, {})
             q, stored = quantized[key]
             rtn = dequantize_blockwise(quantize_blockwise(original, q.bits, q.group, q.symmetric))

@@ -38,10 +38,10 @@ def test_activation_scales_are_normalized_and_shared_along_the_channel_map():
 def test_search_picks_a_scale_no_worse_than_rtn_and_protects_outlier_channels():
     x = outlier_rows()
     w = (np.random.default_rng(1).standard_normal((HIDDEN, 48)) * 0.05).astype(np.float32)
-    alpha, t, errors = search_alpha(x, [(w, 4)], np.arange(HIDDEN), HIDDEN, 32, True)
+    alpha, t, errors = search_alpha(x, [(w, 4, True)], np.arange(HIDDEN), HIDDEN, 32)
     assert alpha > 0 and errors[alpha] <= errors[0.0] and errors[alpha] < 0.8 * errors[0.0], errors
     assert t[3] > np.median(t) and t[17] > np.median(t)
-    assert quantized_output_error(x, [(w, 4)], np.ones(HIDDEN), 32, True) == pytest.approx(errors[0.0])
+    assert quantized_output_error(x, [(w, 4, True)], np.ones(HIDDEN), 32) == pytest.approx(errors[0.0])
 
 
 def test_block_grams_cover_padding_with_zeros():

@@ -247,10 +247,20 @@ def test_tied_embedding_reads_the_lm_head_codes(tiny, lm_head_bits):
     np.testing.assert_array_equal(tiny.run(result.model, {"ids": ids})[0], expected)
 
 
-def test_tied_embedding_with_zero_points_is_reported_not_shared(tiny):
+def test_tied_embedding_with_an_asymmetric_recipe_still_shares_the_symmetric_lm_head(tiny):
     model, _ = tied_lm(tiny)
     result = onnxcomp.compress(model, "w4a16-rtn", options={"quantize_weight_only": {"group_size": 32, "symmetric": False}},
                                use_cache=False)
     details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
-    assert details["tied_tables"][0]["shared"] is False and "zero points" in details["tied_tables"][0]["reason"]
+    assert details["layers"][0]["symmetric"] and details["tied_tables"][0]["shared"]
+
+
+@pytest.mark.parametrize("options, reason", [({"format": "qdq"}, "qdq format"),
+                                             ({"symmetric": False, "output_layer_bits": 0}, "zero points")])
+def test_tied_embedding_the_gather_cannot_read_is_reported_not_shared(tiny, options, reason):
+    model, _ = tied_lm(tiny)
+    result = onnxcomp.compress(model, "w4a16-rtn", options={"quantize_weight_only": {"group_size": 32, **options}},
+                               use_cache=False)
+    details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
+    assert details["tied_tables"][0]["shared"] is False and reason in details["tied_tables"][0]["reason"]
     assert "GatherBlockQuantized" not in tiny.op_types(result.model)
