@@ -29,6 +29,7 @@ from onnxcomp.awq import quantize_with_clipping, relative_output_error, search_a
 from onnxcomp.blockwise import dequantize_blockwise, quantize_blockwise
 from onnxcomp.calibration.runner import collect_row_samples
 from onnxcomp.graph import NameAllocator
+from onnxcomp.progress import progress
 from onnxcomp.scale_folding import fold_scales, producer_channels, rows_by_input_channel
 from onnxcomp.transformer_patterns import LinearGroup, find_linear_groups
 from onnxcomp.weight_only import COMMON_OPTIONS, WeightOnlyPass, as_kn_weight, row_gather_tables, tied_table
@@ -60,7 +61,7 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
         names = NameAllocator(model.graph)
         scaled, unscaled, groups_scaled, alphas = {}, [], 0, {}  # id(node) → (s, α, what absorbed 1/s); [{linears, reason}]
         tables = row_gather_tables(model)
-        for group in find_linear_groups(model):
+        for group in progress(find_linear_groups(model), desc="AWQ scale search", unit="group"):
             reason = self._why_not_scaled(group, targets, tables)
             if reason:
                 unscaled.append({"linears": [lin.name for lin in group.linears], "reason": reason})
@@ -85,7 +86,7 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             return ir.passes.PassResult(model, modified=bool(groups_scaled))
 
         quantized, layers = {}, []
-        for node, original in targets:
+        for node, original in progress(targets, desc="AWQ quantize", unit="linear"):
             weight = as_kn_weight(node)[0]  # re-read: scaling changed it
             s, alpha, absorbed_by = scaled.get(id(node), (None, 0.0, None))
             x_original = rows[input_of[id(node)]]
