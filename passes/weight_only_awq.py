@@ -22,6 +22,7 @@ the calibration rows for AWQ and for RTN.
 """
 
 import numpy as np
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
@@ -90,7 +91,7 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             weight = as_kn_weight(node)[0]  # re-read: scaling changed it
             s, alpha, absorbed_by = scaled.get(id(node), (None, 0.0, None))
             x_original = rows[input_of[id(node)]]
-            x = x_original if s is None else x_original / s
+            x = x_original if s is None else x_original / s.astype(np.float32)
             bits, symmetric = self.bits_for(node), self.symmetric_for(node)
             key = (id(node.inputs[1]), bits)
             if key not in quantized:
