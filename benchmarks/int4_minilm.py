@@ -1,6 +1,6 @@
 """Int4 weight-only on all-MiniLM-L6-v2: onnxcomp RTN/GPTQ/AWQ side by side with ORT's MatMulNBitsQuantizer.
 
-    .venv/bin/python benchmarks/int4_minilm.py                        # all rows (~10 min on 2 cores)
+    .venv/bin/python benchmarks/int4_minilm.py --worker-nice 19 --runs 100   # all rows (~3.5 min on 2 cores)
     .venv/bin/python benchmarks/int4_minilm.py --rows fp32,rtn-g128-sym,ort-rtn-g128-sym --runs 10
     .venv/bin/python benchmarks/int4_minilm.py --json /tmp/int4_minilm.json
 
