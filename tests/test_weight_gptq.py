@@ -1,13 +1,16 @@
-"""GPTQ weight-only: the numpy algorithm against RTN on correlated inputs, and the pass on a tiny graph."""
+"""GPTQ weight-only: the numpy algorithm against RTN on correlated inputs, the staged (sequential)
+Hessian collection against hand-computed references, and the pass on tiny graphs."""
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 from onnx import helper as h
 
 import onnxcomp
+from onnxcomp import gptq
 from onnxcomp.blockwise import dequantize_blockwise, quantize_blockwise
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.gptq import HessianAccumulator, gptq_quantize, hessian_error
+from onnxcomp.gptq import HessianAccumulator, StagedHessians, collect_hessians, gptq_quantize, hessian_error
 
 
 def correlated(rows=512, k=200, seed=0):
@@ -26,24 +29,40 @@ def test_hessian_accumulator_streams_2xtx_over_rows():
     np.testing.assert_allclose(acc.hessian, 2 * x.T @ x / 64)
 
 
-@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("groups", ["static", "lazy", "act_order", "clip"])
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("bits, group", [(4, 32), (4, 128), (8, 64)])
-def test_gptq_lowers_the_output_error_below_rtn(act_order, symmetric, bits, group):
+def test_gptq_lowers_the_output_error_below_rtn(groups, symmetric, bits, group):
     x = correlated()
     w = np.random.default_rng(1).standard_normal((200, 24)).astype(np.float32) * 0.05  # K = 200: last block padded
     hess = 2 * x.T @ x / len(x)
-    q = gptq_quantize(w, hess, bits, group, symmetric, act_order=act_order, block=64)
+    q = gptq_quantize(w, hess, bits, group, symmetric, act_order=groups == "act_order", block=64,
+                      static_groups=groups != "lazy", clip_search=groups == "clip")
     rtn = quantize_blockwise(w, bits, group, symmetric)
-    # same layout and the same scales/zero points as RTN: only the codes differ
     assert q.codes.shape == rtn.codes.shape and (q.codes.max() <= 2**bits - 1)
-    np.testing.assert_array_equal(q.scales, rtn.scales)
-    np.testing.assert_array_equal(q.zero_points, rtn.zero_points)
+    if groups in ("static", "act_order"):  # static groups: RTN's scales/zero points, only the codes differ
+        np.testing.assert_array_equal(q.scales, rtn.scales)
+        np.testing.assert_array_equal(q.zero_points, rtn.zero_points)
     assert (q.codes[:, -1, 200 - (q.n_blocks - 1) * group:] == 0).all()  # padding codes are 0
     out_gptq = np.linalg.norm(x @ dequantize_blockwise(q) - x @ w)
     out_rtn = np.linalg.norm(x @ dequantize_blockwise(rtn) - x @ w)
     assert out_gptq < 0.8 * out_rtn, (out_gptq, out_rtn)
     assert hessian_error(w, dequantize_blockwise(q), hess) < hessian_error(w, dequantize_blockwise(rtn), hess)
+
+
+@pytest.mark.parametrize("static_groups", [True, False])
+def test_gptq_in_column_chunks_equals_one_chunk(monkeypatch, static_groups):
+    """The output columns are independent: a wide weight (an LM head) is processed a chunk at a time."""
+    x = correlated(k=96)
+    w = np.random.default_rng(3).standard_normal((96, 40)).astype(np.float32)
+    hess = 2 * x.T @ x / len(x)
+    whole = gptq_quantize(w, hess, 4, 32, False, static_groups=static_groups, block=48)
+    monkeypatch.setattr(gptq, "CHUNK", 16)
+    chunked = gptq_quantize(w, hess, 4, 32, False, static_groups=static_groups, block=48)
+    np.testing.assert_array_equal(chunked.codes, whole.codes)
+    np.testing.assert_array_equal(chunked.scales, whole.scales)
+    np.testing.assert_array_equal(chunked.zero_points, whole.zero_points)
+    assert abs(hessian_error(w, dequantize_blockwise(whole), hess) - hessian_error(w, dequantize_blockwise(chunked), hess)) < 1e-12
 
 
 def test_gptq_dead_inputs_and_bad_hessian():
@@ -97,8 +116,126 @@ def test_gptq_without_calibration_names_the_option(tiny):
         onnxcomp.compress(tiny_linear(tiny), "w4a16-gptq", use_cache=False)
 
 
-@pytest.mark.parametrize("options, message", [({"damp": 1.5}, "damp must be"), ({"clip_search": True}, "unknown option .clip_search."),
-                                              ({"bits": 3}, "bits must be one of"), ({"algorithm": "awq"}, "must be 'gptq'")])
+@pytest.mark.parametrize("options, message", [
+    ({"damp": 1.5}, "damp must be a number in \\[0, 1\\), not 1.5"), ({"damp": True}, "damp must be"),
+    ({"samples": 64}, "unknown option .samples."), ({"bits": 3}, "bits must be one of"), ({"algorithm": "awq"}, "must be 'gptq'"),
+    ({"sequential": "yes"}, "sequential must be true or false, not 'yes'"), ({"static_groups": 1}, "static_groups must be true or false"),
+    ({"clip_search": "on"}, "clip_search must be true or false"), ({"block": 0}, "block must be a positive integer, not 0")])
 def test_gptq_bad_options(tiny, options, message):
-    with pytest.raises(OnnxcompError, match=message):
+    with pytest.raises(OnnxcompError, match=message) as info:
         onnxcomp.compress(tiny_linear(tiny), [("quantize_weight_only_gptq", options)], calibration=calibration(), use_cache=False)
+    assert "\n" not in str(info.value) and "quantize_weight_only_gptq" in str(info.value)
+
+
+# -- sequential mode ------------------------------------------------------------------------------
+def two_layers(tiny, first="MatMul", k=64, mid=64, n=8):
+    """x → linear 1 (MatMul, or Gemm with transB and a bias) → Tanh → MatMul 2 → y: layer 2's input depends on layer 1's weight."""
+    rng = np.random.default_rng(5)
+    w1 = (rng.standard_normal((k, mid)) * 0.3).astype(np.float32)
+    inits = {"w2": (rng.standard_normal((mid, n)) * 0.3).astype(np.float32)}
+    if first == "Gemm":
+        inits.update(w1=w1.T.copy(), b1=np.full(mid, 0.1, np.float32))
+        layer1 = h.make_node("Gemm", ["x", "w1", "b1"], ["a"], name="fc1", transB=1)
+    else:
+        inits["w1"] = w1
+        layer1 = h.make_node("MatMul", ["x", "w1"], ["a"], name="fc1")
+    nodes = [layer1, h.make_node("Tanh", ["a"], ["t"], name="act"), h.make_node("MatMul", ["t", "w2"], ["y"], name="fc2")]
+    return tiny.make_model(nodes, [("x", [4, k])], [("y", [4, n])], inits, infer_shapes=True), w1, inits
+
+
+def hess(x):
+    x = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+    return 2 * x.T @ x / len(x)
+
+
+@pytest.mark.parametrize("first", ["MatMul", "Gemm"])
+def test_sequential_uses_the_quantized_earlier_layer_and_equals_a_hand_reference(tiny, first):
+    model, w1, inits = two_layers(tiny, first)
+    calib = calibration(k=64)
+    x = np.concatenate([f["x"] for f in calib]).astype(np.float64)
+    bias = inits.get("b1", np.zeros(w1.shape[1], np.float32))
+    options = {"group_size": 32, "output_layer_bits": 0, "format": "qdq"}
+    results = {seq: onnxcomp.compress(model, [("quantize_weight_only_gptq", {**options, "sequential": seq})], calibration=calib,
+                                      use_cache=False) for seq in (True, False)}
+    # by hand: layer 1 from x; layer 2 from the float model (one-shot) or from quantized layer 1 (sequential)
+    q1 = dequantize_blockwise(gptq_quantize(w1, hess(x), 4, 32, True))
+    for seq, layer1_weight in ((True, q1), (False, w1)):
+        t = np.tanh(x @ layer1_weight + bias)
+        q2 = dequantize_blockwise(gptq_quantize(inits["w2"], hess(t), 4, 32, True))
+        expected = np.tanh(x @ q1 + bias) @ q2
+        got = np.concatenate([tiny.run(results[seq].model, f)[0] for f in calib])
+        np.testing.assert_allclose(got, expected, atol=2e-5)
+        details = next(p for p in results[seq].report["passes"] if p["pass"] == "quantize_weight_only_gptq")["details"]
+        assert details["sequential"] is seq and details["stages"] == 2
+    seq_out = np.concatenate([tiny.run(results[True].model, f)[0] for f in calib])
+    one_out = np.concatenate([tiny.run(results[False].model, f)[0] for f in calib])
+    assert np.abs(seq_out - one_out).max() > 1e-3  # layer 2's codes differ
+    ref = np.concatenate([tiny.run(model, f)[0] for f in calib])
+    assert np.linalg.norm(seq_out - ref) < np.linalg.norm(one_out - ref)  # and compensate layer 1's error
+
+
+class OnceReader:
+    """A calibration reader that counts how often it is iterated."""
+
+    def __init__(self, feeds):
+        self.feeds, self.iterations = feeds, 0
+
+    def __iter__(self):
+        self.iterations += 1
+        return iter(self.feeds)
+
+
+def test_staged_hessians_run_each_node_once_from_the_cached_frontier(tiny):
+    """Three stages (x; q+k's sum; o's output) in a graph with a side branch read at the end: the frontier
+    carries the side branch across the cuts, every node runs at most once, nodes after the last stage
+    input never run, and without replacements the Hessians equal one run of the whole model."""
+    rng = np.random.default_rng(0)
+    nodes = [h.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"), h.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
+             h.make_node("Relu", ["x"], ["side"], name="side"), h.make_node("Add", ["q", "k"], ["s"], name="add"),
+             h.make_node("MatMul", ["s", "wo"], ["o"], name="o_proj"), h.make_node("Sigmoid", ["o"], ["g"], name="gate"),
+             h.make_node("MatMul", ["g", "wd"], ["d"], name="down"), h.make_node("ReduceSum", ["side"], ["r"], name="sum", keepdims=1),
+             h.make_node("Add", ["d", "r"], ["y"], name="out")]
+    inits = {"wq": rng.standard_normal((96, 32)).astype(np.float32), "wk": rng.standard_normal((96, 32)).astype(np.float32),
+             "wo": rng.standard_normal((32, 16)).astype(np.float32), "wd": rng.standard_normal((16, 16)).astype(np.float32)}
+    proto = tiny.make_model(nodes, [("x", [4, 96])], [("y", [4, 16])], inits, infer_shapes=True)
+    model = ir.from_proto(proto)
+    reader = OnceReader(calibration())
+    staged = StagedHessians(model, ["x", "s", "g"], reader)
+    assert staged.stages == [["x"], ["s"], ["g"]]
+    got = {}
+    for _ in staged.stages:
+        names, hessians = staged.next_stage()
+        got.update(hessians)
+    assert reader.iterations == 1
+    assert staged.frontier_sizes == [1, 2, 2]  # at the cuts: {x}; {s, side}; {g, side}
+    assert staged.nodes_run == 6  # q, k, relu, add; o_proj, gate; never down/sum/out
+    expected = collect_hessians(model, ["x", "s", "g"], calibration())
+    for name in ("x", "s", "g"):
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5)
+    with pytest.raises(OnnxcompError, match="no stage left"):
+        staged.next_stage()
+
+
+def test_staged_hessians_see_a_replaced_weight_only_in_its_own_node(tiny):
+    """A weight read by a linear and by another node: the replacement changes the linear's read only."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((96, 96)).astype(np.float32)
+    nodes = [h.make_node("MatMul", ["x", "w"], ["a"], name="fc1"), h.make_node("ReduceSum", ["w"], ["wsum"], name="sum_w", keepdims=1),
+             h.make_node("Add", ["x", "wsum"], ["b"], name="add_w"),
+             h.make_node("Mul", ["a", "b"], ["m"], name="mul"), h.make_node("MatMul", ["m", "w2"], ["y"], name="fc2")]
+    proto = tiny.make_model(nodes, [("x", [4, 96])], [("y", [4, 8])], {"w": w, "w2": rng.standard_normal((96, 8)).astype(np.float32)},
+                            infer_shapes=True)
+    model = ir.from_proto(proto)
+    feeds = calibration()
+    staged = StagedHessians(model, ["x", "m"], feeds)
+    staged.next_stage()
+    fc1 = next(n for n in model.graph if n.name == "fc1")
+    replaced = np.round(w * 4) / 4
+    staged.replace(fc1, 1, replaced)
+    _, hessians = staged.next_stage()
+    x = np.concatenate([f["x"] for f in feeds]).astype(np.float64)
+    expected = hess((x @ replaced) * (x + w.astype(np.float64).sum()))
+    np.testing.assert_allclose(hessians["m"], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    unreplaced = hess((x @ w) * (x + w.astype(np.float64).sum()))
+    assert np.abs(unreplaced - expected).max() > 1e-3 * np.abs(expected).max()
+
