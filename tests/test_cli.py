@@ -129,7 +129,9 @@ def test_group_size_and_asymmetric_flags_reach_every_weight_only_pass(digits_mod
     payload = json.loads(run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w4a16-awq-gptq",
                              "--group-size", "32", "--asymmetric", "--json").output)
     layers = next(p["details"] for p in payload["passes"] if p["pass"] == "quantize_weight_only_gptq")["layers"]
-    assert layers and all(l["group_size"] == 32 and not l["symmetric"] for l in layers)
+    assert layers and all(l["group_size"] == 32 for l in layers)
+    hidden, head = layers[:-1], layers[-1]  # the output layer stays symmetric (8 bits) whatever --asymmetric says
+    assert hidden and not any(l["symmetric"] for l in hidden) and head["symmetric"] and head["bits"] == 8
     result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--group-size", "32")
     assert result.exit_code == 2 and "recipe 'int8' has no weight-only pass" in result.output
 
