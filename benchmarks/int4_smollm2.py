@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from benchmarks.int8_minilm import _cell, _one_line, environment, ort_reader, timed_compile  # noqa: E402
 
-RECIPES = {"rtn": "w4a16-rtn", "gptq": "w4a16-gptq", "awq": "w4a16-awq"}
+RECIPES = {"rtn": "w4a16-rtn", "gptq": "w4a16-gptq", "awq": "w4a16-awq", "awq-gptq": "w4a16-awq-gptq"}
 Q4_1_NOTE = "Q4_1 caveat: the GGUF passed through group-32 asymmetric 4-bit"
 
 
@@ -58,6 +58,7 @@ ROWS = {
     **dict(ours("rtn", g, s) for g, s in GRID),
     **dict(ours("gptq", g, s) for g, s in GRID),
     **dict(ours("awq", g, s) for g in (32, 64, 128) for s in ("sym", "asym")),
+    **dict(ours("awq-gptq", g, s) for g in (32, 128) for s in ("sym", "asym")),
     "w8a16": {"tool": "onnxcomp", "recipe": "w8a16", "group_size": 128, "symmetric": True},
     **dict(ort_row("rtn", g, s) for g, s in GRID),
     **dict([ort_row("gptq", 128, "sym")]),
