@@ -7,11 +7,14 @@ padded codes never meet an input, since the activation stops at K. Each block ge
 
     w ≈ (u − z) · s,   u ∈ [0, 2^bits − 1] (unsigned codes), z = 2^(bits−1) when symmetric.
 
-Symmetric scales are positive (TensorRT requires it) and keep the block's largest magnitude
-exact: s = max|w| / 2^(bits−1) when that value is negative (it maps to −8), s = max|w| /
-(2^(bits−1) − 1) when positive (it maps to +7). Choosing per block whichever of /7 and /8 moves
-the block less was tried and raised SmolLM2's perplexity slightly: the outliers matter more than
-the block's mean error (measured once with an ad-hoc script, not kept). Asymmetric blocks map [min, max]
+Symmetric blocks keep their largest-magnitude value w* exact. With `signed_scales` (ONNX Runtime's
+own rule, for MatMulNBits and MatMulInt4) s = w* / −2^(bits−1): w* maps to −8 whatever its sign,
+so the step is always max|w| / 8 and s is negative when w* is positive. Without (the portable QDQ
+format: TensorRT requires positive scales) s = max|w| / 2^(bits−1) when w* is negative (it maps
+to −8) and max|w| / (2^(bits−1) − 1) when positive (it maps to +7), a 14% coarser step for those
+blocks. Choosing per block whichever of /7 and /8 moves the block less was tried and raised
+SmolLM2's perplexity slightly: the outliers matter more than the block's mean error (measured
+once with an ad-hoc script, not kept). Asymmetric blocks map [min, max]
 onto [0, 2^bits − 1]. An optional clip search shrinks each block's range by the ratio in a grid
 that minimizes the block's squared weight error (RTN with clipping) or, given the Gram matrices
 XᵀX of calibration inputs per block (`block_grams`), the block's squared output error ‖X·ΔW‖²
@@ -69,20 +72,23 @@ def _blocks(weight: np.ndarray, group: int) -> np.ndarray:
     return padded.T.reshape(n, n_blocks, group)
 
 
-def _scales(blocks: np.ndarray, bits: int, symmetric: bool, ratio) -> tuple[np.ndarray, np.ndarray]:
+def _scales(blocks: np.ndarray, bits: int, symmetric: bool, ratio, signed_scales: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-block (scale, zero point) for blocks [..., group], ranges shrunk by `ratio`."""
     levels = 2**bits - 1
     half = 2 ** (bits - 1)
     if symmetric:
         idx = np.abs(blocks).argmax(axis=-1)[..., None]
         extreme = np.take_along_axis(blocks, idx, axis=-1)[..., 0] * ratio
-        scale = np.where(extreme < 0, -extreme / half, extreme / (half - 1))
+        if signed_scales:
+            scale = -extreme / half
+        else:
+            scale = np.where(extreme < 0, -extreme / half, extreme / (half - 1))
         zero = np.full(scale.shape, half, dtype=np.float64)
     else:
         lo, hi = blocks.min(axis=-1) * ratio, blocks.max(axis=-1) * ratio
         scale = (hi - lo) / levels
         zero = np.clip(np.round(-lo / np.where(scale > 0, scale, 1.0)), 0, levels)
-    scale = np.where(scale > 0, scale, 1.0)  # an all-zero block: any scale reproduces it
+    scale = np.where(scale != 0, scale, 1.0)  # an all-zero block: any scale reproduces it
     return scale, zero
 
 
@@ -109,10 +115,11 @@ def _block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
 
 
 def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symmetric: bool = True,
-                       clip_search: bool = False, grams: np.ndarray | None = None) -> BlockQuantized:
+                       clip_search: bool = False, grams: np.ndarray | None = None,
+                       signed_scales: bool = False) -> BlockQuantized:
     """Round-to-nearest quantization of W[K, N] per block of `group` rows; with `clip_search`, each
     block's range ratio minimizes its weight error, or its output error when `grams` (block_grams
-    of calibration inputs) is given."""
+    of calibration inputs) is given. `signed_scales`: see the module docstring (symmetric only)."""
     check_settings(bits, group)
     weight = np.asarray(weight)
     if weight.ndim != 2:
@@ -121,7 +128,7 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symm
     ratios = CLIP_GRID if clip_search else (1.0,)
     best_err = best_scale = best_zero = None
     for ratio in ratios:
-        scale, zero = _scales(blocks, bits, symmetric, ratio)
+        scale, zero = _scales(blocks, bits, symmetric, ratio, signed_scales)
         err = _block_errors((_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams)
         if best_err is None:
             best_err, best_scale, best_zero = err, scale, zero

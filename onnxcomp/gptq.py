@@ -36,12 +36,13 @@ from .errors import OnnxcompError
 CHUNK = 4096  # output columns per GPTQ chunk
 
 
-def _group_params(blocks: np.ndarray, bits: int, symmetric: bool, grams: np.ndarray | None, clip_search: bool):
+def _group_params(blocks: np.ndarray, bits: int, symmetric: bool, grams: np.ndarray | None, clip_search: bool,
+                  signed_scales: bool):
     """(scale, zero) [N, n_blocks] for blocks [N, n_blocks, g]; scales rounded to float32 as stored.
     With `clip_search`, each block's ratio minimizes δᵀ·G·δ (grams [n_blocks, g, g]) or Σδ²."""
     best_err = best_scale = best_zero = None
     for ratio in (CLIP_GRID if clip_search else (1.0,)):
-        scale, zero = _scales(blocks, bits, symmetric, ratio)
+        scale, zero = _scales(blocks, bits, symmetric, ratio, signed_scales)
         scale = scale.astype(np.float32).astype(np.float64)
         if not clip_search:
             return scale, zero
@@ -68,7 +69,7 @@ def _diagonal_blocks(hessian: np.ndarray, group: int, n_blocks: int) -> np.ndarr
 
 def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, bits: int = 4, group: int = 128, symmetric: bool = True,
                   damp: float = 0.01, act_order: bool = False, block: int = 128, static_groups: bool = True,
-                  clip_search: bool = False) -> BlockQuantized:
+                  clip_search: bool = False, signed_scales: bool = False) -> BlockQuantized:
     """GPTQ of W[K, N] given H[K, K] = 2XᵀX/rows of its inputs; the layout is RTN's (BlockQuantized)."""
     check_settings(bits, group)
     weight = np.asarray(weight)
@@ -100,18 +101,20 @@ def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, bits: int = 4, group:
         c1 = min(c0 + CHUNK, n)
         w = np.asarray(weight[:, c0:c1], dtype=np.float64).T.copy()  # [n_chunk, K]: one column per input channel
         if static:  # from the original weight (dead rows included), RTN's rule
-            scale, zero = _group_params(_blocks(w.T, group), bits, symmetric, grams, clip_search)
+            scale, zero = _group_params(_blocks(w.T, group), bits, symmetric, grams, clip_search, signed_scales)
         w[:, dead] = 0.0
         if not static:
             scale, zero = np.ones((c1 - c0, n_blocks)), np.zeros((c1 - c0, n_blocks))
         w = w[:, order]
-        chunk_codes = _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search)
+        chunk_codes = _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search,
+                                    signed_scales)
         codes[c0:c1, order] = chunk_codes
         scales[c0:c1], zeros[c0:c1] = scale, zero
     return BlockQuantized(codes.reshape(n, n_blocks, group), scales, zeros, k, bits, group, symmetric)
 
 
-def _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search) -> np.ndarray:
+def _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search,
+                  signed_scales) -> np.ndarray:
     """GPTQ's loop over the visited input channels of w [n, K] (already permuted by `order`); fills
     `scale`/`zero` [n, n_blocks] in place when groups are lazy; returns uint8 codes in visiting order."""
     n, k = w.shape
@@ -130,7 +133,8 @@ def _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, st
                 end = min(i1 + i + group, k)
                 current = np.concatenate([w1[:, i:min(i2 - i1, end - i1)], w[:, i2:max(end, i2)]], axis=1)
                 s, z = _group_params(current[:, None, :], bits, symmetric,
-                                     None if grams is None else grams[g : g + 1, : end - i1 - i, : end - i1 - i], clip_search)
+                                     None if grams is None else grams[g : g + 1, : end - i1 - i, : end - i1 - i], clip_search,
+                                     signed_scales)
                 scale[:, g], zero[:, g] = s[:, 0], z[:, 0]
             s, z = scale[:, g], zero[:, g]
             c = np.clip(np.round(col / s) + z, 0, levels)

@@ -11,10 +11,12 @@ A weight-only pass (RTN, GPTQ, AWQ) rewrites every MatMul whose weight is a cons
   block_size=group) → MatMul, standard opset 21 that TensorRT and other runtimes read;
 - `custom`: the project's own `ai.onnxcomp.MatMulInt4` (custom_ops/), same inputs and packing as
   MatMulNBits; ONNX Runtime runs it only with the custom-op library registered.
-All three store the same codes, scales and zero points (`onnxcomp.blockwise` defines the layout),
-so they compute the same function. A weight read by several MatMuls is stored once. Linears whose
-output is a graph output (an LM head) use `output_layer_bits` (default 8): SmolLM2's LM head is
-the layer most sensitive to int4; output layers are always symmetric.
+All three store codes, scales and zero points in one layout (`onnxcomp.blockwise`); symmetric
+MatMulNBits/MatMulInt4 blocks use ONNX Runtime's signed scales (the largest magnitude maps to −8,
+a step of max|w|/8), QDQ keeps scales positive for TensorRT (max|w|/7 when that value is
+positive). A weight read by several MatMuls is stored once. Linears whose output is a graph
+output (an LM head) use `output_layer_bits` (default 8): SmolLM2's LM head is the layer most
+sensitive to int4; output layers are always symmetric.
 
 Tied embeddings: a row Gather whose float table [V, H] equals the transpose of a weight stored as
 MatMulNBits/MatMulInt4 codes without zero points (symmetric) becomes ONNX Runtime's
@@ -131,6 +133,11 @@ class WeightOnlyPass(CompressionPass):
         """A linear whose output is a graph output (an LM head: its error reaches the logits unmixed)
         and `output_layer_bits` is set."""
         return bool(self.opts["output_layer_bits"]) and node.outputs[0].is_graph_output()
+
+    @property
+    def signed_scales(self) -> bool:
+        """Symmetric blocks may take negative scales (ONNX Runtime's rule) unless emitted as QDQ."""
+        return self.opts["format"] != "qdq"
 
     def bits_for(self, node: ir.Node) -> int:
         return self.opts["output_layer_bits"] if self.is_output_layer(node) else self.opts["bits"]

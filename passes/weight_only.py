@@ -30,7 +30,8 @@ class QuantizeWeightOnly(WeightOnlyPass):
             bits, symmetric = self.bits_for(node), self.symmetric_for(node)
             key = (id(node.inputs[1]), bits)
             if key not in quantized:
-                q = quantize_blockwise(weight, bits, self.opts["group_size"], symmetric, self.opts["clip_search"])
+                q = quantize_blockwise(weight, bits, self.opts["group_size"], symmetric, self.opts["clip_search"],
+                                       signed_scales=self.signed_scales)
                 quantized[key] = (q, {})
             q, stored = quantized[key]
             layers.append(self.layer_report(node, weight, q))

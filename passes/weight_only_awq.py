@@ -70,7 +70,8 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             x = rows[group.input.name]
             channel_map, width = producer_channels(group)
             members = [(rows_by_input_channel(lin), self.bits_for(lin.node), self.symmetric_for(lin.node)) for lin in group.linears]
-            alpha, t, errors = search_alpha(x, members, channel_map, width, self.opts["group_size"])
+            alpha, t, errors = search_alpha(x, members, channel_map, width, self.opts["group_size"],
+                                            signed_scales=self.signed_scales)
             if alpha == 0.0:
                 unscaled.append({"linears": [lin.name for lin in group.linears], "reason": "alpha search chose 0 (no scaling)"})
                 continue
@@ -96,12 +97,12 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             key = (id(node.inputs[1]), bits)
             if key not in quantized:
                 if self.opts["clip_search"]:
-                    q = quantize_with_clipping(weight, x, bits, self.opts["group_size"], symmetric)
+                    q = quantize_with_clipping(weight, x, bits, self.opts["group_size"], symmetric, self.signed_scales)
                 else:
-                    q = quantize_blockwise(weight, bits, self.opts["group_size"], symmetric)
+                    q = quantize_blockwise(weight, bits, self.opts["group_size"], symmetric, signed_scales=self.signed_scales)
                 quantized[key] = (q, {})
             q, stored = quantized[key]
-            rtn = dequantize_blockwise(quantize_blockwise(original, q.bits, q.group, q.symmetric))
+            rtn = dequantize_blockwise(quantize_blockwise(original, q.bits, q.group, q.symmetric, signed_scales=self.signed_scales))
             layers.append({**self.layer_report(node, weight, q), "alpha": float(alpha), "scale_absorbed_by": absorbed_by,
                            "relative_output_error": round(relative_output_error(x, weight, dequantize_blockwise(q)), 6),
                            "relative_output_error_rtn": round(relative_output_error(x_original, original, rtn), 6)})

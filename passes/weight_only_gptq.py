@@ -108,7 +108,7 @@ class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
         o = self.opts
         joined = np.concatenate([w for _, w in members], axis=1) if len(members) > 1 else members[0][1]
         q_all = gptq_quantize(joined, hessian, bits, o["group_size"], symmetric, float(o["damp"]), o["act_order"], o["block"],
-                              o["static_groups"], o["clip_search"])
+                              o["static_groups"], o["clip_search"], self.signed_scales)
         del joined
         start = 0
         for key, w in members:
@@ -119,7 +119,7 @@ class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
             start = end
 
     def _report(self, node, weight, q: BlockQuantized, back: np.ndarray, hessian: np.ndarray) -> dict:
-        rtn = dequantize_blockwise(quantize_blockwise(weight, q.bits, q.group, q.symmetric))
+        rtn = dequantize_blockwise(quantize_blockwise(weight, q.bits, q.group, q.symmetric, signed_scales=self.signed_scales))
         return {**self.layer_report(node, weight, q),
                 "relative_output_error": round(hessian_error(weight, back, hessian), 8),
                 "relative_output_error_rtn": round(hessian_error(weight, rtn, hessian), 8)}

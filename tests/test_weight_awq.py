@@ -117,8 +117,9 @@ def test_awq_pass_folds_scales_and_beats_rtn_on_held_out_inputs(tiny, symmetric)
 def test_awq_formats_compute_the_same_function(tiny):
     model, calib = llama_mlp(tiny), feeds(8, seed=5)
     outputs = []
-    for fmt in ("matmulnbits", "qdq"):
-        result = onnxcomp.compress(model, [("quantize_weight_only_awq", {"group_size": 32, "format": fmt, "accuracy_level": 0})],
+    for fmt in ("matmulnbits", "qdq"):  # asymmetric: symmetric MatMulNBits blocks may take negative scales, QDQ's may not
+        options = {"group_size": 32, "format": fmt, "accuracy_level": 0, "symmetric": False}
+        result = onnxcomp.compress(model, [("quantize_weight_only_awq", options)],
                                    calibration=calib, use_cache=False)
         outputs.append(tiny.run(result.model, calib[0])[0])
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)

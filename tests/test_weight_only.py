@@ -9,6 +9,7 @@ import onnxcomp
 from onnxcomp.blockwise import (dequantize_blockwise, pack_along_last, packed_codes, quantize_blockwise, signed_codes_kn,
                                 unpack_along_last)
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.weight_only import relative_error
 
 
 def weight(k=200, n=24, seed=0):
@@ -36,8 +37,23 @@ def test_symmetric_block_keeps_its_largest_magnitude_exact():
     w = np.zeros((32, 2), np.float32)
     w[:, 0] = np.linspace(-1.0, 0.5, 32)  # negative extreme → −8 exactly
     w[:, 1] = np.linspace(-0.5, 1.0, 32)  # positive extreme → +7 exactly
-    back = dequantize_blockwise(quantize_blockwise(w, 4, 32, True))
-    assert back[0, 0] == pytest.approx(-1.0) and back[-1, 1] == pytest.approx(1.0)
+    for signed_scales in (False, True):
+        back = dequantize_blockwise(quantize_blockwise(w, 4, 32, True, signed_scales=signed_scales))
+        assert back[0, 0] == pytest.approx(-1.0) and back[-1, 1] == pytest.approx(1.0)
+
+
+def test_signed_scales_map_the_extreme_to_minus_8_with_a_step_of_max_over_8():
+    """ONNX Runtime's symmetric rule: a positive extreme takes a negative scale, so every block's
+    step is max|w| / 8 (positive-only scales need max|w| / 7 for it) and its error is smaller."""
+    w = weight(k=256)
+    q = quantize_blockwise(w, 4, 128, True, signed_scales=True)
+    blocks = w.T.reshape(24, 2, 128)
+    extreme = np.take_along_axis(blocks, np.abs(blocks).argmax(-1)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(q.scales, (extreme / -8).astype(np.float32))
+    assert (q.scales < 0).any() and (q.scales > 0).any()
+    assert (np.take_along_axis(q.codes, np.abs(blocks).argmax(-1)[..., None], -1) == 0).all()  # code 0 = −8
+    positive_only = quantize_blockwise(w, 4, 128, True)
+    assert relative_error(dequantize_blockwise(q), w) < relative_error(dequantize_blockwise(positive_only), w)
 
 
 def test_nibble_packing_layout():
@@ -62,8 +78,12 @@ def test_unsupported_settings(bits, group):
 
 
 # -- the pass and its formats ---------------------------------------------------------------
-def linear_model(tiny, k=200, n=24, gemm=False):
+def linear_model(tiny, k=200, n=24, gemm=False, negative_extremes=False):
+    """`negative_extremes`: every block's largest magnitude is negative, so symmetric blocks get the
+    same positive scale from both rules (signed for MatMulNBits, positive for QDQ)."""
     w = weight(k, n)
+    if negative_extremes:
+        w[::32] = -2 * np.abs(w).max()
     if gemm:
         nodes = [h.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)]
         inits = {"w": w.T.copy(), "b": np.linspace(-1, 1, n).astype(np.float32)}
@@ -72,7 +92,10 @@ def linear_model(tiny, k=200, n=24, gemm=False):
     else:
         nodes = [h.make_node("MatMul", ["x", "w"], ["m"], name="first"), h.make_node("Relu", ["m"], ["r"]),
                  h.make_node("MatMul", ["r", "w2"], ["y"], name="second")]
-        inits = {"w": w, "w2": weight(n, 8, seed=1)}
+        w2 = weight(n, 8, seed=1)
+        if negative_extremes:
+            w2[0] = -2 * np.abs(w2).max()
+        inits = {"w": w, "w2": w2}
         inputs, outputs = [("x", [2, 5, k])], [("y", [2, 5, 8])]
     return tiny.make_model(nodes, inputs, outputs, inits, infer_shapes=True)
 
@@ -91,7 +114,7 @@ def feed(model, seed=0):
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("bits", [4, 8])
 def test_matmulnbits_matches_dequantize_plus_matmul(tiny, symmetric, bits):
-    model = linear_model(tiny)
+    model = linear_model(tiny, negative_extremes=True)
     nbits = weight_only(model, bits=bits, symmetric=symmetric, group_size=64).model
     qdq = weight_only(model, bits=bits, symmetric=symmetric, group_size=64, format="qdq").model
     assert "MatMulNBits" in tiny.op_types(nbits) and "DequantizeLinear" in tiny.op_types(qdq)
@@ -99,6 +122,28 @@ def test_matmulnbits_matches_dequantize_plus_matmul(tiny, symmetric, bits):
         x = feed(model, seed)
         a, b = tiny.run(nbits, x)[0], tiny.run(qdq, x)[0]
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_matmulnbits_runs_negative_scales_and_qdq_keeps_them_positive(tiny, bits):
+    """Symmetric MatMulNBits blocks take ONNX Runtime's signed scales; ORT computes x·dequant(W) with
+    them; the QDQ format (TensorRT) stores only positive scales."""
+    model = linear_model(tiny)
+    nbits = weight_only(model, bits=bits, group_size=32).model
+    q = quantize_blockwise(tiny.initializer(model, "w"), bits, 32, True, signed_scales=True)
+    node = next(n for n in nbits.graph.node if n.name == "first")
+    np.testing.assert_array_equal(tiny.initializer(nbits, node.input[2]), q.scales)
+    assert (q.scales < 0).any()
+    x = feed(model)
+    expose = onnx.ModelProto()
+    expose.CopyFrom(nbits)
+    expose.graph.output.append(h.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    got = tiny.run(expose, x)[-1]
+    expected = x["x"] @ dequantize_blockwise(q)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    qdq = weight_only(model, bits=bits, group_size=32, format="qdq").model
+    scales = [tiny.initializer(qdq, n.input[1]) for n in qdq.graph.node if n.op_type == "DequantizeLinear"]
+    assert scales and all((s > 0).all() for s in scales)
 
 
 def test_qdq_weights_reproduce_the_quantized_values_exactly(tiny):
@@ -123,7 +168,7 @@ def test_matmulnbits_stores_the_documented_packing(tiny):
     attrs = {a.name: a.i for a in node.attribute}
     assert attrs == {"K": 200, "N": 24, "bits": 4, "block_size": 32}
     stored = tiny.initializer(proto, node.input[1])
-    expected = packed_codes(quantize_blockwise(tiny.initializer(model, "w"), 4, 32, True))
+    expected = packed_codes(quantize_blockwise(tiny.initializer(model, "w"), 4, 32, True, signed_scales=True))
     assert stored.shape == (24, 7, 16) and (stored == expected).all()
 
 
@@ -243,7 +288,7 @@ def test_tied_embedding_reads_the_lm_head_codes(tiny, lm_head_bits):
     one_copy = 100 * 3 * 32 * lm_head_bits // 8 + 100 * 3 * 4  # codes of 3 blocks of 32 per row, float scales
     assert one_copy <= stored < one_copy + 2 * 72 * 4 + 200  # + gamma, beta and the int64 shapes: no second table
     ids = np.array([[0, 7, 99, 3, 3], [50, 1, 2, 98, 0]])
-    expected = dequantize_blockwise(quantize_blockwise(table.T, lm_head_bits, 32, True)).T[ids]
+    expected = dequantize_blockwise(quantize_blockwise(table.T, lm_head_bits, 32, True, signed_scales=True)).T[ids]
     np.testing.assert_array_equal(tiny.run(result.model, {"ids": ids})[0], expected)
 
 
