@@ -111,6 +111,12 @@ def dq_params(model: onnx.ModelProto, tensor: str) -> dict:
     return out
 
 
+def weight_scales(model: onnx.ModelProto) -> list[np.ndarray]:
+    """The scales of every MatMulNBits, MatMulInt4 and blocked DequantizeLinear weight."""
+    scale_input = {"MatMulNBits": 2, "MatMulInt4": 2, "DequantizeLinear": 1}
+    return [initializer(model, n.input[scale_input[n.op_type]]) for n in model.graph.node if n.op_type in scale_input]
+
+
 def attr(node, name, default=None):
     for a in node.attribute:
         if a.name == name:
@@ -124,6 +130,7 @@ def tiny():
     return types.SimpleNamespace(
         make_model=make_model, run=run, session=ort_session, op_types=op_types, initializer=initializer,
         producer=producer, consumers=consumers, node_named=node_named, dq_params=dq_params, attr=attr,
+        weight_scales=weight_scales,
         helper=helper, TensorProto=TensorProto, numpy_helper=numpy_helper,
     )
 

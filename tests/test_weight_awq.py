@@ -125,6 +125,14 @@ def test_awq_formats_compute_the_same_function(tiny):
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("fmt", ["matmulnbits", "qdq"])
+def test_awq_symmetric_scales_are_signed_except_in_qdq(tiny, fmt):
+    result = onnxcomp.compress(llama_mlp(tiny), [("quantize_weight_only_awq", {"group_size": 32, "format": fmt})],
+                               calibration=feeds(8, seed=5), use_cache=False)
+    negative = [(s < 0).any() for s in tiny.weight_scales(result.model)]
+    assert negative and any(negative) == (fmt == "matmulnbits")
+
+
 def residual_reader(tiny):
     """A linear whose input is also read by a residual Add: no producer may absorb 1/s."""
     rng = np.random.default_rng(7)

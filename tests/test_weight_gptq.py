@@ -109,6 +109,8 @@ def test_gptq_pass_beats_rtn_on_the_calibration_output(tiny, fmt):
     for layer in details["layers"]:
         assert layer["algorithm"] == "gptq" and layer["bits"] == 4 and layer["group_size"] == 32
         assert layer["relative_output_error"] <= layer["relative_output_error_rtn"]
+    negative = [(s < 0).any() for s in tiny.weight_scales(gptq.model)]
+    assert any(negative) == (fmt == "matmulnbits")  # symmetric: ONNX Runtime's signed scales, positive ones for QDQ
 
 
 def test_gptq_without_calibration_names_the_option(tiny):
