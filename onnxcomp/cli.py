@@ -196,10 +196,15 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
 
 def _weight_only_overrides(recipe: str, options: dict) -> dict:
     """The same options for every weight-only pass of the recipe (AWQ + GPTQ recipes have two)."""
-    from .recipes import load_recipe
-    names = sorted({name for name, _ in load_recipe(recipe) if name.startswith("quantize_weight_only")})
+    from .recipes import PRESETS, load_recipe
+
+    def weight_only_passes(passes) -> list[str]:
+        return sorted({name for name, _ in passes if name.startswith("quantize_weight_only")})
+
+    names = weight_only_passes(load_recipe(recipe))
     if not names:
-        raise OnnxcompError(f"--group-size/--asymmetric apply to weight-only recipes (w4a16-rtn, w4a16-awq, w4a16-gptq, w8a16); "
+        presets = ", ".join(p for p, passes in PRESETS.items() if weight_only_passes(passes))
+        raise OnnxcompError(f"--group-size/--asymmetric apply to weight-only recipes ({presets}); "
                             f"recipe {recipe!r} has no weight-only pass")
     return {name: dict(options) for name in names}
 

@@ -132,8 +132,9 @@ def test_group_size_and_asymmetric_flags_reach_every_weight_only_pass(digits_mod
     assert layers and all(l["group_size"] == 32 for l in layers)
     hidden, head = layers[:-1], layers[-1]  # the output layer stays symmetric (8 bits) whatever --asymmetric says
     assert hidden and not any(l["symmetric"] for l in hidden) and head["symmetric"] and head["bits"] == 8
-    result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--group-size", "32")
+    result = run("compress", digits_model, "-o", tmp_path / "bad.onnx", "--calib", calib_dir, "--group-size", "32")
     assert result.exit_code == 2 and "recipe 'int8' has no weight-only pass" in result.output
+    assert "w4a16-awq-gptq" in result.output and not (tmp_path / "bad.onnx").exists()
 
 
 # -- bad input: one clear line, exit 2, nothing written, input untouched ----------------------
