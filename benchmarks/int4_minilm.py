@@ -46,7 +46,7 @@ def measure(results: dict, runs: int) -> None:
     import onnx
 
     from onnxcomp import models
-    from onnxcomp.graph import input_specs
+    from onnxcomp.ir.graph import input_specs
     from onnxcomp.runtime import measure_latency, synthetic_feed
 
     module = models.get("minilm")

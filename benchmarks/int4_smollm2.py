@@ -9,7 +9,7 @@ benchmarks/int4_minilm.py) that reports its wall time and peak RSS (VmHWM) and w
 to its own temp folder (the worker's cwd: ORT's tools write files there). Its stdout and stderr go
 to `worker.log` beside the model; the parent also samples the worker's VmHWM every second, so a
 worker killed at `--timeout` still reports its elapsed time, peak RSS so far and last log line.
-A recipe maps to its passes generically (`onnxcomp.recipes.load_recipe`): `group_size` and
+A recipe maps to its passes generically (`onnxcomp.passes.recipes.load_recipe`): `group_size` and
 `symmetric` go to every weight-only pass of the recipe, and calibration feeds are given when a pass
 of the recipe requires them. A recipe that does not exist yet is a row with its error.
 The quantize time excludes imports, model export and tokenizing the calibration text (both tools
@@ -72,13 +72,13 @@ def onnxcomp_plan(recipe: str, group_size: int, symmetric: bool) -> tuple[dict, 
     """(per-pass options, needs calibration) for a recipe: group_size/symmetric for each of its
     weight-only passes. Raises OnnxcompError ("unknown recipe ...") for a recipe that does not exist."""
     from onnxcomp.passes import PASSES
-    from onnxcomp.recipes import load_recipe
+    from onnxcomp.passes.recipes import load_recipe
 
     steps = load_recipe(recipe)
     names = [name for name, _ in steps if name.startswith("quantize_weight_only")]
     if not names:
         raise ValueError(f"recipe {recipe!r} has no weight-only pass")
-    needs = any("calibration" in getattr(PASSES[name], "requires_context", ()) for name, _ in steps)
+    needs = any(PASSES[name].needs_calibration for name, _ in steps)
     return {name: {"group_size": group_size, "symmetric": symmetric} for name in names}, needs
 
 

@@ -313,7 +313,7 @@ def evaluate(rows: list[dict], runs: int, warmup: int, log) -> None:
     import onnx
 
     import onnxcomp.models as zoo
-    from onnxcomp.graph import input_specs
+    from onnxcomp.ir.graph import input_specs
     from onnxcomp.runtime import measure_latency, synthetic_feed
 
     module = zoo.get("minilm")

@@ -111,7 +111,7 @@ def evaluate(kind: str, rows: list[dict], windows: int, runs: int, warmup: int, 
     import onnx
 
     import onnxcomp.models as zoo
-    from onnxcomp.graph import input_specs
+    from onnxcomp.ir.graph import input_specs
     from onnxcomp.runtime import measure_latency, synthetic_feed
 
     module = zoo.get(kind)

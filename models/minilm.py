@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import text
+from onnxcomp.models import text
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUTS = ("last_hidden_state",)

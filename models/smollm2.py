@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import text
+from onnxcomp.models import text
 
 WINDOW = 256
 EVAL_WINDOWS = 40

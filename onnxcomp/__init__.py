@@ -5,8 +5,8 @@
     result.save("model.int8.onnx"); print(result.report["passes"])
 """
 
-from .compiler import CompressResult, compress
-from .errors import OnnxcompError
+from onnxcomp.api import CompressResult, compress
+from onnxcomp.errors import OnnxcompError
 
 __version__ = "0.1.0"
 __all__ = ["CompressResult", "OnnxcompError", "compress", "__version__"]

@@ -2,16 +2,23 @@
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 import click
 
-from . import progress
-from .errors import OnnxcompError
-from .modelio import DEFAULT_OPSET, write_bytes_atomic
-
-CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+from onnxcomp import models, progress
+from onnxcomp.api import compress as run_compress
+from onnxcomp.api import output_name_for
+from onnxcomp.calibration.collectors import METHODS
+from onnxcomp.custom_ops.build import BuildError, build_library
+from onnxcomp.demo import run_demo
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.evaluate import evaluate, summary_rows
+from onnxcomp.export import export_entry, export_module, upgrade_file
+from onnxcomp.inspect_model import inspect
+from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, write_bytes_atomic
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names
 
 
 def _emit(as_json: bool, payload: dict, text: str) -> None:
@@ -73,9 +80,6 @@ def export(source, output, opset, as_json):
       module:function       returns (torch model, {input name: example tensor}[, dynamic axes])
       an existing .onnx     checked and converted to --opset
     """
-    from . import models
-    from .export import export_entry, export_module, upgrade_file
-
     progress.set_enabled(not as_json)
     if source.endswith(".onnx") or Path(source).is_file():
         proto = upgrade_file(source, output, opset)
@@ -92,21 +96,6 @@ def export(source, output, opset, as_json):
     _emit(as_json, payload, f"wrote {output}: opset {opset}, {payload['nodes']} nodes, {_mb(payload['bytes'])}")
 
 
-def _weight_only_summary(name: str, details: dict) -> str:
-    """One line: how many linears at which bits/groups, AWQ groups scaled, tied tables shared, skips."""
-    layers = details["layers"]
-    by_kind = Counter(f"{l['bits']}-bit g{l['group_size']} {'sym' if l['symmetric'] else 'asym'}" for l in layers)
-    text = f"{name}: {len(layers)} linears (" + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) + ")"
-    if "groups_scaled" in details:
-        text += f", {details['groups_scaled']} groups scaled by AWQ, {len(details['groups_not_scaled'])} not"
-    shared = [t for t in details.get("tied_tables", []) if t["shared"]]
-    if shared:
-        text += f", tied table {shared[0]['table']!r} stored once with the LM head"
-    if details["skipped"]:
-        text += f"; {len(details['skipped'])} skipped (first: {details['skipped'][0]['reason']}; all in --report)"
-    return text
-
-
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -116,7 +105,7 @@ def _weight_only_summary(name: str, details: dict) -> str:
 @click.option("--calib", "calib", help="Calibration data: folder of .npz (keys = input names), .txt file "
               "(needs --model-kind for the tokenizer), folder of images, or module:function.")
 @click.option("--model-kind", help="Zoo model kind (minilm, digits, smollm2): gives the tokenizer, and built-in calibration data if --calib is absent.")
-@click.option("--calib-method", type=click.Choice(CALIB_METHODS), help="How activation ranges are chosen. [recipe default: percentile]")
+@click.option("--calib-method", type=click.Choice(METHODS), help="How activation ranges are chosen. [recipe default: percentile]")
 @click.option("--activation-dtype", type=click.Choice(["uint8", "int8"]), help="uint8 asymmetric or int8 symmetric activations.")
 @click.option("--group-size", type=click.Choice(["32", "64", "128"]),
               help="Weight-only recipes (w4a16-*, w8a16): input rows per quantization block. [recipe default: 128]")
@@ -143,11 +132,6 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
     The input is never modified; OUTPUT appears only when everything succeeded. Identical
     inputs give byte-identical output.
     """
-    from . import models
-    from .compiler import compress as run_compress
-    from .compiler import output_name_for
-    from .modelio import check_output_path
-
     progress.set_enabled(not as_json)
     output = output or str(output_name_for(model, Path(recipe).stem))
     check_output_path(output, model)
@@ -182,13 +166,9 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
                      f"{dev['cosine']:.5f} / {dev['max_abs']:.3g}" if dev else "-"))
     text = _table(rows, ("pass", "seconds", "nodes", "weights", "cosine / max|err| vs input"))
     for entry in report["passes"]:
-        if entry["pass"].startswith("quantize_weight_only") and entry.get("details", {}).get("layers"):
-            text += "\n\n" + _weight_only_summary(entry["pass"], entry["details"])
-        smoothing = entry.get("details", {}).get("smoothed")
-        if smoothing is not None:
-            left = entry["details"]["not_smoothed"]
-            text += (f"\n\nsmoothquant: {len(smoothing)} linear groups smoothed, {len(left)} left as they were"
-                     + (f" (first: {left[0]['reason']}; all in --report)" if left else ""))
+        line = PASSES[entry["pass"]].summary(entry.get("details", {}))
+        if line:
+            text += "\n\n" + line
     text += (f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
              f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s")
     _emit(as_json, report, text)
@@ -196,7 +176,6 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
 
 def _weight_only_overrides(recipe: str, options: dict) -> dict:
     """The same options for every weight-only pass of the recipe (AWQ + GPTQ recipes have two)."""
-    from .recipes import PRESETS, load_recipe
 
     def weight_only_passes(passes) -> list[str]:
         return sorted({name for name, _ in passes if name.startswith("quantize_weight_only")})
@@ -224,7 +203,6 @@ def _alpha_value(text: str) -> float | str:
 @_json_option
 def inspect_command(model, layers, as_json):
     """Show MODEL's opset, operators, parameters and bytes per layer, precisions, external data."""
-    from .inspect_model import inspect
 
     info = inspect(model)
     lines = [
@@ -254,7 +232,6 @@ def inspect_command(model, layers, as_json):
 @_json_option
 def eval_command(original, compressed, model_kind, data, batch, sequence, runs, threads, as_json):
     """Compare ORIGINAL and COMPRESSED: metric, latency (median/p90, ratio), file size."""
-    from .evaluate import evaluate, summary_rows
 
     if model_kind and data:
         raise OnnxcompError("give either --model-kind or --data, not both")
@@ -267,7 +244,7 @@ def eval_command(original, compressed, model_kind, data, batch, sequence, runs, 
               help="Built-in model: minilm (sentence encoder), digits (CNN), smollm2 (135M LLM, ~2 min).")
 @click.option("--out-dir", default="out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--recipe", default="int8", show_default=True, help="Preset to run (`onnxcomp recipes` lists them), e.g. w8a8-smoothquant.")
-@click.option("--calib-method", default="percentile", show_default=True, type=click.Choice(CALIB_METHODS))
+@click.option("--calib-method", default="percentile", show_default=True, type=click.Choice(METHODS))
 @click.option("--runs", default=50, show_default=True, help="Timed runs per model for latency.")
 @_json_option
 def demo(kind, out_dir, recipe, calib_method, runs, as_json):
@@ -278,10 +255,6 @@ def demo(kind, out_dir, recipe, calib_method, runs, as_json):
       onnxcomp demo                                            # MiniLM-L6, int8
       onnxcomp demo --model smollm2 --recipe w8a8-smoothquant  # the LLM, W8A8 with SmoothQuant
     """
-    from .demo import run_demo
-    from .evaluate import summary_rows
-    from .recipes import PRESETS, preset_names
-
     if recipe not in PRESETS:
         raise OnnxcompError(f"--recipe {recipe!r}: not a preset (presets: {', '.join(preset_names())})")
     progress.set_enabled(not as_json)
@@ -299,8 +272,6 @@ def demo(kind, out_dir, recipe, calib_method, runs, as_json):
 @_json_option
 def recipes(as_json):
     """List the preset recipes and every pass with its options (for recipe files)."""
-    from .passes import PASSES
-    from .recipes import PRESETS
 
     payload = {
         "presets": {name: [p for p, _ in steps] for name, steps in PRESETS.items()},
@@ -325,7 +296,6 @@ def recipes(as_json):
 @_json_option
 def build_ops(cpu_only, force, as_json):
     """Build the ai.onnxcomp::MatMulInt4 custom-op library (g++, plus nvcc for CUDA when present) into the cache."""
-    from .custom_ops.build import BuildError, build_library
 
     try:
         info = build_library(cuda=False if cpu_only else None, force=force)

@@ -3,10 +3,10 @@
 import shutil
 from pathlib import Path
 
-from . import models
-from .compiler import compress
-from .evaluate import evaluate
-from .recipes import load_recipe
+from onnxcomp import models
+from onnxcomp.api import compress
+from onnxcomp.evaluate import evaluate
+from onnxcomp.passes.recipes import load_recipe
 
 
 def run_demo(kind: str = "minilm", out_dir: str | Path = "out", method: str = "percentile", runs: int = 50,

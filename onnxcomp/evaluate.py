@@ -3,12 +3,12 @@
 import os
 from pathlib import Path
 
-from .calibration.readers import make_reader
-from .errors import OnnxcompError
-from .graph import input_specs
-from .modelio import load_proto
-from .pipeline import output_deviation
-from .runtime import measure_latency, ort_session, runner, synthetic_feed
+from onnxcomp.calibration.readers import make_reader
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import input_specs
+from onnxcomp.ir.modelio import load_proto
+from onnxcomp.passes.manager import output_deviation
+from onnxcomp.runtime import measure_latency, ort_session, runner, synthetic_feed
 
 
 def file_bytes(path: str | os.PathLike) -> int:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import onnx
 
-from .calibration.readers import load_callable
-from .errors import OnnxcompError
-from .modelio import DEFAULT_OPSET, check_output_path, check_proto, load_proto, save_model, upgrade_opset
+from onnxcomp.calibration.readers import load_callable
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, check_proto, load_proto, save_model, upgrade_opset
 
 
 def export_entry(entry: str, output: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:

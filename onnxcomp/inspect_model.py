@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from .graph import constant_array
-from .modelio import load_proto
+from onnxcomp.ir.graph import constant_array
+from onnxcomp.ir.modelio import load_proto
 
 
 def _weight_precision(value: ir.Value) -> tuple[str, ir.Value]:

@@ -6,19 +6,44 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .calibration.readers import InputSpec
-from .errors import OnnxcompError
-from .progress import progress
+from onnxcomp.ir.graph import InputSpec
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.progress import progress
 
 
-def ort_session(model, threads: int = 2, optimized_path: str | None = None) -> ort.InferenceSession:
-    """A CPU session with fixed thread counts; `model` is a path, bytes or a ModelProto."""
+def session_options(threads: int | None = 2, *, calibration: bool = False, custom_ops: bool = False,
+                    spinning: bool = True, optimized_path: str | None = None) -> ort.SessionOptions:
+    """The settings every onnxcomp session uses.
+
+    Inference and timing: `threads` intra-op threads, one inter-op thread. `calibration`: basic
+    graph optimizations only and no memory arena (the exposed intermediate outputs vary per
+    batch), ORT's default threads. `custom_ops` registers the ai.onnxcomp library (built at first
+    use). `spinning=False` stops idle pools from busy-waiting during interleaved timing.
+    """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if calibration:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.enable_cpu_mem_arena = False
+    elif threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path:
         options.optimized_model_filepath = optimized_path
+    if custom_ops:
+        from onnxcomp.custom_ops import library_path  # builds the library at first use (g++)
+
+        options.register_custom_ops_library(library_path())
+    return options
+
+
+def ort_session(model, threads: int | None = 2, optimized_path: str | None = None, *, calibration: bool = False,
+                custom_ops: bool = False, spinning: bool = True) -> ort.InferenceSession:
+    """The one ONNX Runtime CPU session factory; `model` is a path, bytes or a ModelProto."""
+    options = session_options(threads, calibration=calibration, custom_ops=custom_ops, spinning=spinning,
+                              optimized_path=optimized_path)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
@@ -26,8 +51,13 @@ def ort_session(model, threads: int = 2, optimized_path: str | None = None) -> o
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        what = model if isinstance(model, str) else "model"
+        what = model if isinstance(model, str) else "calibration: the model" if calibration else "model"
         raise OnnxcompError(f"{what}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
+
+
+def calibration_session(model_bytes: bytes) -> ort.InferenceSession:
+    """A session for streaming calibration data (see `session_options`)."""
+    return ort_session(model_bytes, None, calibration=True)
 
 
 def runner(session: ort.InferenceSession):

@@ -8,8 +8,8 @@ import onnx_ir as ir
 from onnxscript import rewriter
 from onnxscript.rewriter.rules import common as rules
 
-from onnxcomp.graph import op_histogram
-from onnxcomp.passbase import CompressionPass
+from onnxcomp.ir.graph import op_histogram
+from onnxcomp.passes.base import CompressionPass
 
 RULES = [
     rules.fuse_batchnorm_into_conv_rule,

@@ -8,7 +8,7 @@ initializer, or quantization cannot see it.
 import onnx_ir as ir
 from onnxscript import optimizer
 
-from onnxcomp.passbase import CompressionPass
+from onnxcomp.passes.base import CompressionPass
 
 
 SIZE_LIMIT = 2**31  # elements

@@ -14,9 +14,9 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
-from onnxcomp.graph import NameAllocator, NodeFilter, add_initializer, constant_array
-from onnxcomp.passbase import CompressionPass
-from onnxcomp.quant_math import quantize_weight_per_channel
+from onnxcomp.ir.graph import NameAllocator, NodeFilter, add_initializer, constant_array
+from onnxcomp.passes.base import CompressionPass
+from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
 
 
 def _is_row_gather(node: ir.Node) -> bool:

@@ -23,24 +23,16 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.calibration.collectors import METHODS
+from onnxcomp.calibration.requests import RangeRequest
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.graph import NameAllocator, NodeFilter, add_initializer, constant_array, is_float32_activation
-from onnxcomp.passbase import CompressionPass
-from onnxcomp.quant_math import ACTIVATION_DTYPES, activation_qparams, quantize_bias, quantize_weight_per_channel
+from onnxcomp.ir.graph import NameAllocator, NodeFilter, add_initializer, constant_array, is_float32_activation
+from onnxcomp.ir.linears import linear_of
+from onnxcomp.passes.base import CompressionPass
+from onnxcomp.algorithms.quant_math import ACTIVATION_DTYPES, activation_qparams, quantize_bias, quantize_weight_per_channel
 from onnx_ir.passes.common import TopologicalSortPass
 
 SHARED_SCALE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Identity"}
 SUPPORTED_OPS = {"Conv", "MatMul", "Gemm"}
-
-
-def weight_axis(node: ir.Node, weight: np.ndarray) -> int:
-    """The output-channel axis of a linear operator's weight."""
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "Gemm":
-        trans_b = node.attributes.get("transB")
-        return 0 if trans_b is not None and trans_b.as_int() else 1
-    return weight.ndim - 1
 
 
 class QuantizeQDQ(CompressionPass):
@@ -105,8 +97,14 @@ class QuantizeQDQ(CompressionPass):
         values.update({id(v): v for v in outputs})
         return list(values.values())
 
-    def statistics_needed(self, model: ir.Model) -> list[str]:
-        return [v.name for v in self._values_to_quantize(model)]
+    def statistic_requests(self, model: ir.Model) -> list[RangeRequest]:
+        return [RangeRequest(v.name) for v in self._values_to_quantize(model)]
+
+    def requires(self, model: ir.Model) -> None:
+        super().requires(model)
+        missing = self.context.statistics.missing(self.statistic_requests(model))
+        if missing:
+            raise self.fail(f"calibration statistics missing for tensor {missing[0].tensor!r} (add a calibrate step before it)")
 
     @staticmethod
     def _scale_root(value: ir.Value, quantized: set[int]) -> ir.Value:
@@ -126,12 +124,7 @@ class QuantizeQDQ(CompressionPass):
         plan, outputs = self._plan(model)
         values = self._values_to_quantize(model)
         quantized_ids = {id(v) for v in values}
-        stats = self.context.statistics
-        missing = [v.name for v in values if v.name not in stats]
-        if missing:
-            raise OnnxcompError(
-                f"pass 'quantize_qdq': calibration statistics missing for tensor {missing[0]!r} (add a calibrate step before it)"
-            )
+        stats = self.context.statistics.ranges
 
         dtype = self.opts["activation_dtype"]
         qparams: dict[int, tuple] = {}
@@ -179,11 +172,11 @@ class QuantizeQDQ(CompressionPass):
             for i in indices:
                 if id(node.inputs[i]) not in source_of:  # not already rewired as a quantized output
                     node.replace_input_with(i, quantize_activation(node.inputs[i]))
+            linear = linear_of(node)
             weight = node.inputs[1]
-            array = constant_array(weight)
             layer = {"node": node.name, "op": node.op_type}
-            if array is not None and array.dtype.kind == "f" and array.ndim >= 2:
-                axis = weight_axis(node, array)
+            if linear is not None and linear.array.dtype.kind == "f" and linear.array.ndim >= 2:
+                array, axis = linear.array, linear.out_axis
                 key = (weight.name, axis)
                 if key not in weight_cache:
                     q, scales = quantize_weight_per_channel(array, axis)

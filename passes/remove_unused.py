@@ -6,7 +6,7 @@ Requires: nothing. Guarantees: identical outputs.
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
-from onnxcomp.passbase import CompressionPass
+from onnxcomp.passes.base import CompressionPass
 
 
 class RemoveUnused(CompressionPass):

@@ -10,8 +10,8 @@ from onnx_ir.passes.common import IdentityEliminationPass
 from onnxscript import rewriter
 from onnxscript.rewriter.rules import common as rules
 
-from onnxcomp.graph import op_histogram
-from onnxcomp.passbase import CompressionPass
+from onnxcomp.ir.graph import op_histogram
+from onnxcomp.passes.base import CompressionPass
 
 RULES = [
     rules.no_op_cast_rule,

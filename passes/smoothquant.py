@@ -3,7 +3,7 @@
 For every group of linears reading one activation X (Q/K/V, gate/up, …), with calibrated
 per-channel maxima a_j of X and weight maxima w_j over the group's input rows:
 s_j = a_j^α / w_j^(1−α); X/s is folded into X's producer and s into every linear's weight rows.
-Producers (see onnxcomp.transformer_patterns): a norm's gamma/beta, or a linear layer's output
+Producers (see onnxcomp.ir.patterns): a norm's gamma/beta, or a linear layer's output
 channels through a channel-preserving path (V → attention → O, up → gated product → down).
 A group without such a producer gets an explicit `Mul(X, 1/s)` in front of its linears when
 `fallback` is "mul", or is left alone and reported when it is "skip".
@@ -21,15 +21,14 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
-from onnxcomp.calibration.runner import collect_row_samples
+from onnxcomp.calibration.requests import RangeRequest, Request, RowsRequest
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.graph import NameAllocator, NodeFilter
-from onnxcomp.passbase import CompressionPass
-from onnxcomp.scale_folding import fold_scales, group_weights, producer_channels
-from onnxcomp.smoothing import producer_scales, search_alpha
-from onnxcomp.transformer_patterns import LinearGroup, find_linear_groups
+from onnxcomp.ir.graph import NameAllocator, NodeFilter
+from onnxcomp.passes.base import CompressionPass
+from onnxcomp.ir.folding import FALLBACKS, fold_scales, group_weights, producer_channels
+from onnxcomp.algorithms.smoothing import producer_scales, search_alpha
+from onnxcomp.ir.patterns import LinearGroup, find_linear_groups
 
-FALLBACKS = ("mul", "skip")
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -39,7 +38,7 @@ def _summary(values: np.ndarray) -> dict:
 class SmoothQuant(CompressionPass):
     name = "smoothquant"
     options = {"alpha": 0.5, "fallback": "skip", "exclude": [], "samples": 256}
-    requires_context = ("calibration",)
+    needs_calibration = True
 
     def validate_options(self) -> None:
         alpha = self.opts["alpha"]
@@ -72,28 +71,41 @@ class SmoothQuant(CompressionPass):
                 chosen.append(group)
         return chosen, skipped
 
-    def statistics_needed(self, model: ir.Model) -> list[str]:
-        return [group.input.name for group in self._plan(model)[0]]
+    def statistic_requests(self, model: ir.Model) -> list[Request]:
+        """Per-channel maxima of each group input, and calibration rows of it for the α search."""
+        inputs = [group.input.name for group in self._plan(model)[0]]
+        rows = [RowsRequest(name, self.opts["samples"]) for name in inputs] if self.opts["alpha"] == "auto" else []
+        return [RangeRequest(name) for name in inputs] + rows
+
+    def requires(self, model: ir.Model) -> None:
+        super().requires(model)
+        stats = self.context.statistics
+        for group in self._plan(model)[0]:
+            st = stats.ranges.get(group.input.name)
+            if st is None or st.channel_absmax is None:
+                raise self.fail(f"per-channel calibration statistics missing for tensor {group.input.name!r} "
+                                "(add a calibrate step before smoothquant)")
+        stats.require([r for r in self.statistic_requests(model) if isinstance(r, RowsRequest)], self.name)
+
+    @classmethod
+    def summary(cls, details: dict) -> str | None:
+        smoothed = details.get("smoothed")
+        if smoothed is None:
+            return None
+        left = details["not_smoothed"]
+        return (f"smoothquant: {len(smoothed)} linear groups smoothed, {len(left)} left as they were"
+                + (f" (first: {left[0]['reason']}; all in --report)" if left else ""))
 
     # -- rewriting -----------------------------------------------------------------------
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         groups, skipped = self._plan(model)
         stats = self.context.statistics
-        for group in groups:
-            st = stats.get(group.input.name)
-            if st is None or st.channel_absmax is None:
-                raise OnnxcompError(
-                    f"pass 'smoothquant': per-channel calibration statistics missing for tensor {group.input.name!r} "
-                    "(add a calibrate step before smoothquant)"
-                )
-        samples = {}
-        if self.opts["alpha"] == "auto" and groups:
-            samples = collect_row_samples(model, [g.input.name for g in groups], self.context.calibration, self.opts["samples"])
 
         names = NameAllocator(model.graph)
         smoothed = []
         for group in groups:
-            entry = self._smooth(model.graph, names, group, stats[group.input.name].channel_absmax, samples.get(group.input.name))
+            entry = self._smooth(model.graph, names, group, stats.ranges[group.input.name].channel_absmax,
+                                 stats.rows.get((group.input.name, self.opts["samples"])))
             (skipped if "reason" in entry else smoothed).append(entry)
         if any(entry["producer"] == "inserted Mul" for entry in smoothed):
             TopologicalSortPass()(model)

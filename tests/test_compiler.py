@@ -8,9 +8,9 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
-from onnxcomp.compiler import output_name_for
+from onnxcomp.api import output_name_for
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.pipeline import output_deviation
+from onnxcomp.passes.manager import output_deviation
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_report_structure(conv_bn_model):
     result = onnxcomp.compress(model, "int8", calibration=feeds, use_cache=False)
     report = result.report
     assert report["input"] == "<ModelProto>" and report["output"] is None
-    assert [e["pass"] for e in report["passes"]] == [name for name, _ in onnxcomp.recipes.load_recipe("int8")]
+    assert [e["pass"] for e in report["passes"]] == [name for name, _ in onnxcomp.passes.recipes.load_recipe("int8")]
     assert report["recipe"][0] == {"pass": "fold_constants"}
     for entry in report["passes"]:
         assert set(entry) >= {"pass", "options", "modified", "seconds", "nodes_before", "nodes_after", "nodes_added", "nodes_removed", "bytes_before", "bytes_after"}

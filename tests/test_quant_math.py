@@ -1,9 +1,9 @@
-"""onnxcomp.quant_math: pure numpy quantization arithmetic."""
+"""onnxcomp.algorithms.quant_math: pure numpy quantization arithmetic."""
 
 import numpy as np
 import pytest
 
-from onnxcomp.quant_math import activation_qparams, dequantize, quantize_bias, quantize_weight_per_channel
+from onnxcomp.algorithms.quant_math import activation_qparams, dequantize, quantize_bias, quantize_weight_per_channel
 
 
 def quantize_linear(x, scale, zero_point, qmin, qmax):

@@ -13,14 +13,17 @@ against the numpy-computed statistics, so a wrong scale cannot loosen the bound 
 """
 
 import numpy as np
+import onnx_ir as ir
 import onnx
 import pytest
 from onnx import TensorProto
 from onnx import helper as h
 
 import onnxcomp
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.base import Context
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.quant_math import activation_qparams
+from onnxcomp.algorithms.quant_math import activation_qparams
 
 RNG_SEED = 0
 
@@ -272,10 +275,22 @@ def test_exclusion_pattern_matching_nothing_raises(tiny):
         quantize(model, [{"x": rng.standard_normal((4, 8)).astype(np.float32)}], exclude=["head_*", "haed_*"])
 
 
-def test_missing_statistics_raise_a_clear_error(tiny, matmul_model):
+def test_a_pass_without_a_calibrate_step_gets_its_statistics_collected(tiny, matmul_model):
+    """The pass manager collects the requests of a pass no calibrate step serves just before it runs:
+    the same statistics, so the same bytes as with the explicit step."""
     model, _, feeds = matmul_model
+    alone = onnxcomp.compress(model, [("quantize_qdq", {})], calibration=feeds, use_cache=False)
+    stepped = onnxcomp.compress(model, [("calibrate", {}), ("quantize_qdq", {})], calibration=feeds, use_cache=False)
+    assert alone.model.SerializeToString(deterministic=True) == stepped.model.SerializeToString(deterministic=True)
+    assert "DequantizeLinear" in {n.op_type for n in alone.model.graph.node}
+
+
+def test_missing_statistics_raise_a_clear_error(tiny, matmul_model):
+    """Run directly (not through the pass manager), the pass has nobody to collect for it: one line."""
+    model, _, feeds = matmul_model
+    qdq = PASSES["quantize_qdq"](Context(calibration=feeds))
     with pytest.raises(OnnxcompError, match=r"quantize_qdq.*calibration statistics missing for tensor 'x' \(add a calibrate step before it\)"):
-        onnxcomp.compress(model, [("quantize_qdq", {})], calibration=feeds, use_cache=False)
+        qdq(ir.from_proto(model))
 
 
 def test_calibrate_without_data_raises(tiny, matmul_model):

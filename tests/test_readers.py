@@ -6,7 +6,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from onnxcomp.calibration.readers import InputSpec, make_reader, validate_feed
+from onnxcomp.calibration.readers import make_reader, validate_feed
+from onnxcomp.ir.graph import InputSpec
 from onnxcomp.errors import OnnxcompError
 
 SPECS = [InputSpec("image", np.float32, (None, 1, 4, 4)), InputSpec("ids", np.int64, (None, None))]

@@ -72,7 +72,7 @@ def test_digits_deterministic_and_input_untouched(digits, digits_path, digits_in
 def test_digits_verify_report(digits, digits_path):
     result = onnxcomp.compress(str(digits_path), "int8", calibration=digits.calibration_feeds(), verify=True)
     entries = result.report["passes"]
-    assert [e["pass"] for e in entries] == [n for n, _ in onnxcomp.recipes.load_recipe("int8")]
+    assert [e["pass"] for e in entries] == [n for n, _ in onnxcomp.passes.recipes.load_recipe("int8")]
     for entry in entries:
         dev = entry["deviation"]
         assert set(dev) == {"max_abs", "rel_l2", "cosine"} and all(np.isfinite(v) for v in dev.values())

@@ -1,4 +1,4 @@
-"""onnxcomp.recipes: presets, TOML/YAML files, overrides, and their errors."""
+"""onnxcomp.passes.recipes: presets, TOML/YAML files, overrides, and their errors."""
 
 import textwrap
 
@@ -8,7 +8,7 @@ from onnx import TensorProto
 
 import onnxcomp
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.recipes import PRESETS, apply_overrides, load_recipe, preset_names
+from onnxcomp.passes.recipes import PRESETS, apply_overrides, load_recipe, preset_names
 
 
 def write(tmp_path, name, text):

@@ -4,7 +4,8 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from onnxcomp.calibration.readers import InputSpec, make_reader
+from onnxcomp.calibration.readers import make_reader
+from onnxcomp.ir.graph import InputSpec
 from onnxcomp.calibration.runner import collect_statistics
 from onnxcomp.errors import OnnxcompError
 

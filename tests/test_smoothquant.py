@@ -11,9 +11,11 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.base import Context
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.smoothing import producer_scales, quantized_output_error, search_alpha, smoothing_scales
-from onnxcomp.transformer_patterns import LinearProducer, NormProducer, find_linear_groups
+from onnxcomp.algorithms.smoothing import producer_scales, quantized_output_error, search_alpha, smoothing_scales
+from onnxcomp.ir.patterns import LinearProducer, NormProducer, find_linear_groups
 
 HIDDEN, FFN = 8, 16
 
@@ -267,13 +269,30 @@ def test_exclude_must_be_a_list(tiny):
 
 
 def test_bad_fallback(tiny):
-    with pytest.raises(OnnxcompError, match="fallback must be one of mul, skip"):
+    with pytest.raises(OnnxcompError, match="fallback must be one of skip, mul"):
         smooth(prenorm_mlp(tiny), outlier_feeds(), fallback="insert")
 
 
 def test_missing_statistics_name_the_tensor(tiny):
+    """Run directly (not through the pass manager), nobody collects the pass's requests: one line."""
+    smoothquant = PASSES["smoothquant"](Context(calibration=outlier_feeds()))
     with pytest.raises(OnnxcompError, match="statistics missing for tensor 'n'.*calibrate"):
-        onnxcomp.compress(prenorm_mlp(tiny), [("smoothquant", {})], calibration=outlier_feeds(), use_cache=False)
+        smoothquant(ir.from_proto(prenorm_mlp(tiny)))
+
+
+def test_without_a_calibrate_step_the_manager_collects_ranges_and_rows_in_one_pass(tiny, monkeypatch):
+    """smoothquant alone: its ranges and its α-search rows come from one collection (one ORT session),
+    and the result is the bytes of the recipe with an explicit calibrate step."""
+    import onnxcomp.passes.manager as manager
+
+    calls = []
+    real_collect = manager.collect
+    monkeypatch.setattr(manager, "collect", lambda *a, **k: calls.append(sorted({type(r).__name__ for r in a[1]})) or real_collect(*a, **k))
+    alone = onnxcomp.compress(prenorm_mlp(tiny), [("smoothquant", {"alpha": "auto"})], calibration=outlier_feeds(), use_cache=False)
+    assert calls == [["RangeRequest", "RowsRequest"]]
+    stepped = onnxcomp.compress(prenorm_mlp(tiny), [("calibrate", {}), ("smoothquant", {"alpha": "auto"})],
+                                calibration=outlier_feeds(), use_cache=False)
+    assert alone.model.SerializeToString(deterministic=True) == stepped.model.SerializeToString(deterministic=True)
 
 
 def test_shared_norm_scale_is_reported_not_folded(tiny):

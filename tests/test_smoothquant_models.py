@@ -5,7 +5,7 @@ import pytest
 
 import onnxcomp
 from onnxcomp import models
-from onnxcomp.recipes import CANONICALIZE
+from onnxcomp.passes.recipes import CANONICALIZE
 from onnxcomp.runtime import ort_session, runner
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
-from onnxcomp.awq import activation_scales, quantize_with_clipping, quantized_output_error, search_alpha
-from onnxcomp.blockwise import block_grams, dequantize_blockwise, quantize_blockwise
+from onnxcomp.algorithms.awq import activation_scales, quantize_with_clipping, quantized_output_error, search_alpha
+from onnxcomp.algorithms.blockwise import block_grams, dequantize_blockwise, quantize_blockwise
 from onnxcomp.errors import OnnxcompError
 from tests.test_smoothquant import NORM_CONSTS, rms_norm_nodes
 

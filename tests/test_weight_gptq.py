@@ -7,10 +7,14 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
-from onnxcomp import gptq
-from onnxcomp.blockwise import dequantize_blockwise, quantize_blockwise
+from onnxcomp.algorithms import gptq
+from onnxcomp.algorithms.blockwise import dequantize_blockwise, quantize_blockwise
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.gptq import HessianAccumulator, StagedHessians, collect_hessians, gptq_quantize, hessian_error
+from onnxcomp.algorithms.gptq import gptq_quantize, hessian_error
+from onnxcomp.calibration.collectors import GramAccumulator
+from onnxcomp.calibration.requests import GramRequest
+from onnxcomp.calibration.runner import collect
+from onnxcomp.calibration.staged import StagedHessians
 
 
 def correlated(rows=512, k=200, seed=0):
@@ -23,7 +27,7 @@ def correlated(rows=512, k=200, seed=0):
 
 def test_hessian_accumulator_streams_2xtx_over_rows():
     x = correlated(rows=64, k=16)
-    acc = HessianAccumulator(16)
+    acc = GramAccumulator(16)
     acc.add(x[:40].reshape(2, 20, 16))
     acc.add(x[40:])
     np.testing.assert_allclose(acc.hessian, 2 * x.T @ x / 64)
@@ -211,7 +215,7 @@ def test_staged_hessians_run_each_node_once_from_the_cached_frontier(tiny):
     assert reader.iterations == 1
     assert staged.frontier_sizes == [1, 2, 2]  # at the cuts: {x}; {s, side}; {g, side}
     assert staged.nodes_run == 6  # q, k, relu, add; o_proj, gate; never down/sum/out
-    expected = collect_hessians(model, ["x", "s", "g"], calibration())
+    expected = collect(model, [GramRequest(n) for n in ("x", "s", "g")], calibration(), use_cache=False).grams
     for name in ("x", "s", "g"):
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5)
     with pytest.raises(OnnxcompError, match="no stage left"):

@@ -6,10 +6,10 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
-from onnxcomp.blockwise import (dequantize_blockwise, pack_along_last, packed_codes, quantize_blockwise, signed_codes_kn,
+from onnxcomp.algorithms.blockwise import (dequantize_blockwise, pack_along_last, packed_codes, quantize_blockwise, signed_codes_kn,
                                 unpack_along_last)
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.weight_only import relative_error
+from onnxcomp.passes.weight_only_base import relative_error
 
 
 def weight(k=200, n=24, seed=0):

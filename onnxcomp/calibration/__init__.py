@@ -1,7 +1,9 @@
-"""Calibration: data readers, bounded statistics collectors, and the ONNX Runtime runner."""
+"""Calibration: data readers, statistic requests, bounded collectors, and the ONNX Runtime runners."""
 
-from .collectors import METHODS, TensorStats
-from .readers import make_reader
-from .runner import collect_statistics
+from onnxcomp.calibration.collectors import METHODS, TensorStats
+from onnxcomp.calibration.readers import make_reader
+from onnxcomp.calibration.requests import GramRequest, RangeRequest, RowsRequest, Statistics
+from onnxcomp.calibration.runner import collect, collect_statistics
 
-__all__ = ["METHODS", "TensorStats", "collect_statistics", "make_reader"]
+__all__ = ["METHODS", "GramRequest", "RangeRequest", "RowsRequest", "Statistics", "TensorStats", "collect",
+           "collect_statistics", "make_reader"]

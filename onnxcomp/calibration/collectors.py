@@ -165,3 +165,20 @@ class TensorStats:
         rounding = (inside * hist[None, :]).sum(axis=1) * step**2 / 12.0
         clipping = ((~inside) * hist[None, :] * (centers[None, :] - candidates[:, None]) ** 2).sum(axis=1)
         return float(candidates[int(np.argmin(rounding + clipping))])
+
+
+class GramAccumulator:
+    """Streams H = 2 XᵀX / rows over batches of X [..., K] (float64, bounded: K × K per input)."""
+
+    def __init__(self, k: int):
+        self.sum = np.zeros((k, k), dtype=np.float64)
+        self.rows = 0
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, self.sum.shape[0])
+        self.sum += x.T @ x
+        self.rows += len(x)
+
+    @property
+    def hessian(self) -> np.ndarray:
+        return 2.0 * self.sum / max(self.rows, 1)

@@ -14,16 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-
-
-class InputSpec:
-    """Name, numpy dtype and shape (ints or None for dynamic dims) of a model input."""
-
-    def __init__(self, name: str, dtype: np.dtype, shape: tuple):
-        self.name, self.dtype, self.shape = name, np.dtype(dtype), tuple(shape)
 
 
 def validate_feed(feed: dict, specs: list[InputSpec], source: str) -> dict:

@@ -1,24 +1,26 @@
-"""Stream calibration batches through ONNX Runtime and collect statistics of chosen tensors.
+"""Stream calibration batches through ONNX Runtime once and answer a step's statistic requests.
 
-The chosen intermediate tensors are exposed as extra graph outputs of a copy of the model;
-each batch's values update bounded `TensorStats` and are then dropped. Results are cached on
-disk keyed by a hash of the model bytes, the data and the settings, so a rerun skips the work.
+The requested intermediate tensors are exposed as extra graph outputs of a copy of the model;
+each batch's values update bounded collectors (`TensorStats`, row samples at a fixed stride,
+Gram accumulators) and are then dropped. Range statistics are cached on disk keyed by a hash of
+the model bytes, the data and the settings, so a rerun skips the work.
 """
 
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
-from ..cache import cache_dir, digest
-from ..errors import OnnxcompError
-from ..progress import progress
-from .collectors import NUM_BINS, TensorStats
+from onnxcomp.cache import cache_dir, digest
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.progress import progress
+from onnxcomp.runtime import calibration_session
+from onnxcomp.calibration.collectors import NUM_BINS, GramAccumulator, TensorStats
+from onnxcomp.calibration.requests import GramRequest, RangeRequest, Request, RowsRequest, Statistics
 
 CACHE_VERSION = "1"
 
 
-def _bytes_with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
+def bytes_with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
     """The model serialized with `names` as extra graph outputs (`proto` is left as it was)."""
     count = len(proto.graph.output)
     existing = {o.name for o in proto.graph.output}
@@ -44,82 +46,70 @@ def data_fingerprint(reader) -> str:
     return digest(*parts)
 
 
-def collect_statistics(
-    model: onnx.ModelProto | ir.Model,
-    tensor_names: list[str],
-    reader,
-    use_cache: bool = True,
-    num_bins: int = NUM_BINS,
-) -> dict[str, TensorStats]:
-    """Run every feed of `reader` through the model and return stats for `tensor_names`."""
-    names = sorted(set(tensor_names))
-    if not names:
-        return {}
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    model_bytes = _bytes_with_outputs(proto, names)
-    del proto  # a temporary copy when `model` is IR: free it before ONNX Runtime makes its own
-    key = digest(CACHE_VERSION, model_bytes, data_fingerprint(reader), str(num_bins))
-    cache_file = cache_dir("calibration") / f"{key}.npz"
-    if use_cache and cache_file.exists():
-        return _load(cache_file, names)
+def collect(model: onnx.ModelProto | ir.Model, requests: list[Request], reader, use_cache: bool = True,
+            num_bins: int = NUM_BINS) -> Statistics:
+    """Answer every request in one pass of `reader` through the model in ONNX Runtime.
 
-    session = _session(model_bytes)
+    The requested tensors become extra outputs of a copy of the model. Range statistics are
+    cached on disk (key: the model with those outputs, the data, the bins) and served from there
+    when nothing else is requested; row samples and Grams are recomputed (they are large).
+    """
+    requests = sorted(set(requests), key=lambda r: (type(r).__name__, r))
+    if not requests:
+        return Statistics()
+    range_names = sorted({r.tensor for r in requests if isinstance(r, RangeRequest)})
+    row_requests = [r for r in requests if isinstance(r, RowsRequest)]
+    gram_names = sorted({r.tensor for r in requests if isinstance(r, GramRequest)})
+    names = sorted({r.tensor for r in requests})
+    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+    model_bytes = bytes_with_outputs(proto, names)
+    del proto  # a temporary copy when `model` is IR: free it before ONNX Runtime makes its own
+    cache_file = None
+    if use_cache and range_names:
+        key = digest(CACHE_VERSION, model_bytes, data_fingerprint(reader), str(num_bins))
+        cache_file = cache_dir("calibration") / f"{key}.npz"
+        if cache_file.exists() and not row_requests and not gram_names:
+            return Statistics(ranges=_load(cache_file, range_names))
+
+    session = calibration_session(model_bytes)
     del model_bytes
-    stats = {name: TensorStats(num_bins) for name in names}
+    feeds = list(reader) if row_requests else reader  # the row stride needs the number of batches
+    stats = {name: TensorStats(num_bins) for name in range_names}
+    kept: dict[RowsRequest, list[np.ndarray]] = {r: [] for r in row_requests}
+    grams: dict[str, GramAccumulator] = {}
     batches = 0
-    for feed in progress(reader, desc="calibrating", unit="batch"):
-        values = session.run(names, feed)
+    for feed in progress(feeds, desc="calibrating", unit="batch"):
+        values = dict(zip(names, session.run(names, feed)))
         for name in names:
-            try:
-                stats[name].update(values.pop(0))  # drop each output once counted
-            except ValueError as exc:
-                raise OnnxcompError(f"calibration: tensor {name!r} has {exc} on batch {batches}") from None
+            value = values.pop(name)  # drop each output once counted
+            if name in stats:
+                try:
+                    stats[name].update(value)
+                except ValueError as exc:
+                    raise OnnxcompError(f"calibration: tensor {name!r} has {exc} on batch {batches}") from None
+            for request in (r for r in row_requests if r.tensor == name):
+                flat = np.asarray(value, dtype=np.float32)
+                flat = flat.reshape(-1, flat.shape[-1])
+                step = max(1, -(-len(flat) * len(feeds) // request.rows))
+                kept[request].append(flat[::step].copy())
+            if name in gram_names:
+                grams.setdefault(name, GramAccumulator(np.shape(value)[-1])).add(value)
         batches += 1
     if batches == 0:
         raise OnnxcompError("calibration data produced no samples")
     empty = [n for n, s in stats.items() if s.count == 0]
     if empty:
         raise OnnxcompError(f"calibration collected no values for tensor {empty[0]!r} (it is empty on every sample)")
-    if use_cache:
+    if cache_file is not None:
         _save(cache_file, stats)
-    return stats
+    return Statistics(ranges=stats, rows={(r.tensor, r.rows): np.concatenate(parts)[: r.rows] for r, parts in kept.items()},
+                      grams={name: acc.hessian for name, acc in grams.items()})
 
 
-def _session(model_bytes: bytes) -> ort.InferenceSession:
-    session_options = ort.SessionOptions()
-    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session_options.log_severity_level = 3
-    session_options.enable_cpu_mem_arena = False  # exposed outputs vary per batch: do not hoard
-    try:
-        return ort.InferenceSession(model_bytes, session_options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise OnnxcompError(f"calibration: ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
-
-
-def collect_row_samples(model: ir.Model, tensor_names: list[str], reader, rows: int = 256) -> dict[str, np.ndarray]:
-    """Up to `rows` vectors (last axis) of each named tensor, spread evenly over all batches.
-
-    Every batch contributes its rows at a fixed stride; the result is deterministic for the same
-    data. Memory stays bounded: each batch is thinned before the next one runs.
-    """
-    names = sorted(set(tensor_names))
-    if not names:
-        return {}
-    proto = ir.to_proto(model)
-    session = _session(_bytes_with_outputs(proto, names))
-    del proto
-    kept: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    feeds = list(reader)
-    if not feeds:
-        raise OnnxcompError("calibration data produced no samples")
-    for feed in progress(feeds, desc="sampling activations", unit="batch"):
-        values = session.run(names, feed)
-        for name in names:
-            flat = np.asarray(values.pop(0), dtype=np.float32)
-            flat = flat.reshape(-1, flat.shape[-1])
-            step = max(1, -(-len(flat) * len(feeds) // rows))
-            kept[name].append(flat[::step].copy())
-    return {name: np.concatenate(parts)[:rows] for name, parts in kept.items()}
+def collect_statistics(model: onnx.ModelProto | ir.Model, tensor_names: list[str], reader, use_cache: bool = True,
+                       num_bins: int = NUM_BINS) -> dict[str, TensorStats]:
+    """Range statistics of `tensor_names` (see `collect`)."""
+    return collect(model, [RangeRequest(n) for n in tensor_names], reader, use_cache, num_bins).ranges
 
 
 def _save(path, stats: dict[str, TensorStats]) -> None:

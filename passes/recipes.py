@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.passes import PASSES
 
 CANONICALIZE = [("fold_constants", {}), ("simplify", {}), ("fold_batchnorm", {}), ("remove_unused", {})]
 
@@ -53,8 +54,6 @@ def preset_names() -> list[str]:
 
 def load_recipe(recipe: str | Path | list) -> list[tuple[str, dict]]:
     """Resolve a preset name, a recipe file, or an explicit list into [(pass, options)]."""
-    from onnxcomp.passes import PASSES
-
     if isinstance(recipe, list):
         steps = [(name, dict(opts)) for name, opts in recipe]
     elif str(recipe) in PRESETS:

@@ -1,7 +1,7 @@
 """Fold per-input-channel scales into a linear group and its producer (used by SmoothQuant and AWQ).
 
 A group of linears reading X computes the same function after X → X/s, W → diag(s)·W. 1/s goes
-into the producer found by `onnxcomp.transformer_patterns`: a norm's gamma (and beta), or a
+into the producer found by `onnxcomp.ir.patterns`: a norm's gamma (and beta), or a
 producer linear's output columns (and bias), chosen per *producer* channel t and expanded to the
 group's input channels by the group's channel map (s = t[channel_map]). Without a producer an
 explicit `Mul(X, 1/s)` can be inserted in front of the linears.
@@ -10,36 +10,24 @@ explicit `Mul(X, 1/s)` can be inserted in front of the linears.
 import numpy as np
 import onnx_ir as ir
 
-from .graph import NameAllocator, add_initializer, constant_array
-from .transformer_patterns import Linear, LinearGroup, LinearProducer, NormProducer
+from onnxcomp.ir.graph import NameAllocator, add_initializer
+from onnxcomp.ir.linears import scale_along
+from onnxcomp.ir.patterns import LinearGroup, LinearProducer, NormProducer
 
-
-def rows_by_input_channel(linear: Linear) -> np.ndarray:
-    """The linear's weight as [K, N] (input channels first)."""
-    weight = constant_array(linear.weight)
-    return weight if linear.in_axis == 0 else weight.T
+FALLBACKS = ("skip", "mul")  # a group without a producer: left alone, or an inserted Mul(X, 1/s)
 
 
 def group_weights(group: LinearGroup) -> np.ndarray:
     """The group's weights side by side, [K, ΣN]."""
-    return np.concatenate([rows_by_input_channel(lin) for lin in group.linears], axis=1)
+    return np.concatenate([lin.weight_kn() for lin in group.linears], axis=1)
 
 
 def producer_channels(group: LinearGroup) -> tuple[np.ndarray, int]:
     """(channel map from the group's K input channels to producer channels, producer width)."""
-    k = rows_by_input_channel(group.linears[0]).shape[0]
+    k = group.linears[0].k
     if isinstance(group.producer, LinearProducer):
-        linear = group.producer.linear
-        return group.channel_map, constant_array(linear.weight).shape[1 - linear.in_axis]
+        return group.channel_map, group.producer.linear.n
     return np.arange(k), k
-
-
-def _scale_along(value: ir.Value, factors: np.ndarray, axis: int) -> None:
-    """Multiply a constant by `factors` along `axis` (negative axes count from the end)."""
-    array = constant_array(value)
-    shape = [1] * array.ndim
-    shape[axis] = -1
-    value.const_value = ir.tensor(np.ascontiguousarray((array * factors.reshape(shape)).astype(array.dtype)), name=value.name)
 
 
 def fold_scales(graph: ir.Graph, names: NameAllocator, group: LinearGroup, t: np.ndarray) -> str:
@@ -48,17 +36,17 @@ def fold_scales(graph: ir.Graph, names: NameAllocator, group: LinearGroup, t: np
     channel_map, _ = producer_channels(group)
     s = t[channel_map]
     for lin in group.linears:
-        _scale_along(lin.weight, s, lin.in_axis)
+        scale_along(lin.weight, s, lin.in_axis)
     producer = group.producer
     if isinstance(producer, NormProducer):
-        _scale_along(producer.scale, 1.0 / s, -1)
+        scale_along(producer.scale, 1.0 / s, -1)
         if producer.bias is not None:
-            _scale_along(producer.bias, 1.0 / s, -1)
+            scale_along(producer.bias, 1.0 / s, -1)
         return producer.description
     if isinstance(producer, LinearProducer):
-        _scale_along(producer.linear.weight, 1.0 / t, 1 - producer.linear.in_axis)
+        scale_along(producer.linear.weight, 1.0 / t, producer.linear.out_axis)
         if producer.linear.bias is not None:
-            _scale_along(producer.linear.bias, 1.0 / t, 0)
+            scale_along(producer.linear.bias, 1.0 / t, 0)
         return producer.description
     _insert_mul(graph, names, group, (1.0 / s).astype(np.float32))
     return "inserted Mul"

@@ -10,14 +10,15 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from .calibration.readers import make_reader
-from .cache import digest
-from .errors import OnnxcompError
-from .graph import input_specs
-from .modelio import DEFAULT_OPSET, check_model, check_output_path, read_proto, save_model, serialize, upgrade_opset, write_bytes_atomic
-from .passbase import Context
-from .pipeline import Pipeline
-from .recipes import apply_overrides, load_recipe
+from onnxcomp.calibration.readers import make_reader
+from onnxcomp.cache import digest
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import input_specs
+from onnxcomp.ir.modelio import DEFAULT_OPSET, check_model, check_output_path, read_proto, save_model, serialize, upgrade_opset, write_bytes_atomic
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.base import Context
+from onnxcomp.passes.manager import Pipeline
+from onnxcomp.passes.recipes import apply_overrides, load_recipe
 
 
 @dataclass
@@ -67,8 +68,6 @@ def compress(
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
     if output is not None:
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
-
-    from onnxcomp.passes import PASSES
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
     context = Context(calibration=reader, use_cache=use_cache)

@@ -11,11 +11,13 @@ import time
 import numpy as np
 import onnx_ir as ir
 
-from .errors import OnnxcompError
-from .graph import initializer_bytes, op_histogram
-from .modelio import check_model
-from .passbase import CompressionPass, Context
-from .runtime import ort_session
+from onnxcomp.calibration.runner import collect
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import initializer_bytes, op_histogram
+from onnxcomp.ir.modelio import check_model
+from onnxcomp.passes.base import CALIBRATION_HINT, CompressionPass, Context
+from onnxcomp.passes.calibrate import Calibrate
+from onnxcomp.runtime import ort_session
 
 
 def output_deviation(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:
@@ -36,9 +38,23 @@ def output_deviation(reference: list[np.ndarray], actual: list[np.ndarray]) -> d
 
 
 class Pipeline:
+    """Runs passes in order. Statistics are collected in steps, one pass over the data per step:
+    a `calibrate` pass starts a step holding the passes up to the next `calibrate`, and collects
+    their `statistic_requests` (asked on the model as it is at that point) together; a pass with
+    requests that no `calibrate` step served gets them collected just before it runs."""
+
     def __init__(self, passes: list[CompressionPass], context: Context):
         self.passes = passes
         self.context = context
+
+    def _step_of(self, index: int) -> list[CompressionPass]:
+        """The passes a `calibrate` at `index` serves: those up to the next `calibrate`."""
+        step = []
+        for later in self.passes[index + 1 :]:
+            if isinstance(later, Calibrate):
+                break
+            step.append(later)
+        return step
 
     def run(self, model: ir.Model, verify_feed: dict | None = None) -> list[dict]:
         """Run every pass in place on `model`; returns the per-pass report entries."""
@@ -46,14 +62,21 @@ class Pipeline:
         if verify_feed is not None:
             reference = ort_session(ir.to_proto(model)).run(None, verify_feed)
         entries = []
+        served: set[int] = set()
         for index, compression_pass in enumerate(self.passes):
-            self.context.pending = self.passes[index + 1 :]
-            missing = [r for r in compression_pass.requires_context if getattr(self.context, r) in (None, {}, [])]
-            if missing:
-                raise OnnxcompError(f"pass {compression_pass.name!r} needs {missing[0]} data: pass --calib FILE "
-                                    "(or --model-kind with built-in text; calibration= in the Python API)")
             ops_before, bytes_before = op_histogram(model), initializer_bytes(model)
             start = time.perf_counter()
+            if isinstance(compression_pass, Calibrate):
+                step = self._step_of(index)
+                compression_pass.requests = sorted({r for p in step for r in p.statistic_requests(model)}, key=repr)
+                served.update(id(p) for p in step)
+            elif id(compression_pass) not in served:
+                requests = compression_pass.statistic_requests(model)
+                if requests:
+                    if self.context.calibration is None:
+                        raise OnnxcompError(f"pass {compression_pass.name!r} needs calibration data: {CALIBRATION_HINT}")
+                    self.context.statistics.update(
+                        collect(model, requests, self.context.calibration, use_cache=self.context.use_cache))
             result = compression_pass(model)
             seconds = time.perf_counter() - start
             ops_after = op_histogram(model)

@@ -4,7 +4,7 @@ AWQ (Lin et al., 2024) protects the weight rows that meet large activations: a l
 Y = X·W is rewritten as (X/s)·(diag(s)·W) with s = mean|X|^α per input channel, and α is chosen
 on a grid by the output error of the *quantized* group on calibration rows of X:
 
-    err(α) = ‖(X/s)·Q(diag(s)·W) − X·W‖² / ‖X·W‖²,   Q = blockwise RTN (onnxcomp.blockwise).
+    err(α) = ‖(X/s)·Q(diag(s)·W) − X·W‖² / ‖X·W‖²,   Q = blockwise RTN (onnxcomp.algorithms.blockwise).
 
 α = 0 is s = 1, plain RTN, so the chosen α never does worse than RTN by this measure. As in
 SmoothQuant, scales are chosen per producer channel (one V channel feeds several grouped-query
@@ -14,8 +14,8 @@ searched on the same rows (`block_grams`: output error instead of weight error).
 
 import numpy as np
 
-from .blockwise import block_grams, dequantize_blockwise, quantize_blockwise
-from .smoothing import ALPHA_GRID, merge_by_map
+from onnxcomp.algorithms.blockwise import block_grams, dequantize_blockwise, quantize_blockwise
+from onnxcomp.algorithms.smoothing import ALPHA_GRID, merge_by_map
 
 MIN_MAGNITUDE = 1e-4  # relative to the largest channel: keeps s finite for silent channels
 

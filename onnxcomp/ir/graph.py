@@ -7,8 +7,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from .calibration.readers import InputSpec
-from .errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
@@ -36,6 +35,13 @@ def op_histogram(model: ir.Model) -> Counter:
 
 def initializer_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+class InputSpec:
+    """Name, numpy dtype and shape (ints or None for dynamic dims) of a model input."""
+
+    def __init__(self, name: str, dtype: np.dtype, shape: tuple):
+        self.name, self.dtype, self.shape = name, np.dtype(dtype), tuple(shape)
 
 
 def input_specs(proto: onnx.ModelProto) -> list[InputSpec]:

@@ -9,7 +9,7 @@ import onnx_ir as ir
 from onnx import version_converter
 from onnx_ir.passes.common import CheckerPass
 
-from .errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError
 
 DEFAULT_OPSET = 21
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError
 
 BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
@@ -64,7 +64,7 @@ def check_settings(bits: int, group: int) -> None:
         raise OnnxcompError(f"weight-only quantization: group_size must be one of {', '.join(map(str, GROUP_SIZES))}, not {group!r}")
 
 
-def _blocks(weight: np.ndarray, group: int) -> np.ndarray:
+def to_blocks(weight: np.ndarray, group: int) -> np.ndarray:
     """W[K, N] → [N, n_blocks, group]; the padding repeats row K−1, so it moves no block's range."""
     k, n = weight.shape
     n_blocks = -(-k // group)
@@ -72,7 +72,7 @@ def _blocks(weight: np.ndarray, group: int) -> np.ndarray:
     return padded.T.reshape(n, n_blocks, group)
 
 
-def _scales(blocks: np.ndarray, bits: int, symmetric: bool, ratio, signed_scales: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def block_scales(blocks: np.ndarray, bits: int, symmetric: bool, ratio, signed_scales: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-block (scale, zero point) for blocks [..., group], ranges shrunk by `ratio`."""
     levels = 2**bits - 1
     half = 2 ** (bits - 1)
@@ -92,7 +92,7 @@ def _scales(blocks: np.ndarray, bits: int, symmetric: bool, ratio, signed_scales
     return scale, zero
 
 
-def _codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int) -> np.ndarray:
+def block_codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.round(blocks / scale[..., None]) + zero[..., None], 0, 2**bits - 1)
 
 
@@ -106,7 +106,7 @@ def block_grams(x: np.ndarray, group: int) -> np.ndarray:
     return blocks.transpose(0, 2, 1) @ blocks
 
 
-def _block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
+def block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
     """Per block [N, n_blocks]: Σ δ² (weight error), or δᵀ·G·δ (output error) given grams [n_blocks, g, g]."""
     if grams is None:
         return (delta**2).sum(axis=-1)
@@ -124,12 +124,12 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symm
     weight = np.asarray(weight)
     if weight.ndim != 2:
         raise OnnxcompError(f"weight-only quantization needs a 2-D weight, got shape {weight.shape}")
-    blocks = _blocks(weight, group)
+    blocks = to_blocks(weight, group)
     ratios = CLIP_GRID if clip_search else (1.0,)
     best_err = best_scale = best_zero = None
     for ratio in ratios:
-        scale, zero = _scales(blocks, bits, symmetric, ratio, signed_scales)
-        err = _block_errors((_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams)
+        scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
+        err = block_errors((block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams)
         if best_err is None:
             best_err, best_scale, best_zero = err, scale, zero
         else:
@@ -138,7 +138,7 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symm
             best_scale = np.where(better, scale, best_scale)
             best_zero = np.where(better, zero, best_zero)
     scale32 = best_scale.astype(np.float32)  # the stored scale is what dequantization will use
-    codes = _codes(blocks, scale32.astype(np.float64), best_zero, bits).astype(np.uint8)
+    codes = block_codes(blocks, scale32.astype(np.float64), best_zero, bits).astype(np.uint8)
     codes[:, -1, weight.shape[0] - (blocks.shape[1] - 1) * group:] = 0  # padding codes: 0
     return BlockQuantized(codes, scale32, best_zero.astype(np.uint8), weight.shape[0], bits, group, symmetric)
 
@@ -180,3 +180,8 @@ def signed_codes_kn(q: BlockQuantized) -> tuple[np.ndarray, np.ndarray | None]:
     if q.symmetric:
         return (codes.astype(np.int16) - 2 ** (q.bits - 1)).astype(np.int8), None
     return codes.copy(), q.zero_points.T.copy()
+
+
+def relative_error(approx: np.ndarray, exact: np.ndarray) -> float:
+    """‖approx − exact‖ / ‖exact‖."""
+    return float(np.linalg.norm(approx - exact) / max(np.linalg.norm(exact), 1e-30))

@@ -1,0 +1,154 @@
+"""GPTQ for blockwise weight-only quantization (pure numpy).
+
+GPTQ (Frantar et al., 2022) quantizes the input rows of W[K, N] one at a time and spreads each
+row's rounding error over the rows not yet quantized, weighted by the inverse Hessian of the
+layer's squared output error, H = 2 XᵀX / rows (X: the calibration inputs [rows, K]). Here:
+
+- dampening: H + damp · mean(diag H) · I; inputs that are always 0 (diag 0) get weight rows 0;
+- groups: every block of `group` rows along K gets one scale (and zero point), stored in RTN's
+  layout and formats (`onnxcomp.algorithms.blockwise`). With `static_groups` they are fixed from the original
+  weight before any update (RTN's rule); otherwise ("lazy", the paper's choice) each block's are
+  taken from the partly updated weight when GPTQ reaches the block's first row. `act_order`
+  visits the rows by decreasing diag(H) and always uses static groups (each row keeps its own
+  block's scale, so no g_idx is needed). `clip_search` picks each block's range ratio from
+  `blockwise.CLIP_GRID` by the block's output error δᵀ·H_block·δ (H's diagonal block);
+- blocked lazy updates: rows are processed in blocks of `block` and the remaining rows are
+  updated once per block with one matrix product;
+- the output columns are independent, so they are processed in chunks of `CHUNK` columns: a large
+  N (an LM head) needs memory for one chunk at a time, not for several float64 copies of W.
+
+`hessian_error` gives tr(ΔWᵀ H ΔW) / tr(Wᵀ H W), the relative output error on the calibration
+inputs that GPTQ minimizes (RTN's can be computed the same way for comparison).
+
+The Hessians come from calibration (`onnxcomp.calibration.staged`); this module runs no model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.algorithms.blockwise import CLIP_GRID, BlockQuantized, block_codes, block_errors, block_scales, check_settings, to_blocks
+
+CHUNK = 4096  # output columns per GPTQ chunk
+
+
+def _group_params(blocks: np.ndarray, bits: int, symmetric: bool, grams: np.ndarray | None, clip_search: bool,
+                  signed_scales: bool):
+    """(scale, zero) [N, n_blocks] for blocks [N, n_blocks, g]; scales rounded to float32 as stored.
+    With `clip_search`, each block's ratio minimizes δᵀ·G·δ (grams [n_blocks, g, g]) or Σδ²."""
+    best_err = best_scale = best_zero = None
+    for ratio in (CLIP_GRID if clip_search else (1.0,)):
+        scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
+        scale = scale.astype(np.float32).astype(np.float64)
+        if not clip_search:
+            return scale, zero
+        err = block_errors((block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams)
+        if best_err is None:
+            best_err, best_scale, best_zero = err, scale, zero
+        else:
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best_scale = np.where(better, scale, best_scale)
+            best_zero = np.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
+def _diagonal_blocks(hessian: np.ndarray, group: int, n_blocks: int) -> np.ndarray:
+    """H's diagonal blocks [n_blocks, group, group] (a last partial block padded with zeros)."""
+    k = hessian.shape[0]
+    out = np.zeros((n_blocks, group, group))
+    for b in range(n_blocks):
+        g0, g1 = b * group, min((b + 1) * group, k)
+        out[b, : g1 - g0, : g1 - g0] = hessian[g0:g1, g0:g1]
+    return out
+
+
+def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, bits: int = 4, group: int = 128, symmetric: bool = True,
+                  damp: float = 0.01, act_order: bool = False, block: int = 128, static_groups: bool = True,
+                  clip_search: bool = False, signed_scales: bool = False) -> BlockQuantized:
+    """GPTQ of W[K, N] given H[K, K] = 2XᵀX/rows of its inputs; the layout is RTN's (BlockQuantized)."""
+    check_settings(bits, group)
+    weight = np.asarray(weight)
+    if weight.ndim != 2:
+        raise OnnxcompError(f"GPTQ needs a 2-D weight, got shape {weight.shape}")
+    k, n = weight.shape
+    hessian = np.array(hessian, dtype=np.float64)
+    if hessian.shape != (k, k):
+        raise OnnxcompError(f"GPTQ: Hessian shape {hessian.shape} does not match the weight's K = {k}")
+    if not 0 <= damp < 1:
+        raise OnnxcompError(f"GPTQ: damp must be in [0, 1), not {damp!r}")
+    static = static_groups or act_order
+    n_blocks = -(-k // group)
+    grams = _diagonal_blocks(hessian, group, n_blocks) if clip_search else None  # of the undamped H
+    dead = np.diag(hessian) == 0
+    hessian[dead, dead] = 1.0
+    order = np.argsort(-np.diag(hessian), kind="stable") if act_order else np.arange(k)
+    hessian = hessian[np.ix_(order, order)]
+    hessian[np.diag_indices(k)] += damp * np.mean(np.diag(hessian))
+    try:
+        hinv = np.linalg.cholesky(np.linalg.inv(hessian)).T  # upper Cholesky factor of H⁻¹
+    except np.linalg.LinAlgError:
+        raise OnnxcompError("GPTQ: the damped Hessian is not positive definite; raise damp") from None
+    del hessian
+    codes = np.zeros((n, n_blocks * group), dtype=np.uint8)  # padding codes: 0, as RTN stores them
+    scales = np.empty((n, n_blocks), dtype=np.float32)
+    zeros = np.empty((n, n_blocks), dtype=np.uint8)
+    for c0 in range(0, n, CHUNK):
+        c1 = min(c0 + CHUNK, n)
+        w = np.asarray(weight[:, c0:c1], dtype=np.float64).T.copy()  # [n_chunk, K]: one column per input channel
+        if static:  # from the original weight (dead rows included), RTN's rule
+            scale, zero = _group_params(to_blocks(w.T, group), bits, symmetric, grams, clip_search, signed_scales)
+        w[:, dead] = 0.0
+        if not static:
+            scale, zero = np.ones((c1 - c0, n_blocks)), np.zeros((c1 - c0, n_blocks))
+        w = w[:, order]
+        chunk_codes = _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search,
+                                    signed_scales)
+        codes[c0:c1, order] = chunk_codes
+        scales[c0:c1], zeros[c0:c1] = scale, zero
+    return BlockQuantized(codes.reshape(n, n_blocks, group), scales, zeros, k, bits, group, symmetric)
+
+
+def _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search,
+                  signed_scales) -> np.ndarray:
+    """GPTQ's loop over the visited input channels of w [n, K] (already permuted by `order`); fills
+    `scale`/`zero` [n, n_blocks] in place when groups are lazy; returns uint8 codes in visiting order."""
+    n, k = w.shape
+    levels = 2**bits - 1
+    group_of = order // group
+    codes = np.empty((n, k), dtype=np.uint8)
+    for i1 in range(0, k, block):
+        i2 = min(i1 + block, k)
+        w1 = w[:, i1:i2].copy()
+        err1 = np.zeros_like(w1)
+        h1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = w1[:, i]
+            g = group_of[i1 + i]
+            if not static and (i1 + i) % group == 0:  # lazy groups (no act_order): this block's first row
+                end = min(i1 + i + group, k)
+                current = np.concatenate([w1[:, i:min(i2 - i1, end - i1)], w[:, i2:max(end, i2)]], axis=1)
+                s, z = _group_params(current[:, None, :], bits, symmetric,
+                                     None if grams is None else grams[g : g + 1, : end - i1 - i, : end - i1 - i], clip_search,
+                                     signed_scales)
+                scale[:, g], zero[:, g] = s[:, 0], z[:, 0]
+            s, z = scale[:, g], zero[:, g]
+            c = np.clip(np.round(col / s) + z, 0, levels)
+            codes[:, i1 + i] = c
+            e = (col - (c - z) * s) / h1[i, i]
+            w1[:, i:] -= np.outer(e, h1[i, i:])
+            err1[:, i] = e
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return codes
+
+
+def hessian_error(weight: np.ndarray, dequantized: np.ndarray, hessian: np.ndarray) -> float:
+    """tr(ΔWᵀ H ΔW) / tr(Wᵀ H W): the relative squared output error on the calibration inputs."""
+    num = den = 0.0
+    for c0 in range(0, weight.shape[1], CHUNK):
+        w = np.asarray(weight[:, c0 : c0 + CHUNK], np.float64)
+        d = np.asarray(dequantized[:, c0 : c0 + CHUNK], np.float64) - w
+        den += float(((hessian @ w) * w).sum())
+        num += float(((hessian @ d) * d).sum())
+    return num / max(den, 1e-30)

@@ -1,0 +1,57 @@
+"""A precision plan: the scheme each layer gets, as data that the quantization appliers read.
+
+A `Scheme` is what one linear layer's weight becomes: blockwise int4/int8 (group size, symmetric
+or with zero points), int8 per-channel, fp16, or kept as it is. A `PrecisionPlan` maps node names
+to schemes over a default; `weight_only_plan` is the rule the weight-only presets have always
+used (every linear at the pass's bits, group and symmetry; a linear whose output is a graph
+output, an LM head, at `output_layer_bits` and always symmetric), so presets are default plans.
+A sensitivity analysis (next) writes a plan per layer; the appliers do not change.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+import onnx_ir as ir
+
+KINDS = ("blockwise", "int8-channel", "fp16", "keep")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    kind: str = "blockwise"
+    bits: int = 4
+    group: int = 128
+    symmetric: bool = True
+
+    def describe(self) -> str:
+        if self.kind == "blockwise":
+            return f"int{self.bits} g{self.group} {'sym' if self.symmetric else 'asym'}"
+        return self.kind
+
+
+@dataclass
+class PrecisionPlan:
+    default: Scheme
+    layers: dict[str, Scheme] = field(default_factory=dict)  # node name → scheme
+
+    def scheme_for(self, node: ir.Node) -> Scheme:
+        return self.layers.get(node.name, self.default)
+
+
+def is_output_layer(node: ir.Node) -> bool:
+    """A layer whose output is a graph output (an LM head: its error reaches the logits unmixed)."""
+    return node.outputs[0].is_graph_output()
+
+
+def weight_only_plan(nodes: Iterable[ir.Node], bits: int, group: int, symmetric: bool,
+                     output_layer_bits: int) -> PrecisionPlan:
+    """The presets' rule: `bits`/`group`/`symmetric` everywhere; output layers at `output_layer_bits`
+    (0: the same bits) and symmetric: at 8 bits that costs nothing, and a tied embedding table can
+    then read the LM head's codes."""
+    default = Scheme("blockwise", bits, group, symmetric)
+    plan = PrecisionPlan(default)
+    if output_layer_bits:
+        for node in nodes:
+            if is_output_layer(node):
+                plan.layers[node.name] = replace(default, bits=output_layer_bits, symmetric=True)
+    return plan

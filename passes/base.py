@@ -1,0 +1,75 @@
+"""The base class of every onnxcomp pass and the context passes share."""
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import onnx_ir as ir
+
+from onnxcomp.calibration.requests import Request, Statistics
+from onnxcomp.errors import OnnxcompError
+
+CALIBRATION_HINT = "pass --calib FILE (or --model-kind with built-in text; calibration= in the Python API)"
+
+
+@dataclass
+class Context:
+    """What passes share during one compression run."""
+
+    calibration: Any = None  # a re-iterable reader of feeds, or None
+    statistics: Statistics = field(default_factory=Statistics)
+    use_cache: bool = True
+    precision_plan: Any = None  # an onnxcomp.precision.PrecisionPlan that overrides the presets' rule
+
+
+class CompressionPass(ir.passes.InPlacePass):
+    """A graph rewrite (or analysis) with declared options, requirements and guarantees.
+
+    Subclasses set `name`, `options` (name -> default), `needs_calibration`, and implement
+    `call(model)`. Requirements are checked in `requires(model)`, which onnx-ir's pass machinery
+    runs before `call`; a failure is one `OnnxcompError` line. Statistics a pass needs are declared
+    in `statistic_requests(model)` and collected by the pass manager before the pass runs (see
+    `onnxcomp.passes.manager`). A pass may fill `self.details` (JSON-able) for the report and
+    override `summary()` for the CLI's one-line account of it.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+    needs_calibration: ClassVar[bool] = False
+
+    def __init__(self, context: Context | None = None, **options: Any):
+        super().__init__()
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise OnnxcompError(f"pass {self.name!r}: unknown option {unknown[0]!r} (known: {known})")
+        self.context = context or Context()
+        self.opts = {**self.options, **options}
+        self.details: dict[str, Any] = {}
+        self.validate_options()
+
+    def fail(self, message: str) -> OnnxcompError:
+        return OnnxcompError(f"pass {self.name!r}: {message}")
+
+    def validate_options(self) -> None:
+        """Raise OnnxcompError for an option value out of range."""
+
+    def statistic_requests(self, model: ir.Model) -> list[Request]:
+        """What this pass needs measured on the calibration data, on the model as it is now."""
+        return []
+
+    def requires(self, model: ir.Model) -> None:
+        if self.needs_calibration and self.context.calibration is None:
+            raise OnnxcompError(f"pass {self.name!r} needs calibration data: {CALIBRATION_HINT}")
+
+    @classmethod
+    def summary(cls, details: dict) -> str | None:
+        """One line for the CLI about what a run of the pass did, from its report details (None: no line)."""
+        return None
+
+    def __call__(self, model_or_result, /) -> ir.passes.PassResult:
+        try:
+            return super().__call__(model_or_result)
+        except ir.passes.PreconditionError as exc:  # keep our one-line error, not onnx-ir's wrapper
+            if isinstance(exc.__cause__, OnnxcompError):
+                raise exc.__cause__ from None
+            raise

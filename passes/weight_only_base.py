@@ -1,0 +1,140 @@
+"""What every weight-only pass (RTN, GPTQ, AWQ) shares: options, the layer scan, the plan, the report.
+
+A weight-only pass rewrites every MatMul whose weight is a constant 2-D [K, N] (and every Gemm with
+a constant B, transA = 0, alpha = beta = 1, as MatMul + Add), seen through `onnxcomp.ir.linears`.
+Per layer, the scheme (bits, group, symmetric) comes from a precision plan: the context's plan
+when one was set, else the presets' rule (`onnxcomp.precision.weight_only_plan`: LM heads at
+`output_layer_bits`, symmetric). The codes the algorithm chooses are written by the format's
+emitter (`onnxcomp.emit.blockwise`: MatMulNBits, DequantizeLinear blocks, MatMulInt4), which also
+says which scale rule the algorithm must follow and shares tied embedding tables.
+"""
+
+from collections import Counter
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import TopologicalSortPass
+
+from onnxcomp.algorithms.blockwise import BITS, GROUP_SIZES, BlockQuantized, dequantize_blockwise, relative_error
+from onnxcomp.emit.blockwise import BlockwiseEmitter
+from onnxcomp.emit.targets import ORT_CPU
+from onnxcomp.ir.folding import FALLBACKS
+from onnxcomp.ir.graph import NodeFilter
+from onnxcomp.ir.linears import Linear, linear_of
+from onnxcomp.passes.base import CompressionPass
+from onnxcomp.precision.plan import PrecisionPlan, Scheme, weight_only_plan
+
+COMMON_OPTIONS: dict[str, Any] = {"bits": 4, "group_size": 128, "symmetric": True, "format": "matmulnbits",
+                                  "accuracy_level": 4, "exclude": [], "output_layer_bits": 8}
+
+
+class WeightOnlyPass(CompressionPass):
+    """Base of the weight-only passes. Subclasses set `name`, `algorithm`, `options` (starting from
+    COMMON_OPTIONS) and implement `call`: scan with `targets`, quantize each layer with the
+    scheme of `scheme_for`, then `emit` it and `finish`."""
+
+    algorithm: ClassVar[str]
+
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
+        self.emitter = BlockwiseEmitter(self.opts["format"], self.opts["accuracy_level"])
+        self.plan: PrecisionPlan | None = None
+
+    def validate_options(self) -> None:
+        o = self.opts
+        if o["bits"] not in BITS:
+            raise self.fail(f"bits must be one of {', '.join(map(str, BITS))}, not {o['bits']!r}")
+        if o["group_size"] not in GROUP_SIZES:
+            raise self.fail(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))}, not {o['group_size']!r}")
+        if o["format"] not in ORT_CPU.weight_only_formats:
+            raise self.fail(f"format must be one of {', '.join(ORT_CPU.weight_only_formats)}, not {o['format']!r}")
+        if o["format"] == "custom" and o["bits"] != 4:
+            raise self.fail("format 'custom' (MatMulInt4) is 4-bit only; use matmulnbits or qdq for 8 bits")
+        if o.get("algorithm", self.algorithm) != self.algorithm:
+            raise self.fail(f"algorithm must be {self.algorithm!r}, not {o['algorithm']!r}")
+        if o["output_layer_bits"] not in (0, *BITS):
+            raise self.fail(f"output_layer_bits must be 0 (same as bits) or one of {', '.join(map(str, BITS))}, "
+                            f"not {o['output_layer_bits']!r}")
+        for flag in ("symmetric", "clip_search", "act_order", "sequential", "static_groups", "scale_only"):
+            if flag in o and not isinstance(o[flag], bool):
+                raise self.fail(f"{flag} must be true or false, not {o[flag]!r}")
+        if not isinstance(o["exclude"], list) or not all(isinstance(p, str) for p in o["exclude"]):
+            raise self.fail(f"exclude must be a list of op types or node-name globs, not {o['exclude']!r}")
+        if o["accuracy_level"] not in (0, 1, 2, 3, 4):
+            raise self.fail(f"accuracy_level must be 0-4, not {o['accuracy_level']!r}")
+        if "fallback" in o and o["fallback"] not in FALLBACKS:
+            raise self.fail(f"fallback must be one of {', '.join(FALLBACKS)}, not {o['fallback']!r}")
+
+    @property
+    def signed_scales(self) -> bool:
+        """The emitter's scale rule: symmetric blocks may take negative scales (ONNX Runtime's rule)."""
+        return self.emitter.signed_scales
+
+    def scheme_for(self, linear: Linear) -> Scheme:
+        return self.plan.scheme_for(linear.node)
+
+    def targets(self, model: ir.Model) -> tuple[list[Linear], list[dict]]:
+        """The linears to quantize, and [{node, reason}] for the ones skipped. Sets `self.plan`."""
+        node_filter = NodeFilter(self.opts["exclude"])
+        node_filter.check_all_match(model)
+        targets, skipped = [], []
+        for node in list(model.graph):
+            if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
+                continue
+            if node_filter.excludes(node):
+                skipped.append({"node": node.name, "reason": "excluded"})
+                continue
+            linear = linear_of(node)
+            why = "weight is not a constant" if linear is None else linear.skip_reason()
+            if why:
+                skipped.append({"node": node.name, "reason": why})
+                continue
+            targets.append(linear)
+        o = self.opts
+        self.plan = self.context.precision_plan or weight_only_plan(
+            (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"])
+        return targets, skipped
+
+    def layer_report(self, linear: Linear, weight: np.ndarray, q: BlockQuantized) -> dict:
+        return {"node": linear.name, "weight": linear.weight.name, "shape_kn": [q.k, q.n], "bits": q.bits,
+                "group_size": q.group, "symmetric": q.symmetric, "algorithm": self.algorithm,
+                "format": self.emitter.format_for(q.bits).name,
+                "relative_weight_error": round(relative_error(dequantize_blockwise(q), weight), 6)}
+
+    def emit(self, graph, names, linear: Linear, q: BlockQuantized, stored: dict) -> None:
+        self.emitter.emit(graph, names, linear, q, stored)
+
+    def finish(self, model: ir.Model, layers: list[dict], skipped: list[dict], weights_quantized: int,
+               **details) -> ir.passes.PassResult:
+        """Marks shared weights in the report, shares tied tables, sorts the graph, declares the op domains used."""
+        readers = Counter(layer["weight"] for layer in layers)
+        for layer in layers:
+            if readers[layer["weight"]] > 1:
+                layer["shared_weight"] = True  # one set of initializers serves every reader
+        tied = self.emitter.share_tied_tables(model) if layers else []
+        if layers:
+            TopologicalSortPass()(model)
+        if tied:
+            details["tied_tables"] = tied
+        for domain in self.emitter.domains(model):
+            model.opset_imports.setdefault(domain, 1)
+        self.details = {"layers": layers, "skipped": skipped, "weights_quantized": weights_quantized, **details}
+        return ir.passes.PassResult(model, modified=bool(layers))
+
+    @classmethod
+    def summary(cls, details: dict) -> str | None:
+        """One line: how many linears at which bits/groups, tied tables shared, skips."""
+        layers = details.get("layers")
+        if not layers:
+            return None
+        by_kind = Counter(f"{l['bits']}-bit g{l['group_size']} {'sym' if l['symmetric'] else 'asym'}" for l in layers)
+        text = f"{cls.name}: {len(layers)} linears (" + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) + ")"
+        if "groups_scaled" in details:
+            text += f", {details['groups_scaled']} groups scaled by AWQ, {len(details['groups_not_scaled'])} not"
+        shared = [t for t in details.get("tied_tables", []) if t["shared"]]
+        if shared:
+            text += f", tied table {shared[0]['table']!r} stored once with the LM head"
+        if details["skipped"]:
+            text += f"; {len(details['skipped'])} skipped (first: {details['skipped'][0]['reason']}; all in --report)"
+        return text
