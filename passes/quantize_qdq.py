@@ -93,8 +93,8 @@ class QuantizeQDQ(CompressionPass):
 
     def _values_to_quantize(self, model: ir.Model) -> list[ir.Value]:
         plan, outputs = self._plan(model)
-        values = {id(v): v for n, idx in plan.items() for v in (n.inputs[i] for i in idx)}
-        values.update({id(v): v for v in outputs})
+        values = {v: v for n, idx in plan.items() for v in (n.inputs[i] for i in idx)}
+        values.update({v: v for v in outputs})
         return list(values.values())
 
     def statistic_requests(self, model: ir.Model) -> list[RangeRequest]:
@@ -107,14 +107,14 @@ class QuantizeQDQ(CompressionPass):
             raise self.fail(f"calibration statistics missing for tensor {missing[0].tensor!r} (add a calibrate step before it)")
 
     @staticmethod
-    def _scale_root(value: ir.Value, quantized: set[int]) -> ir.Value:
+    def _scale_root(value: ir.Value, quantized: set[ir.Value]) -> ir.Value:
         """The nearest upstream quantized tensor reached through data-movement ops, else `value`."""
         current = value
         while (producer := current.producer()) is not None and producer.op_type in SHARED_SCALE_OPS:
             current = producer.inputs[0]
             if current is None:
                 break
-            if id(current) in quantized:
+            if current in quantized:
                 return current
         return value
 
@@ -123,30 +123,30 @@ class QuantizeQDQ(CompressionPass):
         graph = model.graph
         plan, outputs = self._plan(model)
         values = self._values_to_quantize(model)
-        quantized_ids = {id(v) for v in values}
+        quantized_values = {v for v in values}
         stats = self.context.statistics.ranges
 
         dtype = self.opts["activation_dtype"]
-        qparams: dict[int, tuple] = {}
+        qparams: dict[ir.Value, tuple] = {}
         ranges = {}
         for value in values:
-            root = self._scale_root(value, quantized_ids)
+            root = self._scale_root(value, quantized_values)
             st = stats[root.name]
             scheme = "asymmetric" if dtype == "uint8" else "symmetric"
             lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), scheme)
             scale, zero_point = activation_qparams(lo, hi, dtype)
-            qparams[id(value)] = (scale, zero_point)
+            qparams[value] = (scale, zero_point)
             ranges[value.name] = {"range": [round(lo, 6), round(hi, 6)], "scale": float(scale), "zero_point": int(zero_point),
                                   **({"shared_with": root.name} if root is not value else {})}
 
         names = NameAllocator(graph)
-        dequantized: dict[int, ir.Value] = {}  # id(float value) -> its DequantizeLinear output
-        source_of: dict[int, ir.Value] = {}  # id(DequantizeLinear output) -> the float value
+        dequantized: dict[ir.Value, ir.Value] = {}  # float value -> its DequantizeLinear output
+        source_of: dict[ir.Value, ir.Value] = {}  # DequantizeLinear output -> the float value
         new_nodes: list[ir.Node] = []
 
         def quantize_activation(value: ir.Value) -> ir.Value:
-            if id(value) not in dequantized:
-                scale, zero_point = qparams[id(value)]
+            if value not in dequantized:
+                scale, zero_point = qparams[value]
                 scale_v = add_initializer(graph, names.new(f"{value.name}_scale"), np.array(scale, dtype=np.float32))
                 zp_v = add_initializer(graph, names.new(f"{value.name}_zero_point"), np.array(zero_point))
                 q = ir.node("QuantizeLinear", [value, scale_v, zp_v], name=f"{value.name}_QuantizeLinear")
@@ -154,9 +154,9 @@ class QuantizeQDQ(CompressionPass):
                 dq = ir.node("DequantizeLinear", [q.outputs[0], scale_v, zp_v], name=f"{value.name}_DequantizeLinear")
                 dq.outputs[0].name = names.new(f"{value.name}_dequantized")
                 new_nodes.extend([q, dq])
-                dequantized[id(value)] = dq.outputs[0]
-                source_of[id(dq.outputs[0])] = value
-            return dequantized[id(value)]
+                dequantized[value] = dq.outputs[0]
+                source_of[dq.outputs[0]] = value
+            return dequantized[value]
 
         # Outputs of e.g. Conv: every consumer reads the quantized tensor.
         for value in outputs:
@@ -170,7 +170,7 @@ class QuantizeQDQ(CompressionPass):
         layers = []
         for node, indices in plan.items():
             for i in indices:
-                if id(node.inputs[i]) not in source_of:  # not already rewired as a quantized output
+                if node.inputs[i] not in source_of:  # not already rewired as a quantized output
                     node.replace_input_with(i, quantize_activation(node.inputs[i]))
             linear = linear_of(node)
             weight = node.inputs[1]
@@ -190,9 +190,9 @@ class QuantizeQDQ(CompressionPass):
                 dq_weight, scales = weight_cache[key]
                 node.replace_input_with(1, dq_weight)
                 layer.update({"weight": weight.name, "axis": axis, "channels": int(len(scales))})
-                input_value = source_of.get(id(node.inputs[0]))
+                input_value = source_of.get(node.inputs[0])
                 if input_value is not None:
-                    if not self._quantize_bias(graph, names, node, scales, qparams[id(input_value)][0], new_nodes):
+                    if not self._quantize_bias(graph, names, node, scales, qparams[input_value][0], new_nodes):
                         layer["bias"] = "float (int32 would overflow)"
             layers.append(layer)
 

@@ -21,11 +21,11 @@ def _outer_inputs(node) -> list:
     for attr in node.attributes.values():
         graphs = [attr.value] if attr.type == ir.AttributeType.GRAPH else list(attr.value) if attr.type == ir.AttributeType.GRAPHS else []
         for sub in graphs:
-            own = {id(v) for v in sub.inputs} | {id(v) for v in sub.initializers.values()}
+            own = {v for v in sub.inputs} | {v for v in sub.initializers.values()}
             for inner in sub:
-                own.update(id(o) for o in inner.outputs)
+                own.update(o for o in inner.outputs)
             for inner in sub:
-                values += [v for v in _outer_inputs(inner) if v is not None and id(v) not in own]
+                values += [v for v in _outer_inputs(inner) if v is not None and v not in own]
     return values
 
 
@@ -51,14 +51,14 @@ class StagedHessians:
         self.model = model
         graph = model.graph
         self.nodes = list(graph)
-        position = {id(node): i for i, node in enumerate(self.nodes)}
-        inputs = {id(v) for v in graph.inputs}
+        position = {node: i for i, node in enumerate(self.nodes)}
+        inputs = {v for v in graph.inputs}
         self._value: dict[str, object] = {v.name: v for v in graph.inputs}
         self._last_use: dict[str, int] = {}
         self._produced: dict[str, int] = {v.name: -1 for v in graph.inputs}
         for i, node in enumerate(self.nodes):
             for v in _outer_inputs(node):
-                if v is not None and (v.producer() is not None or id(v) in inputs):
+                if v is not None and (v.producer() is not None or v in inputs):
                     self._last_use[v.name] = i
             for v in node.outputs:
                 self._value[v.name] = v
@@ -74,7 +74,7 @@ class StagedHessians:
         self._cut = 0
         self._reader = reader
         self._frontiers: list[dict[str, np.ndarray]] | None = None
-        self._replaced: dict[int, dict[int, np.ndarray]] = {}  # id(node) → {input index: array}
+        self._replaced: dict[int, dict[int, np.ndarray]] = {}  # node → {input index: array}
         self._position = position
         self.frontier_sizes: list[int] = []  # names kept at each cut, for the report and tests
         self.frontier_bytes = 0  # the largest frontier held, all feeds together
@@ -82,7 +82,7 @@ class StagedHessians:
 
     def replace(self, node, index: int, array: np.ndarray) -> None:
         """From the next stage on, `node` reads `array` instead of its constant input `index`."""
-        self._replaced.setdefault(id(node), {})[index] = np.ascontiguousarray(array)
+        self._replaced.setdefault(node, {})[index] = np.ascontiguousarray(array)
 
     def _frontier(self, cut: int) -> list[str]:
         return sorted(name for name, last in self._last_use.items() if self._produced[name] < cut <= last)
@@ -138,11 +138,11 @@ class StagedHessians:
         node_protos, initializers, graph_inputs, seen = [], [], [], set()
         for node in chosen:
             proto = ir.serde.serialize_node(node)
-            for index, array in sorted(self._replaced.get(id(node), {}).items()):
-                name = f"{node.inputs[index].name}__dequantized_{self._position[id(node)]}"
+            for index, array in sorted(self._replaced.get(node, {}).items()):
+                name = f"{node.inputs[index].name}__dequantized_{self._position[node]}"
                 proto.input[index] = name
                 initializers.append(numpy_helper.from_array(array, name))
-            replaced = self._replaced.get(id(node), {})
+            replaced = self._replaced.get(node, {})
             direct = [v for i, v in enumerate(node.inputs) if i not in replaced]
             for v in direct + _outer_inputs(node)[len(node.inputs):]:
                 if v is None or v.name in seen or v.name in self._produced or v.const_value is None:

@@ -153,11 +153,7 @@ class BlockwiseEmitter:
             result.name = names.new(f"{output.name}_matmul")
             new_nodes.append(add)
             result = add.outputs[0]
-        name, output.name = output.name, None
-        result.name, result.shape, result.type = name, output.shape, output.type
-        output.replace_all_uses_with(result, replace_graph_outputs=True)
-        graph.insert_after(node, new_nodes)
-        graph.remove(node, safe=True)
+        ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [output], [result])
 
     def domains(self, model: ir.Model) -> list[str]:
         """Op domains the emitted nodes use (to declare in the model's opset imports)."""
@@ -203,9 +199,4 @@ def _gather_from_codes(graph, names, gather: ir.Node, q: BlockQuantized, stored:
                              name=names.new(f"{gather.name}_unpad")))
     for new in nodes:
         new.outputs[0].name = names.new(f"{new.name}_out")
-    result = nodes[-1].outputs[0]
-    name, old.name = old.name, None
-    result.name, result.type, result.shape = name, old.type, old.shape
-    old.replace_all_uses_with(result, replace_graph_outputs=True)
-    graph.insert_after(gather, nodes)
-    graph.remove(gather, safe=True)
+    ir.convenience.replace_nodes_and_values(graph, gather, [gather], nodes, [old], [nodes[-1].outputs[0]])

@@ -140,9 +140,9 @@ def find_norm(value: ir.Value, channels: int) -> tuple[NormProducer | None, str]
             return None, f"produced by {node.op_type} {node.name}"
         core = next(v for v in node.inputs if v is not consts[0])
         norm = NormProducer(_norm_kind(core), node, consts[0], bias)
-    owners = {id(norm.node), id(value.producer())}
+    owners = {norm.node, value.producer()}
     for const in (norm.scale, norm.bias):
-        others = [u.node for u in const.uses() if id(u.node) not in owners] if const is not None else []
+        others = [u.node for u in const.uses() if u.node not in owners] if const is not None else []
         if others:
             return None, f"norm constant {const.name!r} is shared with node {others[0].name!r}"
     return norm, ""
@@ -174,7 +174,7 @@ def find_linear_groups(model: ir.Model) -> list[LinearGroup]:
         linear = matrix_linear(node)
         if linear is None or node.inputs[0] is None or constant_array(node.inputs[0]) is not None:
             continue
-        key = id(node.inputs[0])
+        key = node.inputs[0]
         if key not in groups:
             groups[key] = LinearGroup(node.inputs[0], [])
         groups[key].linears.append(linear)
@@ -194,8 +194,8 @@ def _describe(group: LinearGroup) -> None:
         others = [u.node.name for u in linear.weight.uses() if u.node is not linear.node]
         if others:
             group.problems.append(f"weight {linear.weight.name!r} of {linear.name} is shared with node {others[0]!r}")
-    members = {id(lin.node) for lin in group.linears}
-    outsiders = [u.node for u in group.input.uses() if id(u.node) not in members]
+    members = {lin.node for lin in group.linears}
+    outsiders = [u.node for u in group.input.uses() if u.node not in members]
     if outsiders or group.input.is_graph_output():
         reader = f"{outsiders[0].op_type} {outsiders[0].name}" if outsiders else "a graph output"
         group.reason = f"input {group.input.name!r} is also read by {reader}"
@@ -214,8 +214,8 @@ def _describe(group: LinearGroup) -> None:
         group.reason = f"cannot map channels from {linear.name} through {'/'.join(n.op_type for n in path)}"
         return
     for const in (linear.weight, linear.bias):
-        owners = {id(linear.node), id(linear.output.producer())}
-        if const is not None and any(id(u.node) not in owners for u in const.uses()):
+        owners = {linear.node, linear.output.producer()}
+        if const is not None and any(u.node not in owners for u in const.uses()):
             group.reason = f"producer constant {const.name!r} of {linear.name} is shared with another node"
             return
     group.producer, group.channel_map = LinearProducer(linear, path), mapping
