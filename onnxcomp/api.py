@@ -14,7 +14,7 @@ from onnxcomp.calibration.readers import make_reader
 from onnxcomp.cache import digest
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import input_specs
-from onnxcomp.ir.modelio import DEFAULT_OPSET, check_model, check_output_path, read_proto, save_model, serialize, upgrade_opset, write_bytes_atomic
+from onnxcomp.ir.modelio import DEFAULT_OPSET, check_model, check_output_path, read_model_file, save_model, serialize, upgrade_opset, write_bytes_atomic
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.manager import Pipeline
@@ -55,19 +55,20 @@ def compress(
     current model in ONNX Runtime after every pass and record the output deviation.
     """
     start = time.perf_counter()
+    if output is not None:  # before any work: a bad output path fails fast
+        check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
     if isinstance(model, onnx.ModelProto):
         proto, source = model, "<ModelProto>"
         input_digest = digest(serialize(model))
     else:
-        proto, source = read_proto(model), str(model)
-        input_digest = digest(Path(model).read_bytes())
+        (proto, data), source = read_model_file(model), str(model)
+        input_digest = digest(data)
+        del data
     upgraded = upgrade_opset(proto, opset)
     ir_model = ir.from_proto(upgraded)
     check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset}")
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
-    if output is not None:
-        check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
     context = Context(calibration=reader, use_cache=use_cache)

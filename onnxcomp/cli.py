@@ -134,7 +134,7 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
     """
     progress.set_enabled(not as_json)
     output = output or str(output_name_for(model, Path(recipe).stem))
-    check_output_path(output, model)
+    steps = load_recipe(recipe)  # read once; the API takes the resolved list
     if report_path:
         check_output_path(report_path, model)
     tokenizer, calibration = None, calib
@@ -152,8 +152,8 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
     weight_only = {k: v for k, v in {"group_size": int(group_size) if group_size else None,
                                      "symmetric": False if asymmetric else None}.items() if v is not None}
     if weight_only:
-        overrides.update(_weight_only_overrides(recipe, weight_only))
-    result = run_compress(model, recipe, calibration, output=output, options=overrides, verify=verify,
+        overrides.update(_weight_only_overrides(steps, recipe, weight_only))
+    result = run_compress(model, steps, calibration, output=output, options=overrides, verify=verify,
                           opset=opset, tokenizer=tokenizer, use_cache=not no_cache)
     report = result.report
     if report_path:
@@ -174,13 +174,13 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
     _emit(as_json, report, text)
 
 
-def _weight_only_overrides(recipe: str, options: dict) -> dict:
+def _weight_only_overrides(steps: list, recipe: str, options: dict) -> dict:
     """The same options for every weight-only pass of the recipe (AWQ + GPTQ recipes have two)."""
 
     def weight_only_passes(passes) -> list[str]:
         return sorted({name for name, _ in passes if name.startswith("quantize_weight_only")})
 
-    names = weight_only_passes(load_recipe(recipe))
+    names = weight_only_passes(steps)
     if not names:
         presets = ", ".join(p for p, passes in PRESETS.items() if weight_only_passes(passes))
         raise OnnxcompError(f"--group-size/--asymmetric apply to weight-only recipes ({presets}); "

@@ -24,11 +24,12 @@ import onnx_ir as ir
 
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import RangeRequest
+from onnxcomp.emit.targets import ORT_CPU
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, NodeFilter, add_initializer, constant_array, is_float32_activation
 from onnxcomp.ir.linears import linear_of
 from onnxcomp.passes.base import CompressionPass
-from onnxcomp.algorithms.quant_math import ACTIVATION_DTYPES, activation_qparams, quantize_bias, quantize_weight_per_channel
+from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, quantize_weight_per_channel
 from onnx_ir.passes.common import TopologicalSortPass
 
 SHARED_SCALE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Identity"}
@@ -51,8 +52,8 @@ class QuantizeQDQ(CompressionPass):
         bad = sorted(set(self.opts["op_types"]) - SUPPORTED_OPS)
         if bad:
             raise OnnxcompError(f"pass 'quantize_qdq': op_types {bad[0]!r} not supported (choose from {sorted(SUPPORTED_OPS)})")
-        if self.opts["activation_dtype"] not in ACTIVATION_DTYPES:
-            raise OnnxcompError(f"pass 'quantize_qdq': activation_dtype must be uint8 or int8, not {self.opts['activation_dtype']!r}")
+        if self.opts["activation_dtype"] not in ORT_CPU.activation_dtypes:
+            raise self.fail(f"activation_dtype must be {' or '.join(ORT_CPU.activation_dtypes)}, not {self.opts['activation_dtype']!r}")
         if self.opts["method"] not in METHODS:
             raise OnnxcompError(f"pass 'quantize_qdq': unknown calibration method {self.opts['method']!r} (choose from {', '.join(METHODS)})")
         if not 0 < float(self.opts["percentile"]) <= 100:

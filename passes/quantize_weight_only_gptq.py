@@ -14,8 +14,10 @@ stages in topological order (in a decoder block: q/k/v, o, gate/up, down; then t
 the Hessians of a stage are streamed through ONNX Runtime from the model in which every earlier
 stage's weights already hold their quantized-then-dequantized values, so each layer compensates
 the error of the layers before it. Each stage runs only the subgraph from the values cached at the
-previous stage boundary (`onnxcomp.calibration.staged.StagedHessians`); with `sequential: false` the same
-stages run on the unmodified model (every H from the float model, as a one-shot collection gives).
+previous stage boundary (`onnxcomp.calibration.staged.StagedHessians`: staged Grams cannot be
+collected up front, so this pass drives their collection instead of declaring statistic requests);
+with `sequential: false` the same stages run on the unmodified model (every H from the float model,
+as a one-shot collection gives).
 
 Requires: calibration data (`--calib`, or `calibration=` in the API; a model kind with built-in
 text), iterated once; every quantized linear's input must be a float tensor. Guarantees: the
@@ -23,7 +25,7 @@ stored codes, scales and zero points use RTN's layout and formats; with `static_
 and zero points are RTN's (on the original weight) and only the codes differ. The report adds per
 layer `relative_output_error` (tr(ΔWᵀHΔW)/tr(WᵀHW), H from the layer's stage) for GPTQ and for RTN,
 and the number of stages. Memory: one stage's Hessians and subgraph, and the stage boundary's
-tensors for every calibration feed (SmolLM2-135M, 16 windows: peak RSS below 4 GiB).
+tensors for every calibration feed (peak RSS per model: `benchmarks/int4_smollm2.py`).
 """
 
 import numpy as np

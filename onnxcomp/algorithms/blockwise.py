@@ -12,9 +12,8 @@ own rule, for MatMulNBits and MatMulInt4) s = w* / −2^(bits−1): w* maps to �
 so the step is always max|w| / 8 and s is negative when w* is positive. Without (the portable QDQ
 format: TensorRT requires positive scales) s = max|w| / 2^(bits−1) when w* is negative (it maps
 to −8) and max|w| / (2^(bits−1) − 1) when positive (it maps to +7), a 14% coarser step for those
-blocks. Choosing per block whichever of /7 and /8 moves the block less was tried and raised
-SmolLM2's perplexity slightly: the outliers matter more than the block's mean error (measured
-once with an ad-hoc script, not kept). Asymmetric blocks map [min, max]
+blocks (choosing per block whichever of /7 and /8 moves the block less was tried and did not help
+SmolLM2: the outliers matter more than the block's mean error). Asymmetric blocks map [min, max]
 onto [0, 2^bits − 1]. An optional clip search shrinks each block's range by the ratio in a grid
 that minimizes the block's squared weight error (RTN with clipping) or, given the Gram matrices
 XᵀX of calibration inputs per block (`block_grams`), the block's squared output error ‖X·ΔW‖²

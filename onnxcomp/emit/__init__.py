@@ -1,6 +1,6 @@
 """Emission: per-target rules (`targets`) and the writers of quantized layers in each runtime's ops."""
 
 from onnxcomp.emit.blockwise import FORMATS, BlockwiseEmitter
-from onnxcomp.emit.targets import ORT_CPU, TARGETS, Target, check_conformance, get_target
+from onnxcomp.emit.targets import ORT_CPU, TARGETS, Target
 
-__all__ = ["FORMATS", "ORT_CPU", "TARGETS", "BlockwiseEmitter", "Target", "check_conformance", "get_target"]
+__all__ = ["FORMATS", "ORT_CPU", "TARGETS", "BlockwiseEmitter", "Target"]

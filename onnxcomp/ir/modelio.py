@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 import onnx
+import onnx.external_data_helper
 import onnx_ir as ir
 from onnx import version_converter
 from onnx_ir.passes.common import CheckerPass
@@ -24,16 +25,24 @@ def load_proto(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
 
 def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file (with its external data); clear error when it is not one. No checks."""
+    return read_model_file(path)[0]
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
+    """(the model with its external data, the file's bytes), reading the file once; clear error
+    when it is not ONNX."""
     path = Path(path)
     if not path.is_file():
         raise OnnxcompError(f"{path}: no such file")
+    data = path.read_bytes()
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load_model_from_string(data)
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
     except Exception as exc:  # protobuf raises DecodeError and others; all mean "not ONNX"
         raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     if not proto.graph.node and not proto.graph.output:
         raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
-    return proto
+    return proto, data
 
 
 def check_model(model: ir.Model, what: str) -> None:
