@@ -23,7 +23,9 @@ OPSET = 21
 
 
 # -- tiny graphs ---------------------------------------------------------------------------
-def make_model(nodes, inputs, outputs, initializers=None, opset=OPSET, name="tiny", infer_shapes=False) -> onnx.ModelProto:
+def make_model(
+    nodes, inputs, outputs, initializers=None, opset=OPSET, name="tiny", infer_shapes=False
+) -> onnx.ModelProto:
     """A checked ModelProto. inputs/outputs: [(name, shape)] (float32) or ValueInfoProtos.
 
     infer_shapes: add value_info for intermediate tensors (as exporters do).
@@ -128,10 +130,20 @@ def attr(node, name, default=None):
 def tiny():
     """Builders and inspectors for tiny ONNX graphs (see the functions above)."""
     return types.SimpleNamespace(
-        make_model=make_model, run=run, session=ort_session, op_types=op_types, initializer=initializer,
-        producer=producer, consumers=consumers, node_named=node_named, dq_params=dq_params, attr=attr,
+        make_model=make_model,
+        run=run,
+        session=ort_session,
+        op_types=op_types,
+        initializer=initializer,
+        producer=producer,
+        consumers=consumers,
+        node_named=node_named,
+        dq_params=dq_params,
+        attr=attr,
         weight_scales=weight_scales,
-        helper=helper, TensorProto=TensorProto, numpy_helper=numpy_helper,
+        helper=helper,
+        TensorProto=TensorProto,
+        numpy_helper=numpy_helper,
     )
 
 
@@ -172,8 +184,17 @@ def digits_raw_path(digits, tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            net, (), str(path), kwargs=inputs, dynamo=True, opset_version=OPSET, input_names=list(inputs),
-            dynamic_shapes={name: {0: batch} for name in inputs}, external_data=False, optimize=False, verbose=False,
+            net,
+            (),
+            str(path),
+            kwargs=inputs,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=list(inputs),
+            dynamic_shapes={name: {0: batch} for name in inputs},
+            external_data=False,
+            optimize=False,
+            verbose=False,
         )
     return path
 

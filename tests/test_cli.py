@@ -83,16 +83,24 @@ def test_recipe_file_and_text_output(digits_model, calib_dir, tmp_path):
     result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", recipe)
     assert result.exit_code == 0, result.output
     assert "quantize_qdq" in result.output and "wrote" in result.output
-    zero_points = [i for i in onnx.load(out).graph.initializer if i.name.endswith("_zero_point") and i.data_type == onnx.TensorProto.INT8]
+    zero_points = [
+        i
+        for i in onnx.load(out).graph.initializer
+        if i.name.endswith("_zero_point") and i.data_type == onnx.TensorProto.INT8
+    ]
     assert zero_points, "activation_dtype=int8 from the recipe file must reach the pass"
 
 
 def test_export_from_onnx_file_upgrades_opset(tmp_path):
-    from onnx import helper, TensorProto
+    from onnx import TensorProto, helper
 
     node = helper.make_node("Relu", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     src = tmp_path / "old.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), src)
     result = run("export", src, "-o", tmp_path / "new.onnx", "--json")
@@ -108,12 +116,20 @@ def test_recipes_lists_presets_and_options():
 
 def test_smoothquant_recipe_from_the_command_line(digits_model, calib_dir, tmp_path):
     out = tmp_path / "d.sq.onnx"
-    result = run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w8a8-smoothquant", "--alpha", "0.6")
+    result = run(
+        "compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w8a8-smoothquant", "--alpha", "0.6"
+    )
     assert result.exit_code == 0, result.output
     assert "smoothquant: " in result.output and "linear groups smoothed" in result.output
-    payload = json.loads(run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w8a8-smoothquant", "--json").output)
+    payload = json.loads(
+        run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w8a8-smoothquant", "--json").output
+    )
     details = next(p["details"] for p in payload["passes"] if p["pass"] == "smoothquant")
-    assert all(g["alpha"] is None or 0 <= g["alpha"] <= 1 for g in details["smoothed"] + details["not_smoothed"] if "alpha" in g)
+    assert all(
+        g["alpha"] is None or 0 <= g["alpha"] <= 1
+        for g in details["smoothed"] + details["not_smoothed"]
+        if "alpha" in g
+    )
 
 
 def test_awq_recipe_from_the_command_line_prints_the_weight_only_summary(digits_model, calib_dir, tmp_path):
@@ -126,8 +142,22 @@ def test_awq_recipe_from_the_command_line_prints_the_weight_only_summary(digits_
 
 def test_group_size_and_asymmetric_flags_reach_every_weight_only_pass(digits_model, calib_dir, tmp_path):
     out = tmp_path / "d.q.onnx"
-    payload = json.loads(run("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w4a16-awq-gptq",
-                             "--group-size", "32", "--asymmetric", "--json").output)
+    payload = json.loads(
+        run(
+            "compress",
+            digits_model,
+            "-o",
+            out,
+            "--calib",
+            calib_dir,
+            "--recipe",
+            "w4a16-awq-gptq",
+            "--group-size",
+            "32",
+            "--asymmetric",
+            "--json",
+        ).output
+    )
     layers = next(p["details"] for p in payload["passes"] if p["pass"] == "quantize_weight_only_gptq")["layers"]
     assert layers and all(l["group_size"] == 32 for l in layers)
     hidden, head = layers[:-1], layers[-1]  # the output layer stays symmetric (8 bits) whatever --asymmetric says
@@ -244,4 +274,6 @@ def test_demo_runs_the_whole_job(recipe, tmp_path):
 
 
 def test_demo_rejects_a_recipe_that_is_not_a_preset(tmp_path):
-    assert_error(run("demo", "--model", "digits", "--recipe", "int9", "--out-dir", tmp_path), "--recipe 'int9'", "presets:")
+    assert_error(
+        run("demo", "--model", "digits", "--recipe", "int9", "--out-dir", tmp_path), "--recipe 'int9'", "presets:"
+    )

@@ -2,6 +2,7 @@
 register_custom_ops_library) against a float64 numpy reference, layout identity with ORT's
 com.microsoft.MatMulNBits, bad input, the cached build, the CUDA build (compile + link with nvcc
 for sm_80/sm_90, zero spills) and the `build-ops` command."""
+
 from __future__ import annotations
 
 import ctypes
@@ -10,15 +11,20 @@ import shutil
 import zlib
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from onnxcomp.custom_ops import build
-from onnxcomp.custom_ops.reference import (matmul_int4_reference, n_blocks, pack_int4, pack_zero_points,
-                                           random_operands, unpack_int4, unpack_zero_points)
+from onnxcomp.custom_ops.reference import (
+    matmul_int4_reference,
+    pack_int4,
+    pack_zero_points,
+    random_operands,
+    unpack_int4,
+    unpack_zero_points,
+)
 
 NAMES = ("A", "B", "scales", "zero_points", "bias")
 
@@ -31,8 +37,13 @@ def cpu_lib():
 def op_model(k, n, g, a_dtype, s_dtype, present, *, bits=4, attrs=None, node_inputs=None):
     """A one-node model: Y = MatMulInt4(A, B, scales[, zero_points][, bias])."""
     elem = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
-    types = {"A": elem[a_dtype], "B": TensorProto.UINT8, "scales": elem[s_dtype], "zero_points": TensorProto.UINT8,
-             "bias": elem[a_dtype]}
+    types = {
+        "A": elem[a_dtype],
+        "B": TensorProto.UINT8,
+        "scales": elem[s_dtype],
+        "zero_points": TensorProto.UINT8,
+        "bias": elem[a_dtype],
+    }
     inputs = node_inputs or [name if name in present else "" for name in NAMES]
     while inputs and inputs[-1] == "":
         inputs.pop()
@@ -40,11 +51,15 @@ def op_model(k, n, g, a_dtype, s_dtype, present, *, bits=4, attrs=None, node_inp
     a.update(attrs or {})
     a = {key: v for key, v in a.items() if v is not None}
     node = helper.make_node("MatMulInt4", inputs, ["Y"], domain="ai.onnxcomp", name="int4_gemm", **a)
-    graph = helper.make_graph([node], "matmul_int4",
-                              [helper.make_tensor_value_info(x, types[x], None) for x in NAMES if x in present],
-                              [helper.make_tensor_value_info("Y", elem[a_dtype], None)])
-    return helper.make_model(graph, ir_version=10,
-                             opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnxcomp", 1)])
+    graph = helper.make_graph(
+        [node],
+        "matmul_int4",
+        [helper.make_tensor_value_info(x, types[x], None) for x in NAMES if x in present],
+        [helper.make_tensor_value_info("Y", elem[a_dtype], None)],
+    )
+    return helper.make_model(
+        graph, ir_version=10, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnxcomp", 1)]
+    )
 
 
 def session(model, lib):
@@ -142,10 +157,15 @@ def test_same_layout_as_ort_matmulnbits(cpu_lib, asym):
     feeds = {"A": ops["A"], "B": ops["B"], "scales": ops["scales"].reshape(-1)}
     if asym:
         feeds["zero_points"] = ops["zero_points"].reshape(-1)
-    graph = helper.make_graph([node], "nbits", [helper.make_tensor_value_info(x, helper.np_dtype_to_tensor_dtype(
-        feeds[x].dtype), None) for x in inputs], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 21),
-                                                                  helper.make_opsetid("com.microsoft", 1)])
+    graph = helper.make_graph(
+        [node],
+        "nbits",
+        [helper.make_tensor_value_info(x, helper.np_dtype_to_tensor_dtype(feeds[x].dtype), None) for x in inputs],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(
+        graph, ir_version=10, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     theirs = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
@@ -157,11 +177,14 @@ def _ops(k=100, n=8, g=32, m=3, **kw):
     return random_operands(np.random.default_rng(3), (m,), k, n, g, **kw)
 
 
-@pytest.mark.parametrize("attrs,match", [
-    ({"bits": 3}, "bits=3 is not supported"),
-    ({"group_size": 16}, "group_size=16 is not supported"),
-    ({"K": None}, "attribute 'K' is missing"),
-])
+@pytest.mark.parametrize(
+    "attrs,match",
+    [
+        ({"bits": 3}, "bits=3 is not supported"),
+        ({"group_size": 16}, "group_size=16 is not supported"),
+        ({"K": None}, "attribute 'K' is missing"),
+    ],
+)
 def test_bad_attributes(cpu_lib, attrs, match):
     ops = _ops()
     present = list(NAMES)
@@ -170,13 +193,22 @@ def test_bad_attributes(cpu_lib, attrs, match):
         session(model, cpu_lib).run(None, ops)
 
 
-@pytest.mark.parametrize("change,match", [
-    (lambda o: o.update(A=o["A"][:, :99].copy()), r"input 'A' has shape \[3, 99\], its last dimension must be K=100"),
-    (lambda o: o.update(B=o["B"][:7].copy()), r"input 'B' has shape \[7, 4, 16\], expected \[8, 4, 16\]"),
-    (lambda o: o.update(scales=o["scales"][:, :3].copy()), r"input 'scales' has shape \[8, 3\], expected \[8, 4\]"),
-    (lambda o: o.update(zero_points=o["zero_points"][:, :1].copy()), r"'zero_points' has shape \[8, 1\], expected \[8, 2\]"),
-    (lambda o: o.update(bias=o["bias"][:5].copy()), r"input 'bias' has shape \[5\], expected \[8\]"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            lambda o: o.update(A=o["A"][:, :99].copy()),
+            r"input 'A' has shape \[3, 99\], its last dimension must be K=100",
+        ),
+        (lambda o: o.update(B=o["B"][:7].copy()), r"input 'B' has shape \[7, 4, 16\], expected \[8, 4, 16\]"),
+        (lambda o: o.update(scales=o["scales"][:, :3].copy()), r"input 'scales' has shape \[8, 3\], expected \[8, 4\]"),
+        (
+            lambda o: o.update(zero_points=o["zero_points"][:, :1].copy()),
+            r"'zero_points' has shape \[8, 1\], expected \[8, 2\]",
+        ),
+        (lambda o: o.update(bias=o["bias"][:5].copy()), r"input 'bias' has shape \[5\], expected \[8\]"),
+    ],
+)
 def test_bad_shapes_give_clear_errors(cpu_lib, change, match):
     ops = _ops()
     change(ops)
@@ -216,7 +248,9 @@ def test_bf16_and_entry_point_on_cpu(cpu_lib):
     y = np.zeros((m, n), np.uint16)
     err = f(0, 16, 16, _ptr(a), _ptr(ops["B"]), _ptr(s), _ptr(ops["zero_points"]), _ptr(b), _ptr(y), m, n, k, g, None)
     assert err is None
-    ref = matmul_int4_reference(from_bf16(a), ops["B"], from_bf16(s), ops["zero_points"], from_bf16(b), k=k, group_size=g)
+    ref = matmul_int4_reference(
+        from_bf16(a), ops["B"], from_bf16(s), ops["zero_points"], from_bf16(b), k=k, group_size=g
+    )
     assert np.abs(from_bf16(y) - ref).max() <= 1e-2 * max(1.0, np.abs(ref).max())
     bad = f(0, 16, 16, _ptr(a), _ptr(ops["B"]), _ptr(s), None, None, _ptr(y), m, n, k, 48, None)
     assert b"group_size must be 32, 64 or 128" in bad

@@ -5,6 +5,7 @@ Runtime CUDA execution provider when the installed onnxruntime has it.
 
 Run on a GPU machine: ONNXCOMP_CACHE=.cache python -m pytest -q -m gpu tests/test_custom_ops_gpu.py
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,13 +38,30 @@ def to_cuda(x, dtype=None):
     return t.to(dtype) if dtype is not None else t
 
 
-SHAPES = [(1, 100, 24, 32), (3, 256, 40, 64), (8, 4096, 96, 128), (9, 300, 33, 32), (17, 1000, 130, 128),
-          (128, 512, 64, 64), (130, 4100, 70, 32), (1, 11008, 16, 128), (5, 64, 1, 32)]
+SHAPES = [
+    (1, 100, 24, 32),
+    (3, 256, 40, 64),
+    (8, 4096, 96, 128),
+    (9, 300, 33, 32),
+    (17, 1000, 130, 128),
+    (128, 512, 64, 64),
+    (130, 4100, 70, 32),
+    (1, 11008, 16, 128),
+    (5, 64, 1, 32),
+]
 
 
 @pytest.mark.parametrize("m,k,n,g", SHAPES)
-@pytest.mark.parametrize("dtype,sdtype", [("float32", "float32"), ("float16", "float16"), ("float16", "float32"),
-                                          ("bfloat16", "bfloat16"), ("bfloat16", "float32")])
+@pytest.mark.parametrize(
+    "dtype,sdtype",
+    [
+        ("float32", "float32"),
+        ("float16", "float16"),
+        ("float16", "float32"),
+        ("bfloat16", "bfloat16"),
+        ("bfloat16", "float32"),
+    ],
+)
 @pytest.mark.parametrize("asym,bias", [(True, True), (False, False)])
 def test_cuda_matches_reference(lib, m, k, n, g, dtype, sdtype, asym, bias):
     rng = np.random.default_rng()  # fresh inputs every run
@@ -73,7 +91,7 @@ def test_misaligned_and_host_pointers_are_errors(lib):
     a, s, b = to_cuda(ops["A"]), to_cuda(ops["scales"]), to_cuda(ops["B"])
     y = torch.zeros((m, n), device="cuda")
     raw = torch.zeros(b.numel() + 16, dtype=torch.uint8, device="cuda")
-    b_off = raw[1:1 + b.numel()].view(b.shape)  # 1-byte offset
+    b_off = raw[1 : 1 + b.numel()].view(b.shape)  # 1-byte offset
     b_off.copy_(b)
     with pytest.raises(KernelError, match="'B' must be 16-byte aligned"):
         matmul_int4(lib, a, b_off, s, None, None, y, k=k, n=n, group_size=g)

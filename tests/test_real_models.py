@@ -32,7 +32,9 @@ def max_rel_diff(tiny, ref_model, model, feeds):
 
 # -- digits: quantize_qdq -------------------------------------------------------------------------------
 def test_digits_int8_accuracy(tiny, digits, digits_path, digits_int8):
-    metric = digits.compare(runner(tiny.session(digits_path, optimize=True)), runner(tiny.session(digits_int8.model, optimize=True)))
+    metric = digits.compare(
+        runner(tiny.session(digits_path, optimize=True)), runner(tiny.session(digits_int8.model, optimize=True))
+    )
     assert metric["accuracy_reference"] > 0.95, "the fp32 model itself must be good for the check to mean anything"
     assert metric["accuracy_drop_points"] <= 0.5, metric
     details = {e["pass"]: e.get("details") for e in digits_int8.report["passes"]}["quantize_qdq"]
@@ -44,9 +46,15 @@ def test_digits_int8_weights_are_int8_and_smaller(digits_path, digits_int8):
     fp32 = onnx.load(str(digits_path))
     q = digits_int8.model
     weights = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
-    dq_weights = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and weights.get(n.input[0]) is not None and weights[n.input[0]].ndim >= 2]
+    dq_weights = [
+        n
+        for n in q.graph.node
+        if n.op_type == "DequantizeLinear" and weights.get(n.input[0]) is not None and weights[n.input[0]].ndim >= 2
+    ]
     assert len(dq_weights) == 4 and all(weights[n.input[0]].dtype == np.int8 for n in dq_weights)
-    assert not any(numpy_helper.to_array(i).dtype == np.float32 and numpy_helper.to_array(i).ndim >= 2 for i in q.graph.initializer)
+    assert not any(
+        numpy_helper.to_array(i).dtype == np.float32 and numpy_helper.to_array(i).ndim >= 2 for i in q.graph.initializer
+    )
     assert q.ByteSize() < 0.4 * fp32.ByteSize()
 
 
@@ -61,8 +69,12 @@ def test_digits_int8_fuses_into_integer_kernels(tiny, digits_int8, tmp_path):
 
 def test_digits_deterministic_and_input_untouched(digits, digits_path, digits_int8, tmp_path):
     before = sha256(digits_path)
-    first = onnxcomp.compress(str(digits_path), "int8", calibration=digits.calibration_feeds(), output=tmp_path / "a.onnx")
-    second = onnxcomp.compress(str(digits_path), "int8", calibration=digits.calibration_feeds(), output=tmp_path / "b.onnx", use_cache=False)
+    first = onnxcomp.compress(
+        str(digits_path), "int8", calibration=digits.calibration_feeds(), output=tmp_path / "a.onnx"
+    )
+    second = onnxcomp.compress(
+        str(digits_path), "int8", calibration=digits.calibration_feeds(), output=tmp_path / "b.onnx", use_cache=False
+    )
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     assert first.model.SerializeToString(deterministic=True) == digits_int8.model.SerializeToString(deterministic=True)
     assert second.model == first.model
@@ -107,7 +119,9 @@ def test_digits_canonicalize(tiny, digits, digits_raw_path):
 
 def test_digits_int8_exclude_by_op_type_on_unoptimized_export(tiny, digits, digits_raw_path):
     raw = onnx.load(str(digits_raw_path))
-    result = onnxcomp.compress(raw, "int8", calibration=digits.calibration_feeds(), options={"quantize_qdq": {"exclude": ["Gemm"]}})
+    result = onnxcomp.compress(
+        raw, "int8", calibration=digits.calibration_feeds(), options={"quantize_qdq": {"exclude": ["Gemm"]}}
+    )
     details = [e for e in result.report["passes"] if e["pass"] == "quantize_qdq"][0]["details"]
     assert {layer["op"] for layer in details["layers"]} == {"Conv"} and len(details["excluded"]) == 2
     metric = digits.compare(runner(tiny.session(raw)), runner(tiny.session(result.model)))
@@ -117,7 +131,9 @@ def test_digits_int8_exclude_by_op_type_on_unoptimized_export(tiny, digits, digi
 def test_digits_int8_exclude_by_input_node_name(digits, digits_raw_path):
     raw = onnx.load(str(digits_raw_path))
     second_conv = [n.name for n in raw.graph.node if n.op_type == "Conv"][1]
-    result = onnxcomp.compress(raw, "int8", calibration=digits.calibration_feeds(), options={"quantize_qdq": {"exclude": [second_conv]}})
+    result = onnxcomp.compress(
+        raw, "int8", calibration=digits.calibration_feeds(), options={"quantize_qdq": {"exclude": [second_conv]}}
+    )
     details = [e for e in result.report["passes"] if e["pass"] == "quantize_qdq"][0]["details"]
     assert details["excluded"] == [second_conv]
 
@@ -130,12 +146,14 @@ def test_digits_fold_constants(tiny, digits, digits_path):
     w, b = numpy_helper.to_array(inits[gemm.input[1]]), numpy_helper.to_array(inits[gemm.input[2]])
     model.graph.initializer.remove(inits[gemm.input[1]])
     model.graph.initializer.remove(inits[gemm.input[2]])
-    model.graph.initializer.extend([
-        numpy_helper.from_array(np.ascontiguousarray(w.T), "planted_wt"),
-        numpy_helper.from_array(b / 2 - 0.5, "planted_b0"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "planted_half"),
-        numpy_helper.from_array(np.array(2.0, np.float32), "planted_two"),
-    ])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.ascontiguousarray(w.T), "planted_wt"),
+            numpy_helper.from_array(b / 2 - 0.5, "planted_b0"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "planted_half"),
+            numpy_helper.from_array(np.array(2.0, np.float32), "planted_two"),
+        ]
+    )
     planted = [
         h.make_node("Transpose", ["planted_wt"], [gemm.input[1]], perm=[1, 0], name="planted_transpose"),
         h.make_node("Add", ["planted_b0", "planted_half"], ["planted_b1"], name="planted_add"),
@@ -158,7 +176,9 @@ def test_digits_large_constant_weight_subgraph_is_folded_and_quantized(digits, d
     assert w.size > 8192
     model.graph.initializer.remove(weight)
     model.graph.initializer.append(numpy_helper.from_array(w.astype(np.float16), "planted_w16"))
-    model.graph.node.insert(0, h.make_node("Cast", ["planted_w16"], [gemm.input[1]], to=onnx.TensorProto.FLOAT, name="planted_cast"))
+    model.graph.node.insert(
+        0, h.make_node("Cast", ["planted_w16"], [gemm.input[1]], to=onnx.TensorProto.FLOAT, name="planted_cast")
+    )
     onnx.checker.check_model(model)
     result = onnxcomp.compress(model, "int8", calibration=digits.calibration_feeds())
     assert ops(result.model)["Cast"] == 0
@@ -191,7 +211,9 @@ def test_digits_remove_unused(tiny, digits, digits_path):
     """A dead branch planted in the real model (an extra Conv nobody reads) is removed."""
     model = onnx.load(str(digits_path))
     conv = [n for n in model.graph.node if n.op_type == "Conv"][0]
-    model.graph.node.insert(1, h.make_node("Conv", list(conv.input), ["planted_dead"], name="planted_dead_conv", pads=[1, 1, 1, 1]))
+    model.graph.node.insert(
+        1, h.make_node("Conv", list(conv.input), ["planted_dead"], name="planted_dead_conv", pads=[1, 1, 1, 1])
+    )
     model.graph.node.insert(2, h.make_node("Sigmoid", ["planted_dead"], ["planted_dead2"], name="planted_dead_sigmoid"))
     onnx.checker.check_model(model)
     result = onnxcomp.compress(model, [("remove_unused", {})])
@@ -212,9 +234,13 @@ def minilm():
 def test_minilm_int8_percentile(tiny, minilm, tmp_path):
     module, path = minilm
     before = sha256(path)
-    result = onnxcomp.compress(str(path), "int8", calibration=module.calibration_feeds(), output=tmp_path / "m.int8.onnx")
+    result = onnxcomp.compress(
+        str(path), "int8", calibration=module.calibration_feeds(), output=tmp_path / "m.int8.onnx"
+    )
     assert result.report["recipe"][-3] == {"pass": "quantize_qdq"}  # default method: percentile
-    metric = module.compare(runner(tiny.session(path, optimize=True)), runner(tiny.session(tmp_path / "m.int8.onnx", optimize=True)))
+    metric = module.compare(
+        runner(tiny.session(path, optimize=True)), runner(tiny.session(tmp_path / "m.int8.onnx", optimize=True))
+    )
     # measured 0.9935 / 0.902 (256 evaluation sentences); word-embedding table in int8 too
     assert result.report["output_bytes"] < 0.3 * path.stat().st_size
     assert metric["mean_cosine"] >= 0.99, metric

@@ -6,8 +6,14 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
-from onnxcomp.algorithms.blockwise import (dequantize_blockwise, pack_along_last, packed_codes, quantize_blockwise, signed_codes_kn,
-                                unpack_along_last)
+from onnxcomp.algorithms.blockwise import (
+    dequantize_blockwise,
+    pack_along_last,
+    packed_codes,
+    quantize_blockwise,
+    signed_codes_kn,
+    unpack_along_last,
+)
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.passes.weight_only_base import relative_error
 
@@ -90,8 +96,11 @@ def linear_model(tiny, k=200, n=24, gemm=False, negative_extremes=False):
         inputs = [("x", [3, k])]
         outputs = [("y", [3, n])]
     else:
-        nodes = [h.make_node("MatMul", ["x", "w"], ["m"], name="first"), h.make_node("Relu", ["m"], ["r"]),
-                 h.make_node("MatMul", ["r", "w2"], ["y"], name="second")]
+        nodes = [
+            h.make_node("MatMul", ["x", "w"], ["m"], name="first"),
+            h.make_node("Relu", ["m"], ["r"]),
+            h.make_node("MatMul", ["r", "w2"], ["y"], name="second"),
+        ]
         w2 = weight(n, 8, seed=1)
         if negative_extremes:
             w2[0] = -2 * np.abs(w2).max()
@@ -151,7 +160,9 @@ def test_qdq_weights_reproduce_the_quantized_values_exactly(tiny):
     result = weight_only(model, format="qdq", group_size=32, symmetric=False)
     q = quantize_blockwise(tiny.initializer(model, "w"), 4, 32, False)
     proto = result.model
-    dq = next(n for n in proto.graph.node if n.op_type == "DequantizeLinear" and "w_" in n.input[0] and "w2" not in n.input[0])
+    dq = next(
+        n for n in proto.graph.node if n.op_type == "DequantizeLinear" and "w_" in n.input[0] and "w2" not in n.input[0]
+    )
     expose = onnx.ModelProto()
     expose.CopyFrom(proto)
     expose.graph.output.append(h.make_tensor_value_info(dq.output[0], onnx.TensorProto.FLOAT, None))
@@ -198,7 +209,9 @@ def test_shared_weight_quantized_once_and_output_layer_bits(tiny):
     result = onnxcomp.compress(model, [("quantize_weight_only", {"group_size": 32})], use_cache=False)
     details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
     assert [(l["node"], l["bits"]) for l in details["layers"]] == [("one", 4), ("two", 8)]  # "two" feeds the output
-    shared = onnxcomp.compress(model, [("quantize_weight_only", {"group_size": 32, "output_layer_bits": 0})], use_cache=False)
+    shared = onnxcomp.compress(
+        model, [("quantize_weight_only", {"group_size": 32, "output_layer_bits": 0})], use_cache=False
+    )
     details = next(p for p in shared.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
     assert details["weights_quantized"] == 1 and all(l.get("shared_weight") for l in details["layers"])
 
@@ -211,18 +224,21 @@ def test_activation_weights_are_skipped_and_reported(tiny):
     assert details["skipped"] == [{"node": "scores", "reason": "weight is not a constant"}] and details["layers"] == []
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"bits": 2}, "bits must be one of 4, 8"),
-    ({"group_size": 100}, "group_size must be one of 32, 64, 128"),
-    ({"format": "gguf"}, "format must be one of matmulnbits, qdq, custom"),
-    ({"format": "custom", "bits": 8}, "4-bit only"),
-    ({"algorithm": "magic"}, "algorithm must be"),
-    ({"symmetric": "yes"}, "symmetric must be true or false"),
-    ({"clip_search": 1}, "clip_search must be true or false"),
-    ({"exclude": "lm_head"}, "exclude must be a list"),
-    ({"output_layer_bits": 3}, "output_layer_bits must be 0"),
-    ({"accuracy_level": 7}, "accuracy_level must be 0-4"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"bits": 2}, "bits must be one of 4, 8"),
+        ({"group_size": 100}, "group_size must be one of 32, 64, 128"),
+        ({"format": "gguf"}, "format must be one of matmulnbits, qdq, custom"),
+        ({"format": "custom", "bits": 8}, "4-bit only"),
+        ({"algorithm": "magic"}, "algorithm must be"),
+        ({"symmetric": "yes"}, "symmetric must be true or false"),
+        ({"clip_search": 1}, "clip_search must be true or false"),
+        ({"exclude": "lm_head"}, "exclude must be a list"),
+        ({"output_layer_bits": 3}, "output_layer_bits must be 0"),
+        ({"accuracy_level": 7}, "accuracy_level must be 0-4"),
+    ],
+)
 def test_bad_options(tiny, options, message):
     with pytest.raises(OnnxcompError, match=message):
         weight_only(linear_model(tiny), **options)
@@ -265,13 +281,20 @@ def tied_lm(tiny, vocab=100, hidden=72):
     hidden 72 with group 32 pads the last block."""
     rng = np.random.default_rng(9)
     table = (rng.standard_normal((vocab, hidden)) * 0.2).astype(np.float32)
-    nodes = [h.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="embed"),
-             h.make_node("LayerNormalization", ["emb", "gamma", "beta"], ["n"], axis=-1),
-             h.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
-             h.make_node("MatMul", ["n", "table_t"], ["logits"], name="lm_head")]
+    nodes = [
+        h.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="embed"),
+        h.make_node("LayerNormalization", ["emb", "gamma", "beta"], ["n"], axis=-1),
+        h.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+        h.make_node("MatMul", ["n", "table_t"], ["logits"], name="lm_head"),
+    ]
     inits = {"table": table, "gamma": np.ones(hidden, np.float32), "beta": np.zeros(hidden, np.float32)}
-    model = tiny.make_model(nodes, [h.make_tensor_value_info("ids", onnx.TensorProto.INT64, [2, 5])],
-                            [("emb", [2, 5, hidden]), ("logits", [2, 5, vocab])], inits, infer_shapes=True)
+    model = tiny.make_model(
+        nodes,
+        [h.make_tensor_value_info("ids", onnx.TensorProto.INT64, [2, 5])],
+        [("emb", [2, 5, hidden]), ("logits", [2, 5, vocab])],
+        inits,
+        infer_shapes=True,
+    )
     return model, table
 
 
@@ -282,8 +305,16 @@ def test_tied_embedding_reads_the_lm_head_codes(tiny, lm_head_bits):
     result = onnxcomp.compress(model, "w4a16-rtn", options={"quantize_weight_only": options}, use_cache=False)
     assert "GatherBlockQuantized" in tiny.op_types(result.model) and "Gather" not in tiny.op_types(result.model)
     details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
-    assert details["tied_tables"] == [{"gather": "embed", "table": "table", "shares": details["layers"][0]["weight"],
-                                       "shared": True, "bits": lm_head_bits, "group_size": 32}]
+    assert details["tied_tables"] == [
+        {
+            "gather": "embed",
+            "table": "table",
+            "shares": details["layers"][0]["weight"],
+            "shared": True,
+            "bits": lm_head_bits,
+            "group_size": 32,
+        }
+    ]
     stored = sum(len(i.raw_data) for i in result.model.graph.initializer)
     one_copy = 100 * 3 * 32 * lm_head_bits // 8 + 100 * 3 * 4  # codes of 3 blocks of 32 per row, float scales
     assert one_copy <= stored < one_copy + 2 * 72 * 4 + 200  # + gamma, beta and the int64 shapes: no second table
@@ -294,18 +325,22 @@ def test_tied_embedding_reads_the_lm_head_codes(tiny, lm_head_bits):
 
 def test_tied_embedding_with_an_asymmetric_recipe_still_shares_the_symmetric_lm_head(tiny):
     model, _ = tied_lm(tiny)
-    result = onnxcomp.compress(model, "w4a16-rtn", options={"quantize_weight_only": {"group_size": 32, "symmetric": False}},
-                               use_cache=False)
+    result = onnxcomp.compress(
+        model, "w4a16-rtn", options={"quantize_weight_only": {"group_size": 32, "symmetric": False}}, use_cache=False
+    )
     details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
     assert details["layers"][0]["symmetric"] and details["tied_tables"][0]["shared"]
 
 
-@pytest.mark.parametrize("options, reason", [({"format": "qdq"}, "qdq format"),
-                                             ({"symmetric": False, "output_layer_bits": 0}, "zero points")])
+@pytest.mark.parametrize(
+    "options, reason",
+    [({"format": "qdq"}, "qdq format"), ({"symmetric": False, "output_layer_bits": 0}, "zero points")],
+)
 def test_tied_embedding_the_gather_cannot_read_is_reported_not_shared(tiny, options, reason):
     model, _ = tied_lm(tiny)
-    result = onnxcomp.compress(model, "w4a16-rtn", options={"quantize_weight_only": {"group_size": 32, **options}},
-                               use_cache=False)
+    result = onnxcomp.compress(
+        model, "w4a16-rtn", options={"quantize_weight_only": {"group_size": 32, **options}}, use_cache=False
+    )
     details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
     assert details["tied_tables"][0]["shared"] is False and reason in details["tied_tables"][0]["reason"]
     assert "GatherBlockQuantized" not in tiny.op_types(result.model)

@@ -21,7 +21,14 @@ def optimized_ops(tiny, path, tmp_path):
 def compress_and_save(model, feeds, tmp_path, **options):
     path = tmp_path / "model.int8.onnx"
     recipe = "int8"
-    onnxcomp.compress(model, recipe, calibration=feeds, output=path, use_cache=False, options={"quantize_qdq": options} if options else None)
+    onnxcomp.compress(
+        model,
+        recipe,
+        calibration=feeds,
+        output=path,
+        use_cache=False,
+        options={"quantize_qdq": options} if options else None,
+    )
     return path
 
 
@@ -30,7 +37,9 @@ def test_matmul_fuses_to_matmul_integer_to_float(tiny, tmp_path, dtype):
     rng = np.random.default_rng(0)
     model = tiny.make_model(
         [h.make_node("MatMul", ["x", "w"], ["mm"], name="mm"), h.make_node("Relu", ["mm"], ["y"])],
-        [("x", ["n", 32])], [("y", ["n", 16])], {"w": rng.standard_normal((32, 16)).astype(np.float32)},
+        [("x", ["n", 32])],
+        [("y", ["n", 16])],
+        {"w": rng.standard_normal((32, 16)).astype(np.float32)},
         infer_shapes=True,
     )
     feeds = [{"x": rng.standard_normal((8, 32)).astype(np.float32)} for _ in range(3)]
@@ -51,7 +60,8 @@ def test_conv_fuses_to_qlinearconv(tiny, tmp_path):
             h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
             h.make_node("Relu", ["c"], ["y"]),
         ],
-        [("x", ["n", 3, 8, 8])], [("y", ["n", 8, 8, 8])],
+        [("x", ["n", 3, 8, 8])],
+        [("y", ["n", 8, 8, 8])],
         {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "b": rng.standard_normal(8).astype(np.float32)},
         infer_shapes=True,
     )
@@ -63,6 +73,8 @@ def test_conv_fuses_to_qlinearconv(tiny, tmp_path):
     unfused = tiny.run(path, feeds[0], optimize=False)[0]
     fused = tiny.run(path, feeds[0], optimize=True)[0]
     # integer kernels may round the requantization differently: at most one output step apart
-    (dq,) = [n for n in onnx.load(str(path)).graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "c_quantized"]
+    (dq,) = [
+        n for n in onnx.load(str(path)).graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "c_quantized"
+    ]
     step = float(tiny.initializer(onnx.load(str(path)), dq.input[1]))
     assert np.abs(fused - unfused).max() <= step * 1.001

@@ -87,8 +87,12 @@ def test_simplify(tiny):
         ],
         [("x", [2, 6])],
         [("y", [3, 4])],
-        {"zero": np.array(0, np.float32), "one": np.array(1, np.float32),
-         "s1": np.array([6, 2], np.int64), "s2": np.array([3, 4], np.int64)},
+        {
+            "zero": np.array(0, np.float32),
+            "one": np.array(1, np.float32),
+            "s1": np.array([6, 2], np.int64),
+            "s2": np.array([3, 4], np.int64),
+        },
     )
     result = compress(model, "simplify")
     ops = collections.Counter(tiny.op_types(result.model))
@@ -102,7 +106,9 @@ def test_simplify(tiny):
 def test_simplify_keeps_meaningful_ops(tiny):
     model = tiny.make_model(
         [h.make_node("Transpose", ["x"], ["t"], perm=[1, 0]), h.make_node("Add", ["t", "b"], ["y"])],
-        [("x", [2, 3])], [("y", [3, 2])], {"b": np.array(0.5, np.float32)},
+        [("x", [2, 3])],
+        [("y", [3, 2])],
+        {"b": np.array(0.5, np.float32)},
     )
     result = compress(model, "simplify")
     assert tiny.op_types(result.model) == ["Transpose", "Add"]
@@ -117,7 +123,9 @@ def test_canonicalize_leaves_no_identity_nodes(tiny):
             h.make_node("Add", ["t2", "zero"], ["a"]),
             h.make_node("Relu", ["a"], ["y"]),
         ],
-        [("x", [2, 6])], [("y", [2, 6])], {"zero": np.array(0, np.float32)},
+        [("x", [2, 6])],
+        [("y", [2, 6])],
+        {"zero": np.array(0, np.float32)},
     )
     result = onnxcomp.compress(model, "canonicalize")
     assert tiny.op_types(result.model) == ["Relu"]
@@ -135,8 +143,11 @@ def bn_params(rng, channels, prefix="bn"):
 
 def bn_node(x, y, prefix="bn"):
     return h.make_node(
-        "BatchNormalization", [x, f"{prefix}_scale", f"{prefix}_bias", f"{prefix}_mean", f"{prefix}_var"], [y],
-        epsilon=1e-3, name=prefix,
+        "BatchNormalization",
+        [x, f"{prefix}_scale", f"{prefix}_bias", f"{prefix}_mean", f"{prefix}_var"],
+        [y],
+        epsilon=1e-3,
+        name=prefix,
     )
 
 
@@ -149,9 +160,14 @@ def test_fold_batchnorm_into_conv(tiny, with_bias):
         inits["b"] = rng.standard_normal(6).astype(np.float32)
         conv_inputs.append("b")
     model = tiny.make_model(
-        [h.make_node("Conv", conv_inputs, ["c"], pads=[1, 1, 1, 1], name="conv"), bn_node("c", "bn_out"),
-         h.make_node("Relu", ["bn_out"], ["y"])],
-        [("x", ["n", 3, 8, 8])], [("y", ["n", 6, 8, 8])], inits,
+        [
+            h.make_node("Conv", conv_inputs, ["c"], pads=[1, 1, 1, 1], name="conv"),
+            bn_node("c", "bn_out"),
+            h.make_node("Relu", ["bn_out"], ["y"]),
+        ],
+        [("x", ["n", 3, 8, 8])],
+        [("y", ["n", 6, 8, 8])],
+        inits,
     )
     result = compress(model, "fold_batchnorm")
     assert "BatchNormalization" not in tiny.op_types(result.model)
@@ -181,7 +197,9 @@ def test_fold_batchnorm_into_conv_transpose_and_gemm(tiny):
             h.make_node("Gemm", ["flat", "wg", "bg"], ["g"], transB=1, name="gemm"),
             bn_node("g", "y", "bn2"),
         ],
-        [("x", ["n", 3, 4, 4])], [("y", ["n", 5])], inits,
+        [("x", ["n", 3, 4, 4])],
+        [("y", ["n", 5])],
+        inits,
     )
     result = compress(model, "fold_batchnorm")
     assert "BatchNormalization" not in tiny.op_types(result.model)
@@ -196,7 +214,8 @@ def test_fold_batchnorm_needs_constant_parameters(tiny):
     scale = params.pop("bn_scale")
     model = tiny.make_model(
         [h.make_node("Conv", ["x", "w"], ["c"]), bn_node("c", "y")],
-        [("x", ["n", 1, 3, 3]), ("bn_scale", [2])], [("y", ["n", 2, 3, 3])],
+        [("x", ["n", 1, 3, 3]), ("bn_scale", [2])],
+        [("y", ["n", 2, 3, 3])],
         {"w": rng.standard_normal((2, 1, 1, 1)).astype(np.float32), **params},
     )
     result = compress(model, "fold_batchnorm")
@@ -239,7 +258,8 @@ def test_remove_unused_drops_dead_nodes_and_sorts(tiny):
 def test_remove_unused_keeps_graph_outputs_and_their_producers(tiny):
     model = tiny.make_model(
         [h.make_node("Neg", ["x"], ["a"]), h.make_node("Relu", ["a"], ["y"])],
-        [("x", [2])], [("y", [2]), ("a", [2])],
+        [("x", [2])],
+        [("y", [2]), ("a", [2])],
     )
     result = compress(model, "remove_unused")
     assert tiny.op_types(result.model) == ["Neg", "Relu"]
@@ -258,7 +278,8 @@ def test_passes_run_directly_on_onnx_ir(tiny):
     rng = np.random.default_rng(5)
     model = tiny.make_model(
         [h.make_node("Conv", ["x", "w"], ["c"]), bn_node("c", "y")],
-        [("x", ["n", 1, 3, 3])], [("y", ["n", 2, 3, 3])],
+        [("x", ["n", 1, 3, 3])],
+        [("y", ["n", 2, 3, 3])],
         {"w": rng.standard_normal((2, 1, 1, 1)).astype(np.float32), **bn_params(rng, 2)},
     )
     ir_model = ir.from_proto(model)
@@ -271,7 +292,8 @@ def test_fold_batchnorm_keeps_the_conv_name(tiny):
     rng = np.random.default_rng(6)
     model = tiny.make_model(
         [h.make_node("Conv", ["x", "w"], ["c"], name="encoder.conv1"), bn_node("c", "y")],
-        [("x", ["n", 1, 3, 3])], [("y", ["n", 2, 3, 3])],
+        [("x", ["n", 1, 3, 3])],
+        [("y", ["n", 2, 3, 3])],
         {"w": rng.standard_normal((2, 1, 1, 1)).astype(np.float32), **bn_params(rng, 2)},
     )
     result = compress(model, "fold_batchnorm")

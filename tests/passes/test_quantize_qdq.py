@@ -13,17 +13,17 @@ against the numpy-computed statistics, so a wrong scale cannot loosen the bound 
 """
 
 import numpy as np
-import onnx_ir as ir
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto
 from onnx import helper as h
 
 import onnxcomp
+from onnxcomp.algorithms.quant_math import activation_qparams
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
-from onnxcomp.errors import OnnxcompError
-from onnxcomp.algorithms.quant_math import activation_qparams
 
 RNG_SEED = 0
 
@@ -83,9 +83,12 @@ def check_act_dq(tiny, model, tensor, source, values, dtype="uint8"):
 def matmul_model(tiny):
     rng = np.random.default_rng(RNG_SEED)
     w = (rng.standard_normal((16, 8)) * np.logspace(-2, 0, 8)).astype(np.float32)
-    model = make_model(tiny, 
+    model = make_model(
+        tiny,
         [h.make_node("MatMul", ["x", "w"], ["mm"], name="mm"), h.make_node("Relu", ["mm"], ["y"], name="relu")],
-        [("x", ["n", 16])], [("y", ["n", 8])], {"w": w},
+        [("x", ["n", 16])],
+        [("y", ["n", 8])],
+        {"w": w},
     )
     feeds = [{"x": (rng.standard_normal((4, 16)) * 2 + 0.5).astype(np.float32)} for _ in range(5)]
     return model, w, feeds
@@ -126,7 +129,13 @@ def test_matmul(tiny, matmul_model, dtype):
 def test_matmul_batched_weight_uses_last_axis(tiny):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((2, 6, 5)).astype(np.float32)
-    model = make_model(tiny, [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", [2, "n", 6])], [("y", [2, "n", 5])], {"w": w})
+    model = make_model(
+        tiny,
+        [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [("x", [2, "n", 6])],
+        [("y", [2, "n", 5])],
+        {"w": w},
+    )
     feeds = [{"x": rng.standard_normal((2, 3, 6)).astype(np.float32)}]
     out = quantize(model, feeds).model
     check_weight_dq(tiny, out, tiny.node_named(out, "mm"), axis=2, weight=w)
@@ -137,9 +146,15 @@ def test_conv(tiny):
     rng = np.random.default_rng(2)
     w = (rng.standard_normal((4, 3, 3, 3)) * np.array([1.0, 0.1, 0.5, 2.0])[:, None, None, None]).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
-    model = make_model(tiny, 
-        [h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"), h.make_node("Relu", ["c"], ["y"], name="relu")],
-        [("x", ["n", 3, 8, 8])], [("y", ["n", 4, 8, 8])], {"w": w, "b": b},
+    model = make_model(
+        tiny,
+        [
+            h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            h.make_node("Relu", ["c"], ["y"], name="relu"),
+        ],
+        [("x", ["n", 3, 8, 8])],
+        [("y", ["n", 4, 8, 8])],
+        {"w": w, "b": b},
     )
     feeds = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
     result = quantize(model, feeds)
@@ -159,7 +174,12 @@ def test_conv(tiny):
     conv_out = np.concatenate([tiny.run(expose(model, "c"), f)[1] for f in feeds])
     s_y = check_act_dq(tiny, out, relu.input[0], "c", conv_out)
 
-    bound = (s_x / 2) * np.abs(w).sum(axis=(1, 2, 3)) + (s_w / 2) * 27 * (np.abs(xs).max() + s_x / 2) + bias["scale"] / 2 + s_y / 2
+    bound = (
+        (s_x / 2) * np.abs(w).sum(axis=(1, 2, 3))
+        + (s_w / 2) * 27 * (np.abs(xs).max() + s_x / 2)
+        + bias["scale"] / 2
+        + s_y / 2
+    )
     for feed in feeds:
         err = np.abs(tiny.run(out, feed)[0] - tiny.run(model, feed)[0]).max(axis=(0, 2, 3))
         assert np.all(err <= bound * 1.0001 + 1e-6), (err, bound)
@@ -168,9 +188,12 @@ def test_conv(tiny):
 
 def test_conv_output_quantization_can_be_turned_off(tiny):
     rng = np.random.default_rng(3)
-    model = make_model(tiny, 
+    model = make_model(
+        tiny,
         [h.make_node("Conv", ["x", "w"], ["y"], name="conv")],
-        [("x", ["n", 2, 4, 4])], [("y", ["n", 3, 4, 4])], {"w": rng.standard_normal((3, 2, 1, 1)).astype(np.float32)},
+        [("x", ["n", 2, 4, 4])],
+        [("y", ["n", 3, 4, 4])],
+        {"w": rng.standard_normal((3, 2, 1, 1)).astype(np.float32)},
     )
     feeds = [{"x": rng.standard_normal((1, 2, 4, 4)).astype(np.float32)}]
     out = quantize(model, feeds, quantize_outputs=[]).model
@@ -184,9 +207,12 @@ def test_gemm(tiny, trans_b):
     w_kn = (rng.standard_normal((16, 6)) * np.logspace(-1, 0.5, 6)).astype(np.float32)  # (K, N)
     w = np.ascontiguousarray(w_kn.T) if trans_b else w_kn
     c = rng.standard_normal(6).astype(np.float32)
-    model = make_model(tiny, 
+    model = make_model(
+        tiny,
         [h.make_node("Gemm", ["x", "w", "c"], ["y"], transB=trans_b, name="gemm")],
-        [("x", ["n", 16])], [("y", ["n", 6])], {"w": w, "c": c},
+        [("x", ["n", 16])],
+        [("y", ["n", 6])],
+        {"w": w, "c": c},
     )
     feeds = [{"x": rng.uniform(0, 3, (8, 16)).astype(np.float32)} for _ in range(3)]  # non-negative: zp 0
     result = quantize(model, feeds)
@@ -211,7 +237,8 @@ def test_gemm(tiny, trans_b):
 # -- placement ------------------------------------------------------------------------------------------
 def two_layer_model(tiny, rng):
     """x → MatMul 'mm_a' → Relu → Gemm 'head_gemm'; x also feeds MatMul 'mm_b' and a residual Add."""
-    return make_model(tiny, 
+    return make_model(
+        tiny,
         [
             h.make_node("MatMul", ["x", "wa"], ["a"], name="mm_a"),
             h.make_node("MatMul", ["x", "wb"], ["b"], name="mm_b"),
@@ -220,9 +247,13 @@ def two_layer_model(tiny, rng):
             h.make_node("Gemm", ["r", "wg"], ["g"], transB=1, name="head_gemm"),
             h.make_node("Add", ["g", "b"], ["y"], name="out_add"),
         ],
-        [("x", ["n", 8])], [("y", ["n", 8])],
-        {"wa": rng.standard_normal((8, 8)).astype(np.float32), "wb": rng.standard_normal((8, 8)).astype(np.float32),
-         "wg": rng.standard_normal((8, 8)).astype(np.float32)},
+        [("x", ["n", 8])],
+        [("y", ["n", 8])],
+        {
+            "wa": rng.standard_normal((8, 8)).astype(np.float32),
+            "wb": rng.standard_normal((8, 8)).astype(np.float32),
+            "wg": rng.standard_normal((8, 8)).astype(np.float32),
+        },
     )
 
 
@@ -289,7 +320,10 @@ def test_missing_statistics_raise_a_clear_error(tiny, matmul_model):
     """Run directly (not through the pass manager), the pass has nobody to collect for it: one line."""
     model, _, feeds = matmul_model
     qdq = PASSES["quantize_qdq"](Context(calibration=feeds))
-    with pytest.raises(OnnxcompError, match=r"quantize_qdq.*calibration statistics missing for tensor 'x' \(add a calibrate step before it\)"):
+    with pytest.raises(
+        OnnxcompError,
+        match=r"quantize_qdq.*calibration statistics missing for tensor 'x' \(add a calibrate step before it\)",
+    ):
         qdq(ir.from_proto(model))
 
 
@@ -301,9 +335,11 @@ def test_calibrate_without_data_raises(tiny, matmul_model):
 
 def test_activation_matmul_option(tiny):
     rng = np.random.default_rng(10)
-    model = make_model(tiny, 
+    model = make_model(
+        tiny,
         [h.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]), h.make_node("MatMul", ["x", "xt"], ["y"], name="gram")],
-        [("x", [4, 6])], [("y", [4, 4])],
+        [("x", [4, 6])],
+        [("y", [4, 4])],
     )
     feeds = [{"x": rng.standard_normal((4, 6)).astype(np.float32)}]
     assert "QuantizeLinear" not in tiny.op_types(quantize(model, feeds).model)
@@ -316,15 +352,20 @@ def test_activation_matmul_option(tiny):
 
 def test_scale_shared_through_data_movement(tiny):
     rng = np.random.default_rng(11)
-    model = make_model(tiny, 
+    model = make_model(
+        tiny,
         [
             h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
             h.make_node("Relu", ["c1"], ["r1"]),
             h.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
             h.make_node("Conv", ["p1", "w2"], ["y"], name="conv2"),
         ],
-        [("x", ["n", 2, 6, 6])], [("y", ["n", 3, 3, 3])],
-        {"w1": rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w2": rng.standard_normal((3, 4, 1, 1)).astype(np.float32)},
+        [("x", ["n", 2, 6, 6])],
+        [("y", ["n", 3, 3, 3])],
+        {
+            "w1": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
+            "w2": rng.standard_normal((3, 4, 1, 1)).astype(np.float32),
+        },
     )
     feeds = [{"x": rng.standard_normal((2, 2, 6, 6)).astype(np.float32)}]
     result = quantize(model, feeds)
@@ -348,8 +389,11 @@ def test_int8_activation_range_uses_the_symmetric_step(tiny, method):
     from onnxcomp.calibration.collectors import TensorStats
 
     rng = np.random.default_rng(12)
-    model = make_model(tiny, 
-        [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", ["n", 16])], [("y", ["n", 8])],
+    model = make_model(
+        tiny,
+        [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [("x", ["n", 16])],
+        [("y", ["n", 8])],
         {"w": rng.standard_normal((16, 8)).astype(np.float32)},
     )
     feeds = [{"x": rng.exponential(1.0, (256, 16)).astype(np.float32)} for _ in range(4)]  # after-ReLU-like
@@ -367,9 +411,12 @@ def test_bias_that_overflows_int32_is_not_clipped(tiny):
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     w[1] *= 1e-7  # a nearly dead channel ...
     b = np.array([0.1, 1.0, -0.2, 0.3], np.float32)  # ... with a real bias
-    model = make_model(tiny, 
+    model = make_model(
+        tiny,
         [h.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="conv")],
-        [("x", ["n", 3, 8, 8])], [("y", ["n", 4, 8, 8])], {"w": w, "b": b},
+        [("x", ["n", 3, 8, 8])],
+        [("y", ["n", 4, 8, 8])],
+        {"w": w, "b": b},
     )
     feeds = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
     out = quantize(model, feeds, quantize_outputs=[]).model
@@ -382,7 +429,8 @@ def test_bias_that_overflows_int32_is_not_clipped(tiny):
 
 def test_fp16_model(tiny):
     rng = np.random.default_rng(14)
-    model = make_model(tiny, 
+    model = make_model(
+        tiny,
         [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
         [h.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", 16])],
         [h.make_tensor_value_info("y", TensorProto.FLOAT16, ["n", 8])],
@@ -398,7 +446,9 @@ def test_intermediate_tensors_without_value_info_are_quantized(tiny):
     rng = np.random.default_rng(15)
     model = tiny.make_model(  # no value_info for 'r'
         [h.make_node("Relu", ["x"], ["r"]), h.make_node("MatMul", ["r", "w"], ["y"], name="mm")],
-        [("x", ["n", 8])], [("y", ["n", 4])], {"w": rng.standard_normal((8, 4)).astype(np.float32)},
+        [("x", ["n", 8])],
+        [("y", ["n", 4])],
+        {"w": rng.standard_normal((8, 4)).astype(np.float32)},
     )
     assert not model.graph.value_info
     feeds = [{"x": rng.standard_normal((4, 8)).astype(np.float32)}]
@@ -412,9 +462,14 @@ def test_tied_weight_on_two_axes(tiny):
     rng = np.random.default_rng(16)
     model = make_model(
         tiny,
-        [h.make_node("Gemm", ["x", "w"], ["a"], transB=0, name="encoder"), h.make_node("Relu", ["a"], ["r"]),
-         h.make_node("Gemm", ["r", "w"], ["y"], transB=1, name="decoder")],
-        [("x", ["n", 8])], [("y", ["n", 8])], {"w": rng.standard_normal((8, 8)).astype(np.float32)},
+        [
+            h.make_node("Gemm", ["x", "w"], ["a"], transB=0, name="encoder"),
+            h.make_node("Relu", ["a"], ["r"]),
+            h.make_node("Gemm", ["r", "w"], ["y"], transB=1, name="decoder"),
+        ],
+        [("x", ["n", 8])],
+        [("y", ["n", 8])],
+        {"w": rng.standard_normal((8, 8)).astype(np.float32)},
     )
     feeds = [{"x": rng.standard_normal((4, 8)).astype(np.float32)}]
     out = quantize(model, feeds).model

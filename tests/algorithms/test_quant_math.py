@@ -151,9 +151,15 @@ def test_dequantize_matches_onnx_reference():
     q, scales = quantize_weight_per_channel(w, axis=1)
     node = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)
     graph = helper.make_graph(
-        [node], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 6])],
-        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(scales, "s"),
-         numpy_helper.from_array(np.zeros(6, np.int8), "z")],
+        [node],
+        "g",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 6])],
+        [
+            numpy_helper.from_array(q, "q"),
+            numpy_helper.from_array(scales, "s"),
+            numpy_helper.from_array(np.zeros(6, np.int8), "z"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     (expected,) = ReferenceEvaluator(model).run(None, {})

@@ -11,11 +11,11 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
+from onnxcomp.algorithms.smoothing import producer_scales, quantized_output_error, search_alpha, smoothing_scales
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.patterns import LinearProducer, NormProducer, find_linear_groups
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
-from onnxcomp.errors import OnnxcompError
-from onnxcomp.algorithms.smoothing import producer_scales, quantized_output_error, search_alpha, smoothing_scales
-from onnxcomp.ir.patterns import LinearProducer, NormProducer, find_linear_groups
 
 HIDDEN, FFN = 8, 16
 
@@ -66,8 +66,11 @@ def prenorm_mlp(tiny, reciprocal=False):
         h.make_node("MatMul", ["gated", "w_down"], ["down"], name="down_proj"),
         h.make_node("Add", ["x", "down"], ["y"]),
     ]
-    inits = {**NORM_CONSTS, "gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32),
-             **weights(w_gate=(HIDDEN, FFN), w_up=(HIDDEN, FFN), w_down=(FFN, HIDDEN))}
+    inits = {
+        **NORM_CONSTS,
+        "gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32),
+        **weights(w_gate=(HIDDEN, FFN), w_up=(HIDDEN, FFN), w_down=(FFN, HIDDEN)),
+    }
     return tiny.make_model(nodes, [("x", [2, 4, HIDDEN])], [("y", [2, 4, HIDDEN])], inits, infer_shapes=True)
 
 
@@ -79,8 +82,12 @@ def postnorm_block(tiny):
         h.make_node("Add", ["mm", "b"], ["lin"]),
         h.make_node("Add", ["lin", "n"], ["y"]),
     ]
-    inits = {"gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32), "beta": np.linspace(-0.2, 0.2, HIDDEN).astype(np.float32),
-             "b": np.linspace(-1, 1, HIDDEN).astype(np.float32), **weights(w=(HIDDEN, HIDDEN))}
+    inits = {
+        "gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32),
+        "beta": np.linspace(-0.2, 0.2, HIDDEN).astype(np.float32),
+        "b": np.linspace(-1, 1, HIDDEN).astype(np.float32),
+        **weights(w=(HIDDEN, HIDDEN)),
+    }
     return tiny.make_model(nodes, [("x", [2, 4, HIDDEN])], [("y", [2, 4, HIDDEN])], inits, infer_shapes=True)
 
 
@@ -98,8 +105,12 @@ def decomposed_layernorm(tiny):
         h.make_node("Add", ["scaled", "beta"], ["n"]),
         h.make_node("MatMul", ["n", "w"], ["y"], name="dense"),
     ]
-    inits = {**NORM_CONSTS, "gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32),
-             "beta": np.linspace(-0.2, 0.2, HIDDEN).astype(np.float32), **weights(w=(HIDDEN, 4))}
+    inits = {
+        **NORM_CONSTS,
+        "gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32),
+        "beta": np.linspace(-0.2, 0.2, HIDDEN).astype(np.float32),
+        **weights(w=(HIDDEN, 4)),
+    }
     return tiny.make_model(nodes, [("x", [2, 4, HIDDEN])], [("y", [2, 4, 4])], inits, infer_shapes=True)
 
 
@@ -118,9 +129,17 @@ def gqa_attention(tiny):
         h.make_node("Reshape", ["ctx_t", "merged_shape"], ["merged"]),
         h.make_node("MatMul", ["merged", "w_o"], ["y"], name="o_proj"),
     ]
-    inits = {"kv_shape": np.array([1, 4, 2, 2]), "axis2": np.array([2]), "rep_shape": np.array([1, 2, 2, 4, 2]),
-             "heads_shape": np.array([1, 4, 4, 2]), "merged_shape": np.array([1, 4, 8]), **weights(w_v=(HIDDEN, 4), w_o=(8, HIDDEN))}
-    return tiny.make_model(nodes, [("x", [1, 4, HIDDEN]), ("scores", [1, 4, 4, 4])], [("y", [1, 4, HIDDEN])], inits, infer_shapes=True)
+    inits = {
+        "kv_shape": np.array([1, 4, 2, 2]),
+        "axis2": np.array([2]),
+        "rep_shape": np.array([1, 2, 2, 4, 2]),
+        "heads_shape": np.array([1, 4, 4, 2]),
+        "merged_shape": np.array([1, 4, 8]),
+        **weights(w_v=(HIDDEN, 4), w_o=(8, HIDDEN)),
+    }
+    return tiny.make_model(
+        nodes, [("x", [1, 4, HIDDEN]), ("scores", [1, 4, 4, 4])], [("y", [1, 4, HIDDEN])], inits, infer_shapes=True
+    )
 
 
 def smooth(model, feeds, **options):
@@ -222,7 +241,9 @@ def test_smoothquant_lowers_w8a8_error_on_outliers(tiny):
     model, feeds = prenorm_mlp(tiny), outlier_feeds()
     tail = [("calibrate", {}), ("quantize_qdq", {"method": "minmax"})]
     plain = onnxcomp.compress(model, tail, calibration=feeds, use_cache=False).model
-    smoothed = onnxcomp.compress(model, [("calibrate", {}), ("smoothquant", {"alpha": "auto"}), *tail], calibration=feeds, use_cache=False).model
+    smoothed = onnxcomp.compress(
+        model, [("calibrate", {}), ("smoothquant", {"alpha": "auto"}), *tail], calibration=feeds, use_cache=False
+    ).model
 
     def error(candidate):
         return sum(np.linalg.norm(tiny.run(candidate, f)[0] - tiny.run(model, f)[0]) for f in feeds)
@@ -237,7 +258,9 @@ def test_fallback_mul_smooths_a_postnorm_block(tiny):
     result = smooth(model, feeds, fallback="mul")
     assert_same_function(tiny, model, result.model, feeds)
     assert "Mul" in tiny.op_types(result.model) and details(result)["smoothed"][0]["producer"] == "inserted Mul"
-    assert tiny.initializer(result.model, "gamma").tolist() == tiny.initializer(model, "gamma").tolist()  # residual intact
+    assert (
+        tiny.initializer(result.model, "gamma").tolist() == tiny.initializer(model, "gamma").tolist()
+    )  # residual intact
 
 
 def test_decomposed_layernorm_fold_folds_gamma_and_beta(tiny):
@@ -250,7 +273,13 @@ def test_decomposed_layernorm_fold_folds_gamma_and_beta(tiny):
 def test_grouped_query_attention_fold_keeps_the_function(tiny):
     model = gqa_attention(tiny)
     rng = np.random.default_rng(3)
-    feeds = [{"x": outlier_feeds(1, (1, 4, HIDDEN), seed=i)[0]["x"], "scores": rng.standard_normal((1, 4, 4, 4)).astype(np.float32)} for i in range(4)]
+    feeds = [
+        {
+            "x": outlier_feeds(1, (1, 4, HIDDEN), seed=i)[0]["x"],
+            "scores": rng.standard_normal((1, 4, 4, 4)).astype(np.float32),
+        }
+        for i in range(4)
+    ]
     result = smooth(model, feeds)
     assert [g["producer"] for g in details(result)["smoothed"]][-1].startswith("linear v_proj")
     assert_same_function(tiny, model, result.model, feeds)
@@ -287,11 +316,21 @@ def test_without_a_calibrate_step_the_manager_collects_ranges_and_rows_in_one_pa
 
     calls = []
     real_collect = manager.collect
-    monkeypatch.setattr(manager, "collect", lambda *a, **k: calls.append(sorted({type(r).__name__ for r in a[1]})) or real_collect(*a, **k))
-    alone = onnxcomp.compress(prenorm_mlp(tiny), [("smoothquant", {"alpha": "auto"})], calibration=outlier_feeds(), use_cache=False)
+    monkeypatch.setattr(
+        manager,
+        "collect",
+        lambda *a, **k: calls.append(sorted({type(r).__name__ for r in a[1]})) or real_collect(*a, **k),
+    )
+    alone = onnxcomp.compress(
+        prenorm_mlp(tiny), [("smoothquant", {"alpha": "auto"})], calibration=outlier_feeds(), use_cache=False
+    )
     assert calls == [["RangeRequest", "RowsRequest"]]
-    stepped = onnxcomp.compress(prenorm_mlp(tiny), [("calibrate", {}), ("smoothquant", {"alpha": "auto"})],
-                                calibration=outlier_feeds(), use_cache=False)
+    stepped = onnxcomp.compress(
+        prenorm_mlp(tiny),
+        [("calibrate", {}), ("smoothquant", {"alpha": "auto"})],
+        calibration=outlier_feeds(),
+        use_cache=False,
+    )
     assert alone.model.SerializeToString(deterministic=True) == stepped.model.SerializeToString(deterministic=True)
 
 
@@ -320,7 +359,9 @@ def test_model_without_linear_groups_reports_and_keeps_the_model(tiny):
 
 def test_recipe_file_and_cli_options(tmp_path, tiny):
     recipe = tmp_path / "sq.toml"
-    recipe.write_text('base = "w8a8-smoothquant"\n[options.smoothquant]\nalpha = 0.7\n[options.quantize_qdq]\nmethod = "minmax"\n')
+    recipe.write_text(
+        'base = "w8a8-smoothquant"\n[options.smoothquant]\nalpha = 0.7\n[options.quantize_qdq]\nmethod = "minmax"\n'
+    )
     result = onnxcomp.compress(prenorm_mlp(tiny), recipe, calibration=outlier_feeds(), use_cache=False)
     assert {g["alpha"] for g in details(result)["smoothed"]} == {0.7}
     assert "QuantizeLinear" in tiny.op_types(result.model)
@@ -339,7 +380,10 @@ def test_shared_producer_bias_is_not_folded(tiny):
         h.make_node("Add", ["m2", "b"], ["y2"]),
         h.make_node("MatMul", ["y2", "w3"], ["y"], name="third"),
     ]
-    inits = {"b": np.linspace(-1, 1, HIDDEN).astype(np.float32), **weights(w1=(HIDDEN, HIDDEN), w2=(HIDDEN, HIDDEN), w3=(HIDDEN, 4))}
+    inits = {
+        "b": np.linspace(-1, 1, HIDDEN).astype(np.float32),
+        **weights(w1=(HIDDEN, HIDDEN), w2=(HIDDEN, HIDDEN), w3=(HIDDEN, 4)),
+    }
     model = tiny.make_model(nodes, [("x", [2, 4, HIDDEN])], [("y", [2, 4, 4])], inits, infer_shapes=True)
     groups = {g.name: g for g in find_linear_groups(ir.from_proto(model))}
     assert groups["second"].producer is None and "'b' of first is shared" in groups["second"].reason

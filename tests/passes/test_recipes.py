@@ -22,7 +22,9 @@ def tiny_mm(tiny):
     h = tiny.helper
     return tiny.make_model(
         [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
-        [("x", ["n", 4])], [("y", ["n", 3])], {"w": np.ones((4, 3), np.float32)},
+        [("x", ["n", 4])],
+        [("y", ["n", 3])],
+        {"w": np.ones((4, 3), np.float32)},
     )
 
 
@@ -116,18 +118,24 @@ def test_file_with_base_and_options(tmp_path, name, text):
 
 
 def test_overrides_apply_to_every_step_of_a_pass():
-    steps = apply_overrides([("remove_unused", {}), ("simplify", {}), ("remove_unused", {})], {"remove_unused": {"a": 1}})
+    steps = apply_overrides(
+        [("remove_unused", {}), ("simplify", {}), ("remove_unused", {})], {"remove_unused": {"a": 1}}
+    )
     assert steps == [("remove_unused", {"a": 1}), ("simplify", {}), ("remove_unused", {"a": 1})]
 
 
 def test_recipe_file_options_reach_the_pass(tmp_path, tiny_mm):
-    path = write(tmp_path, "r.toml", """
+    path = write(
+        tmp_path,
+        "r.toml",
+        """
         [[passes]]
         pass = "calibrate"
         [[passes]]
         pass = "quantize_qdq"
         activation_dtype = "int8"
-        """)
+        """,
+    )
     feeds = [{"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)}]
     result = onnxcomp.compress(tiny_mm, path, calibration=feeds, use_cache=False)
     assert result.report["recipe"][1] == {"pass": "quantize_qdq", "activation_dtype": "int8"}

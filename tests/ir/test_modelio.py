@@ -11,8 +11,8 @@ import pytest
 from onnx import helper as h
 
 import onnxcomp
-from onnxcomp.ir import modelio
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir import modelio
 from onnxcomp.ir.modelio import check_output_path, load_proto, save_model, upgrade_opset, write_bytes_atomic
 
 
@@ -21,7 +21,9 @@ def good_model(tiny):
     rng = np.random.default_rng(0)
     return tiny.make_model(
         [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
-        [("x", ["n", 4])], [("y", ["n", 3])], {"w": rng.standard_normal((4, 3)).astype(np.float32)},
+        [("x", ["n", 4])],
+        [("y", ["n", 3])],
+        {"w": rng.standard_normal((4, 3)).astype(np.float32)},
     )
 
 
@@ -73,7 +75,8 @@ def test_truncated_file(tmp_path, good_path, fraction):
 
 def test_checker_rejected_model(tmp_path):
     graph = h.make_graph(
-        [h.make_node("Relu", ["x", "ghost"], ["y"], name="bad_relu")], "g",
+        [h.make_node("Relu", ["x", "ghost"], ["y"], name="bad_relu")],
+        "g",
         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
     )
@@ -89,7 +92,8 @@ def test_checker_rejected_model(tmp_path):
 def test_shape_inference_rejected_model(tmp_path):
     # checker-valid structure, but MatMul shapes cannot agree
     graph = h.make_graph(
-        [h.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [h.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 5])],
         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])],
         [onnx.numpy_helper.from_array(np.ones((4, 3), np.float32), "w")],

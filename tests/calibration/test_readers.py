@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from onnxcomp.calibration.readers import make_reader, validate_feed
-from onnxcomp.ir.graph import InputSpec
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import InputSpec
 
 SPECS = [InputSpec("image", np.float32, (None, 1, 4, 4)), InputSpec("ids", np.int64, (None, None))]
 
@@ -58,11 +58,20 @@ def test_single_npz_file_and_same_kind_casts(tmp_path):
         (lambda f: f.pop("ids"), r"bad\.npz: missing model input 'ids'"),
         (lambda f: f.update(pixels=f["image"]), r"bad\.npz: unknown input name 'pixels'"),
         (lambda f: f.update(image=f["image"][0]), r"bad\.npz: input 'image' has rank 3, the model expects rank 4"),
-        (lambda f: f.update(image=(f["image"] * 10).astype(np.int64)), r"bad\.npz: input 'image' has dtype int64, the model expects float32"),
-        (lambda f: f.update(ids=f["ids"].astype(np.float32)), r"bad\.npz: input 'ids' has dtype float32, the model expects int64"),
+        (
+            lambda f: f.update(image=(f["image"] * 10).astype(np.int64)),
+            r"bad\.npz: input 'image' has dtype int64, the model expects float32",
+        ),
+        (
+            lambda f: f.update(ids=f["ids"].astype(np.float32)),
+            r"bad\.npz: input 'ids' has dtype float32, the model expects int64",
+        ),
         (lambda f: f["image"].__setitem__((0, 0, 1, 2), np.nan), r"bad\.npz: input 'image' contains NaN or Inf"),
         (lambda f: f["image"].__setitem__((1, 0, 0, 0), -np.inf), r"bad\.npz: input 'image' contains NaN or Inf"),
-        (lambda f: f.update(image=np.zeros((2, 1, 4, 5), np.float32)), r"bad\.npz: input 'image' has shape \(2, 1, 4, 5\)"),
+        (
+            lambda f: f.update(image=np.zeros((2, 1, 4, 5), np.float32)),
+            r"bad\.npz: input 'image' has shape \(2, 1, 4, 5\)",
+        ),
     ],
     ids=["missing", "unknown", "rank", "dtype_kind", "int_as_float", "nan", "inf", "fixed_dim"],
 )

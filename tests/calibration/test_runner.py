@@ -5,9 +5,9 @@ import onnxruntime
 import pytest
 
 from onnxcomp.calibration.readers import make_reader
-from onnxcomp.ir.graph import InputSpec
 from onnxcomp.calibration.runner import collect_statistics
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import InputSpec
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import onnxcomp
 from onnxcomp.algorithms.awq import activation_scales, quantize_with_clipping, quantized_output_error, search_alpha
 from onnxcomp.algorithms.blockwise import block_grams, dequantize_blockwise, quantize_blockwise
 from onnxcomp.errors import OnnxcompError
-from tests.test_smoothquant import NORM_CONSTS, rms_norm_nodes
+from tests.passes.test_smoothquant import NORM_CONSTS, rms_norm_nodes
 
 HIDDEN, FFN = 64, 128
 
@@ -78,15 +78,20 @@ def llama_mlp(tiny):
         h.make_node("MatMul", ["gated", "w_down"], ["down"], name="down_proj"),
         h.make_node("Add", ["x", "down"], ["y"]),
     ]
-    inits = {**NORM_CONSTS, "gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32),
-             **{name: (rng.standard_normal(shape) * 0.1).astype(np.float32)
-                for name, shape in {"w_gate": (HIDDEN, FFN), "w_up": (HIDDEN, FFN), "w_down": (FFN, HIDDEN)}.items()}}
+    inits = {
+        **NORM_CONSTS,
+        "gamma": np.linspace(0.5, 1.5, HIDDEN).astype(np.float32),
+        **{
+            name: (rng.standard_normal(shape) * 0.1).astype(np.float32)
+            for name, shape in {"w_gate": (HIDDEN, FFN), "w_up": (HIDDEN, FFN), "w_down": (FFN, HIDDEN)}.items()
+        },
+    }
     return tiny.make_model(nodes, [("x", [8, HIDDEN])], [("y", [8, HIDDEN])], inits, infer_shapes=True)
 
 
 def feeds(count, seed):
     x = outlier_rows(8 * count, seed=seed)
-    return [{"x": x[i * 8:(i + 1) * 8]} for i in range(count)]
+    return [{"x": x[i * 8 : (i + 1) * 8]} for i in range(count)]
 
 
 def awq_details(result):
@@ -97,7 +102,9 @@ def awq_details(result):
 def test_awq_pass_folds_scales_and_beats_rtn_on_held_out_inputs(tiny, symmetric):
     model = llama_mlp(tiny)
     options = {"group_size": 32, "symmetric": symmetric, "format": "qdq"}
-    awq = onnxcomp.compress(model, [("quantize_weight_only_awq", options)], calibration=feeds(16, seed=5), use_cache=False)
+    awq = onnxcomp.compress(
+        model, [("quantize_weight_only_awq", options)], calibration=feeds(16, seed=5), use_cache=False
+    )
     rtn = onnxcomp.compress(model, [("quantize_weight_only", options)], use_cache=False)
     held_out = feeds(8, seed=6)
     ref = np.concatenate([tiny.run(model, f)[0] for f in held_out])
@@ -117,18 +124,24 @@ def test_awq_pass_folds_scales_and_beats_rtn_on_held_out_inputs(tiny, symmetric)
 def test_awq_formats_compute_the_same_function(tiny):
     model, calib = llama_mlp(tiny), feeds(8, seed=5)
     outputs = []
-    for fmt in ("matmulnbits", "qdq"):  # asymmetric: symmetric MatMulNBits blocks may take negative scales, QDQ's may not
+    for fmt in (
+        "matmulnbits",
+        "qdq",
+    ):  # asymmetric: symmetric MatMulNBits blocks may take negative scales, QDQ's may not
         options = {"group_size": 32, "format": fmt, "accuracy_level": 0, "symmetric": False}
-        result = onnxcomp.compress(model, [("quantize_weight_only_awq", options)],
-                                   calibration=calib, use_cache=False)
+        result = onnxcomp.compress(model, [("quantize_weight_only_awq", options)], calibration=calib, use_cache=False)
         outputs.append(tiny.run(result.model, calib[0])[0])
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("fmt", ["matmulnbits", "qdq"])
 def test_awq_symmetric_scales_are_signed_except_in_qdq(tiny, fmt):
-    result = onnxcomp.compress(llama_mlp(tiny), [("quantize_weight_only_awq", {"group_size": 32, "format": fmt})],
-                               calibration=feeds(8, seed=5), use_cache=False)
+    result = onnxcomp.compress(
+        llama_mlp(tiny),
+        [("quantize_weight_only_awq", {"group_size": 32, "format": fmt})],
+        calibration=feeds(8, seed=5),
+        use_cache=False,
+    )
     negative = [(s < 0).any() for s in tiny.weight_scales(result.model)]
     assert negative and any(negative) == (fmt == "matmulnbits")
 
@@ -144,11 +157,14 @@ def residual_reader(tiny):
 def test_awq_reports_groups_it_cannot_scale_and_inserts_a_mul_when_asked(tiny):
     model, calib = residual_reader(tiny), feeds(8, seed=5)
     options = {"group_size": 32, "output_layer_bits": 0}
-    skipped = awq_details(onnxcomp.compress(model, [("quantize_weight_only_awq", options)], calibration=calib, use_cache=False))
+    skipped = awq_details(
+        onnxcomp.compress(model, [("quantize_weight_only_awq", options)], calibration=calib, use_cache=False)
+    )
     assert skipped["groups_scaled"] == 0
     assert "also read by Add" in skipped["groups_not_scaled"][0]["reason"]
-    with_mul = onnxcomp.compress(model, [("quantize_weight_only_awq", {**options, "fallback": "mul"})], calibration=calib,
-                                 use_cache=False)
+    with_mul = onnxcomp.compress(
+        model, [("quantize_weight_only_awq", {**options, "fallback": "mul"})], calibration=calib, use_cache=False
+    )
     assert awq_details(with_mul)["groups_scaled"] == 1
     assert "Mul" in tiny.op_types(with_mul.model)
     ref = tiny.run(model, calib[0])[0]
@@ -160,35 +176,60 @@ def test_awq_without_calibration_names_the_pass_and_option(tiny):
         onnxcomp.compress(llama_mlp(tiny), "w4a16-awq", use_cache=False)
 
 
-@pytest.mark.parametrize("options, message", [({"samples": 4}, "samples must be an integer"), ({"fallback": "x"}, "fallback must be"),
-                                              ({"bits": 3}, "bits must be one of"), ({"symmetric": "yes"}, "symmetric must be true"),
-                                              ({"algorithm": "gptq"}, "must be 'awq'"), ({"group_size": 48}, "group_size must be")])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"samples": 4}, "samples must be an integer"),
+        ({"fallback": "x"}, "fallback must be"),
+        ({"bits": 3}, "bits must be one of"),
+        ({"symmetric": "yes"}, "symmetric must be true"),
+        ({"algorithm": "gptq"}, "must be 'awq'"),
+        ({"group_size": 48}, "group_size must be"),
+    ],
+)
 def test_awq_bad_options(tiny, options, message):
     with pytest.raises(OnnxcompError, match=message):
-        onnxcomp.compress(llama_mlp(tiny), [("quantize_weight_only_awq", options)], calibration=feeds(2, seed=5), use_cache=False)
+        onnxcomp.compress(
+            llama_mlp(tiny), [("quantize_weight_only_awq", options)], calibration=feeds(2, seed=5), use_cache=False
+        )
 
 
 def test_scale_only_keeps_the_function_and_hands_float_weights_to_gptq(tiny):
     model, calib = llama_mlp(tiny), feeds(8, seed=5)
-    scaled = onnxcomp.compress(model, [("quantize_weight_only_awq", {"group_size": 32, "scale_only": True})], calibration=calib,
-                               use_cache=False)
+    scaled = onnxcomp.compress(
+        model,
+        [("quantize_weight_only_awq", {"group_size": 32, "scale_only": True})],
+        calibration=calib,
+        use_cache=False,
+    )
     assert tiny.op_types(scaled.model).count("MatMul") == 3  # nothing quantized yet
     assert awq_details(scaled)["groups_scaled"] == 2
     assert not np.allclose(tiny.initializer(scaled.model, "gamma"), np.linspace(0.5, 1.5, HIDDEN))
     for feed in calib[:3]:
         ref = tiny.run(model, feed)[0]
         np.testing.assert_allclose(tiny.run(scaled.model, feed)[0], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
-    both = onnxcomp.compress(model, "w4a16-awq-gptq", calibration=calib, use_cache=False,
-                             options={"quantize_weight_only_awq": {"group_size": 32}, "quantize_weight_only_gptq": {"group_size": 32}})
+    both = onnxcomp.compress(
+        model,
+        "w4a16-awq-gptq",
+        calibration=calib,
+        use_cache=False,
+        options={"quantize_weight_only_awq": {"group_size": 32}, "quantize_weight_only_gptq": {"group_size": 32}},
+    )
     assert tiny.op_types(both.model).count("MatMulNBits") == 3
 
 
 def test_awq_leaves_a_tied_lm_head_unscaled_so_the_table_is_stored_once(tiny):
-    from tests.test_weight_only import tied_lm
+    from tests.passes.test_weight_only import tied_lm
+
     model, _ = tied_lm(tiny)
     calib = [{"ids": np.random.default_rng(i).integers(0, 100, (2, 5))} for i in range(4)]
-    result = onnxcomp.compress(model, "w4a16-awq", calibration=calib, use_cache=False,
-                               options={"quantize_weight_only_awq": {"group_size": 32, "samples": 16}})
+    result = onnxcomp.compress(
+        model,
+        "w4a16-awq",
+        calibration=calib,
+        use_cache=False,
+        options={"quantize_weight_only_awq": {"group_size": 32, "samples": 16}},
+    )
     details = awq_details(result)
     assert "tied to the embedding table 'table'" in details["groups_not_scaled"][0]["reason"]
     assert details["tied_tables"][0]["shared"] and "GatherBlockQuantized" in tiny.op_types(result.model)

@@ -18,8 +18,10 @@ def conv_bn_model(tiny):
     rng = np.random.default_rng(0)
     inits = {
         "w": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
-        "s": rng.uniform(0.5, 1.5, 4).astype(np.float32), "b": rng.standard_normal(4).astype(np.float32),
-        "m": rng.standard_normal(4).astype(np.float32), "v": rng.uniform(0.5, 1.5, 4).astype(np.float32),
+        "s": rng.uniform(0.5, 1.5, 4).astype(np.float32),
+        "b": rng.standard_normal(4).astype(np.float32),
+        "m": rng.standard_normal(4).astype(np.float32),
+        "v": rng.uniform(0.5, 1.5, 4).astype(np.float32),
         "w2": rng.standard_normal((4 * 4 * 4, 5)).astype(np.float32) * 0.1,
         "shape": np.array([-1, 64], np.int64),
     }
@@ -31,7 +33,10 @@ def conv_bn_model(tiny):
             h.make_node("Reshape", ["r", "shape"], ["flat"], name="flatten"),
             h.make_node("MatMul", ["flat", "w2"], ["y"], name="head"),
         ],
-        [("x", ["n", 2, 4, 4])], [("y", ["n", 5])], inits, infer_shapes=True,
+        [("x", ["n", 2, 4, 4])],
+        [("y", ["n", 5])],
+        inits,
+        infer_shapes=True,
     )
     feeds = [{"x": rng.standard_normal((3, 2, 4, 4)).astype(np.float32)} for _ in range(4)]
     return model, feeds
@@ -45,7 +50,18 @@ def test_report_structure(conv_bn_model):
     assert [e["pass"] for e in report["passes"]] == [name for name, _ in onnxcomp.passes.recipes.load_recipe("int8")]
     assert report["recipe"][0] == {"pass": "fold_constants"}
     for entry in report["passes"]:
-        assert set(entry) >= {"pass", "options", "modified", "seconds", "nodes_before", "nodes_after", "nodes_added", "nodes_removed", "bytes_before", "bytes_after"}
+        assert set(entry) >= {
+            "pass",
+            "options",
+            "modified",
+            "seconds",
+            "nodes_before",
+            "nodes_after",
+            "nodes_added",
+            "nodes_removed",
+            "bytes_before",
+            "bytes_after",
+        }
         assert "deviation" not in entry
     by_pass = {e["pass"]: e for e in report["passes"]}
     assert by_pass["fold_batchnorm"]["nodes_removed"] == {"BatchNormalization": 1}
@@ -111,7 +127,8 @@ def test_output_name_for():
 
 def test_invalid_model_proto_is_reported_as_bad_input():
     graph = h.make_graph(
-        [h.make_node("Relu", ["x", "ghost"], ["y"])], "g",
+        [h.make_node("Relu", ["x", "ghost"], ["y"])],
+        "g",
         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
     )
@@ -124,7 +141,8 @@ def test_invalid_model_proto_is_reported_as_bad_input():
 def test_runtime_errors_are_onnxcomp_errors():
     rng = np.random.default_rng(1)
     graph = h.make_graph(
-        [h.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [h.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 4])],
         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 3])],
         [onnx.numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")],

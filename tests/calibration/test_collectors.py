@@ -90,7 +90,13 @@ def test_to_arrays_from_arrays_round_trip():
     batches = batches_of_growing_range()
     st = stats_of(batches[:3])
     back = TensorStats.from_arrays({k: np.array(v) for k, v in st.to_arrays().items()})
-    assert (back.min, back.max, back.width, back.count, back.num_bins) == (st.min, st.max, st.width, st.count, st.num_bins)
+    assert (back.min, back.max, back.width, back.count, back.num_bins) == (
+        st.min,
+        st.max,
+        st.width,
+        st.count,
+        st.num_bins,
+    )
     np.testing.assert_array_equal(back.hist, st.hist)
     np.testing.assert_array_equal(back.channel_absmax, st.channel_absmax)
     for method in METHODS:

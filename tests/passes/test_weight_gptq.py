@@ -9,12 +9,12 @@ from onnx import helper as h
 import onnxcomp
 from onnxcomp.algorithms import gptq
 from onnxcomp.algorithms.blockwise import dequantize_blockwise, quantize_blockwise
-from onnxcomp.errors import OnnxcompError
 from onnxcomp.algorithms.gptq import gptq_quantize, hessian_error
 from onnxcomp.calibration.collectors import GramAccumulator
 from onnxcomp.calibration.requests import GramRequest
 from onnxcomp.calibration.runner import collect
 from onnxcomp.calibration.staged import StagedHessians
+from onnxcomp.errors import OnnxcompError
 
 
 def correlated(rows=512, k=200, seed=0):
@@ -40,14 +40,23 @@ def test_gptq_lowers_the_output_error_below_rtn(groups, symmetric, bits, group):
     x = correlated()
     w = np.random.default_rng(1).standard_normal((200, 24)).astype(np.float32) * 0.05  # K = 200: last block padded
     hess = 2 * x.T @ x / len(x)
-    q = gptq_quantize(w, hess, bits, group, symmetric, act_order=groups == "act_order", block=64,
-                      static_groups=groups != "lazy", clip_search=groups == "clip")
+    q = gptq_quantize(
+        w,
+        hess,
+        bits,
+        group,
+        symmetric,
+        act_order=groups == "act_order",
+        block=64,
+        static_groups=groups != "lazy",
+        clip_search=groups == "clip",
+    )
     rtn = quantize_blockwise(w, bits, group, symmetric)
     assert q.codes.shape == rtn.codes.shape and (q.codes.max() <= 2**bits - 1)
     if groups in ("static", "act_order"):  # static groups: RTN's scales/zero points, only the codes differ
         np.testing.assert_array_equal(q.scales, rtn.scales)
         np.testing.assert_array_equal(q.zero_points, rtn.zero_points)
-    assert (q.codes[:, -1, 200 - (q.n_blocks - 1) * group:] == 0).all()  # padding codes are 0
+    assert (q.codes[:, -1, 200 - (q.n_blocks - 1) * group :] == 0).all()  # padding codes are 0
     out_gptq = np.linalg.norm(x @ dequantize_blockwise(q) - x @ w)
     out_rtn = np.linalg.norm(x @ dequantize_blockwise(rtn) - x @ w)
     assert out_gptq < 0.8 * out_rtn, (out_gptq, out_rtn)
@@ -66,7 +75,10 @@ def test_gptq_in_column_chunks_equals_one_chunk(monkeypatch, static_groups):
     np.testing.assert_array_equal(chunked.codes, whole.codes)
     np.testing.assert_array_equal(chunked.scales, whole.scales)
     np.testing.assert_array_equal(chunked.zero_points, whole.zero_points)
-    assert abs(hessian_error(w, dequantize_blockwise(whole), hess) - hessian_error(w, dequantize_blockwise(chunked), hess)) < 1e-12
+    assert (
+        abs(hessian_error(w, dequantize_blockwise(whole), hess) - hessian_error(w, dequantize_blockwise(chunked), hess))
+        < 1e-12
+    )
 
 
 def test_gptq_dead_inputs_and_bad_hessian():
@@ -83,17 +95,23 @@ def test_gptq_dead_inputs_and_bad_hessian():
 
 def tiny_linear(tiny, k=96):
     rng = np.random.default_rng(0)
-    nodes = [h.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"), h.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
-             h.make_node("Add", ["q", "k"], ["s"]), h.make_node("MatMul", ["s", "wo"], ["y"], name="o_proj")]
-    inits = {"wq": (rng.standard_normal((k, 32)) * 0.1).astype(np.float32),
-             "wk": (rng.standard_normal((k, 32)) * 0.1).astype(np.float32),
-             "wo": (rng.standard_normal((32, 16)) * 0.1).astype(np.float32)}
+    nodes = [
+        h.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
+        h.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
+        h.make_node("Add", ["q", "k"], ["s"]),
+        h.make_node("MatMul", ["s", "wo"], ["y"], name="o_proj"),
+    ]
+    inits = {
+        "wq": (rng.standard_normal((k, 32)) * 0.1).astype(np.float32),
+        "wk": (rng.standard_normal((k, 32)) * 0.1).astype(np.float32),
+        "wo": (rng.standard_normal((32, 16)) * 0.1).astype(np.float32),
+    }
     return tiny.make_model(nodes, [("x", [4, k])], [("y", [4, 16])], inits, infer_shapes=True)
 
 
 def calibration(k=96, n=8):
     x = correlated(rows=4 * n, k=k).astype(np.float32)
-    return [{"x": x[i * 4:(i + 1) * 4]} for i in range(n)]
+    return [{"x": x[i * 4 : (i + 1) * 4]} for i in range(n)]
 
 
 @pytest.mark.parametrize("fmt", ["matmulnbits", "qdq"])
@@ -122,14 +140,25 @@ def test_gptq_without_calibration_names_the_option(tiny):
         onnxcomp.compress(tiny_linear(tiny), "w4a16-gptq", use_cache=False)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"damp": 1.5}, "damp must be a number in \\[0, 1\\), not 1.5"), ({"damp": True}, "damp must be"),
-    ({"samples": 64}, "unknown option .samples."), ({"bits": 3}, "bits must be one of"), ({"algorithm": "awq"}, "must be 'gptq'"),
-    ({"sequential": "yes"}, "sequential must be true or false, not 'yes'"), ({"static_groups": 1}, "static_groups must be true or false"),
-    ({"clip_search": "on"}, "clip_search must be true or false"), ({"block": 0}, "block must be a positive integer, not 0")])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"damp": 1.5}, "damp must be a number in \\[0, 1\\), not 1.5"),
+        ({"damp": True}, "damp must be"),
+        ({"samples": 64}, "unknown option .samples."),
+        ({"bits": 3}, "bits must be one of"),
+        ({"algorithm": "awq"}, "must be 'gptq'"),
+        ({"sequential": "yes"}, "sequential must be true or false, not 'yes'"),
+        ({"static_groups": 1}, "static_groups must be true or false"),
+        ({"clip_search": "on"}, "clip_search must be true or false"),
+        ({"block": 0}, "block must be a positive integer, not 0"),
+    ],
+)
 def test_gptq_bad_options(tiny, options, message):
     with pytest.raises(OnnxcompError, match=message) as info:
-        onnxcomp.compress(tiny_linear(tiny), [("quantize_weight_only_gptq", options)], calibration=calibration(), use_cache=False)
+        onnxcomp.compress(
+            tiny_linear(tiny), [("quantize_weight_only_gptq", options)], calibration=calibration(), use_cache=False
+        )
     assert "\n" not in str(info.value) and "quantize_weight_only_gptq" in str(info.value)
 
 
@@ -145,7 +174,11 @@ def two_layers(tiny, first="MatMul", k=64, mid=64, n=8):
     else:
         inits["w1"] = w1
         layer1 = h.make_node("MatMul", ["x", "w1"], ["a"], name="fc1")
-    nodes = [layer1, h.make_node("Tanh", ["a"], ["t"], name="act"), h.make_node("MatMul", ["t", "w2"], ["y"], name="fc2")]
+    nodes = [
+        layer1,
+        h.make_node("Tanh", ["a"], ["t"], name="act"),
+        h.make_node("MatMul", ["t", "w2"], ["y"], name="fc2"),
+    ]
     return tiny.make_model(nodes, [("x", [4, k])], [("y", [4, n])], inits, infer_shapes=True), w1, inits
 
 
@@ -161,8 +194,12 @@ def test_sequential_uses_the_quantized_earlier_layer_and_equals_a_hand_reference
     x = np.concatenate([f["x"] for f in calib]).astype(np.float64)
     bias = inits.get("b1", np.zeros(w1.shape[1], np.float32))
     options = {"group_size": 32, "output_layer_bits": 0, "format": "qdq"}
-    results = {seq: onnxcomp.compress(model, [("quantize_weight_only_gptq", {**options, "sequential": seq})], calibration=calib,
-                                      use_cache=False) for seq in (True, False)}
+    results = {
+        seq: onnxcomp.compress(
+            model, [("quantize_weight_only_gptq", {**options, "sequential": seq})], calibration=calib, use_cache=False
+        )
+        for seq in (True, False)
+    }
     # by hand: layer 1 from x; layer 2 from the float model (one-shot) or from quantized layer 1 (sequential)
     q1 = dequantize_blockwise(gptq_quantize(w1, hess(x), 4, 32, True))
     for seq, layer1_weight in ((True, q1), (False, w1)):
@@ -196,13 +233,23 @@ def test_staged_hessians_run_each_node_once_from_the_cached_frontier(tiny):
     carries the side branch across the cuts, every node runs at most once, nodes after the last stage
     input never run, and without replacements the Hessians equal one run of the whole model."""
     rng = np.random.default_rng(0)
-    nodes = [h.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"), h.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
-             h.make_node("Relu", ["x"], ["side"], name="side"), h.make_node("Add", ["q", "k"], ["s"], name="add"),
-             h.make_node("MatMul", ["s", "wo"], ["o"], name="o_proj"), h.make_node("Sigmoid", ["o"], ["g"], name="gate"),
-             h.make_node("MatMul", ["g", "wd"], ["d"], name="down"), h.make_node("ReduceSum", ["side"], ["r"], name="sum", keepdims=1),
-             h.make_node("Add", ["d", "r"], ["y"], name="out")]
-    inits = {"wq": rng.standard_normal((96, 32)).astype(np.float32), "wk": rng.standard_normal((96, 32)).astype(np.float32),
-             "wo": rng.standard_normal((32, 16)).astype(np.float32), "wd": rng.standard_normal((16, 16)).astype(np.float32)}
+    nodes = [
+        h.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
+        h.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
+        h.make_node("Relu", ["x"], ["side"], name="side"),
+        h.make_node("Add", ["q", "k"], ["s"], name="add"),
+        h.make_node("MatMul", ["s", "wo"], ["o"], name="o_proj"),
+        h.make_node("Sigmoid", ["o"], ["g"], name="gate"),
+        h.make_node("MatMul", ["g", "wd"], ["d"], name="down"),
+        h.make_node("ReduceSum", ["side"], ["r"], name="sum", keepdims=1),
+        h.make_node("Add", ["d", "r"], ["y"], name="out"),
+    ]
+    inits = {
+        "wq": rng.standard_normal((96, 32)).astype(np.float32),
+        "wk": rng.standard_normal((96, 32)).astype(np.float32),
+        "wo": rng.standard_normal((32, 16)).astype(np.float32),
+        "wd": rng.standard_normal((16, 16)).astype(np.float32),
+    }
     proto = tiny.make_model(nodes, [("x", [4, 96])], [("y", [4, 16])], inits, infer_shapes=True)
     model = ir.from_proto(proto)
     reader = OnceReader(calibration())
@@ -226,11 +273,20 @@ def test_staged_hessians_see_a_replaced_weight_only_in_its_own_node(tiny):
     """A weight read by a linear and by another node: the replacement changes the linear's read only."""
     rng = np.random.default_rng(1)
     w = rng.standard_normal((96, 96)).astype(np.float32)
-    nodes = [h.make_node("MatMul", ["x", "w"], ["a"], name="fc1"), h.make_node("ReduceSum", ["w"], ["wsum"], name="sum_w", keepdims=1),
-             h.make_node("Add", ["x", "wsum"], ["b"], name="add_w"),
-             h.make_node("Mul", ["a", "b"], ["m"], name="mul"), h.make_node("MatMul", ["m", "w2"], ["y"], name="fc2")]
-    proto = tiny.make_model(nodes, [("x", [4, 96])], [("y", [4, 8])], {"w": w, "w2": rng.standard_normal((96, 8)).astype(np.float32)},
-                            infer_shapes=True)
+    nodes = [
+        h.make_node("MatMul", ["x", "w"], ["a"], name="fc1"),
+        h.make_node("ReduceSum", ["w"], ["wsum"], name="sum_w", keepdims=1),
+        h.make_node("Add", ["x", "wsum"], ["b"], name="add_w"),
+        h.make_node("Mul", ["a", "b"], ["m"], name="mul"),
+        h.make_node("MatMul", ["m", "w2"], ["y"], name="fc2"),
+    ]
+    proto = tiny.make_model(
+        nodes,
+        [("x", [4, 96])],
+        [("y", [4, 8])],
+        {"w": w, "w2": rng.standard_normal((96, 8)).astype(np.float32)},
+        infer_shapes=True,
+    )
     model = ir.from_proto(proto)
     feeds = calibration()
     staged = StagedHessians(model, ["x", "m"], feeds)
@@ -244,4 +300,3 @@ def test_staged_hessians_see_a_replaced_weight_only_in_its_own_node(tiny):
     np.testing.assert_allclose(hessians["m"], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
     unreplaced = hess((x @ w) * (x + w.astype(np.float64).sum()))
     assert np.abs(unreplaced - expected).max() > 1e-3 * np.abs(expected).max()
-

@@ -1,0 +1,37 @@
+"""onnxcomp.precision: the presets' rule as a default plan, and a per-layer plan the appliers read."""
+
+import numpy as np
+import onnx_ir as ir
+from onnx import helper as h
+
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.base import Context
+from onnxcomp.precision import PrecisionPlan, Scheme, weight_only_plan
+
+
+def lm_like(tiny):
+    rng = np.random.default_rng(1)
+    nodes = [h.make_node("MatMul", ["x", "w1"], ["a"], name="body"), h.make_node("MatMul", ["a", "w2"], ["logits"], name="head")]
+    inits = {"w1": rng.standard_normal((64, 64)).astype(np.float32), "w2": rng.standard_normal((64, 32)).astype(np.float32)}
+    return ir.from_proto(tiny.make_model(nodes, [("x", [2, 64])], [("logits", [2, 32])], inits, infer_shapes=True))
+
+
+def test_default_plan_is_the_presets_rule(tiny):
+    model = lm_like(tiny)
+    plan = weight_only_plan(list(model.graph), bits=4, group=32, symmetric=False, output_layer_bits=8)
+    body, head = list(model.graph)
+    assert plan.scheme_for(body) == Scheme("blockwise", 4, 32, False)
+    assert plan.scheme_for(head) == Scheme("blockwise", 8, 32, True)  # output layers: 8-bit, symmetric
+    assert weight_only_plan(list(model.graph), 4, 32, False, 0).scheme_for(head).bits == 4
+
+
+def test_a_plan_in_the_context_sets_each_layer(tiny):
+    """The RTN pass run directly with a plan: the body at int8 g64, the head at the plan's default int4."""
+    model = lm_like(tiny)
+    plan = PrecisionPlan(Scheme("blockwise", 4, 128, True), {"body": Scheme("blockwise", 8, 64, False)})
+    rtn = PASSES["quantize_weight_only"](Context(precision_plan=plan))
+    rtn(model)
+    layers = {layer["node"]: layer for layer in rtn.details["layers"]}
+    assert (layers["body"]["bits"], layers["body"]["group_size"], layers["body"]["symmetric"]) == (8, 64, False)
+    assert (layers["head"]["bits"], layers["head"]["group_size"]) == (4, 128)
+    assert [n.op_type for n in model.graph] == ["MatMulNBits", "MatMulNBits"]
