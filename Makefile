@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 export ONNXCOMP_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE = 1
 
-.PHONY: install demo test test-fast bench build-ops bench-int4 clean
+.PHONY: install demo lint test test-fast bench build-ops bench-int4 clean
 
 $(BIN)/onnxcomp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ install: $(BIN)/onnxcomp
 demo: install  ## export MiniLM-L6, calibrate, compress to int8, print the before/after table
 	$(BIN)/onnxcomp demo --model minilm --out-dir out
 
-test: install  ## the whole suite, real models included (what CI runs)
+lint: install  ## ruff: style, import order, and no onnx/onnxruntime in onnxcomp/algorithms
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint  ## ruff, then the whole suite, real models included (what CI runs)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 test-fast: install  ## the quick subset for the edit loop

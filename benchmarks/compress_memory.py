@@ -56,16 +56,24 @@ def main() -> int:
         added = measure(COMPRESS, str(path), str(calib), str(Path(tmp) / "out.onnx"))
     size = path.stat().st_size
     budget = 3 * size + runtime
-    result = {"model": args.model, "model_bytes": size, "runtime_footprint_bytes": runtime,
-              "budget_bytes": budget, "compress_added_bytes": added, "within_budget": added <= budget}
+    result = {
+        "model": args.model,
+        "model_bytes": size,
+        "runtime_footprint_bytes": runtime,
+        "budget_bytes": budget,
+        "compress_added_bytes": added,
+        "within_budget": added <= budget,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         mb = lambda n: f"{n / 2**20:.0f} MB"  # noqa: E731
         print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
         print(f"{args.model}: fp32 file {mb(size)}; ONNX Runtime running the calibration batches: +{mb(runtime)}")
-        print(f"budget 3 x file + runtime = {mb(budget)}; compress (int8, cache off) added {mb(added)} "
-              f"= {added / budget:.2f} x budget -> {'within' if added <= budget else 'OVER'}")
+        print(
+            f"budget 3 x file + runtime = {mb(budget)}; compress (int8, cache off) added {mb(added)} "
+            f"= {added / budget:.2f} x budget -> {'within' if added <= budget else 'OVER'}"
+        )
     return 0
 
 

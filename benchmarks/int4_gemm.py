@@ -16,6 +16,7 @@ device-to-device copy (read + write bytes). Ideal speedup = fp16 bytes / int4 by
 Without a CUDA GPU it prints why and exits with status 0 having measured nothing.
 ``--cpu`` times the CPU kernel in ONNX Runtime instead (any machine).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ def main() -> int:
     p.add_argument("--group-size", type=int, default=128, choices=[32, 64, 128])
     p.add_argument("--zero-points", action="store_true", help="asymmetric weights (packed zero points)")
     p.add_argument("--json", help="write the rows to this file")
-    p.add_argument("--cpu", action="store_true", help="instead: time the CPU kernel in ONNX Runtime against "
-                   "com.microsoft.MatMulNBits and fp32 MatMul (no GPU needed)")
+    p.add_argument(
+        "--cpu",
+        action="store_true",
+        help="instead: time the CPU kernel in ONNX Runtime against "
+        "com.microsoft.MatMulNBits and fp32 MatMul (no GPU needed)",
+    )
     args = p.parse_args()
     if args.cpu:
         return cpu_benchmark(args)
@@ -61,10 +66,14 @@ def main() -> int:
     spills = [k for k in info["kernels"] if k.get("spill_stores") or k.get("spill_loads")]
     dev = torch.cuda.get_device_properties(0)
     l2 = getattr(dev, "L2_cache_size", 50 * 2**20)
-    print(f"GPU: {dev.name}, {dev.total_memory / 2**30:.0f} GiB, L2 {l2 / 2**20:.0f} MiB; torch {torch.__version__}, "
-          f"CUDA {torch.version.cuda}")
-    print(f"library: {info['path']} ({', '.join(info['archs'])}; {len(info['kernels'])} kernel entries, "
-          f"{len(spills)} with spills)")
+    print(
+        f"GPU: {dev.name}, {dev.total_memory / 2**30:.0f} GiB, L2 {l2 / 2**20:.0f} MiB; torch {torch.__version__}, "
+        f"CUDA {torch.version.cuda}"
+    )
+    print(
+        f"library: {info['path']} ({', '.join(info['archs'])}; {len(info['kernels'])} kernel entries, "
+        f"{len(spills)} with spills)"
+    )
     reps = 10 if args.quick else args.reps
     ms = [1, 16, 256] if args.quick else MS
     g = args.group_size
@@ -72,14 +81,16 @@ def main() -> int:
     # measured device-to-device copy bandwidth (bytes read + written per second)
     src = torch.empty(2**30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    copy_s = time_graph(torch, lambda i: dst.copy_(src), 1, reps)
+    copy_s = time_graph(torch, lambda i: dst.copy_(src), 1, reps)  # noqa: F821 (names deleted after use)
     copy_bw = 2 * src.numel() / copy_s
     del src, dst
     print(f"device copy bandwidth: {copy_bw / 1e9:.0f} GB/s\n")
 
     rows, failures = [], []
-    header = (f"{'K':>6} {'N':>6} {'M':>5} | {'int4 us':>9} {'fp16 us':>9} {'speedup':>7} {'ideal':>6} {'%ideal':>6} | "
-              f"{'GB/s':>7} {'%copy':>6} {'TFLOP/s':>7} | {'max err':>8}")
+    header = (
+        f"{'K':>6} {'N':>6} {'M':>5} | {'int4 us':>9} {'fp16 us':>9} {'speedup':>7} {'ideal':>6} {'%ideal':>6} | "
+        f"{'GB/s':>7} {'%copy':>6} {'TFLOP/s':>7} | {'max err':>8}"
+    )
     print(header)
     print("-" * len(header))
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -87,10 +98,19 @@ def main() -> int:
         nb = -(-k // g)
         w_bytes = n * nb * g // 2 + n * nb * 2 + (n * (-(-nb // 2)) if args.zero_points else 0)
         copies = max(2, min(512, math.ceil(4 * l2 / w_bytes)))
-        bs = [torch.randint(0, 256, (n, nb, g // 2), dtype=torch.uint8, device="cuda", generator=gen) for _ in range(copies)]
+        bs = [
+            torch.randint(0, 256, (n, nb, g // 2), dtype=torch.uint8, device="cuda", generator=gen)
+            for _ in range(copies)
+        ]
         ss = [(torch.rand((n, nb), device="cuda", generator=gen) * 0.02 + 0.005).half() for _ in range(copies)]
-        zs = ([torch.randint(0, 256, (n, -(-nb // 2)), dtype=torch.uint8, device="cuda", generator=gen)
-               for _ in range(copies)] if args.zero_points else [None] * copies)
+        zs = (
+            [
+                torch.randint(0, 256, (n, -(-nb // 2)), dtype=torch.uint8, device="cuda", generator=gen)
+                for _ in range(copies)
+            ]
+            if args.zero_points
+            else [None] * copies
+        )
         fp16_copies = max(2, min(512, math.ceil(4 * l2 / (2 * n * k))))
         ws = [dequant(torch, bs[i % copies], ss[i % copies], zs[i % copies], k, g).half() for i in range(fp16_copies)]
         for m in ms:
@@ -107,27 +127,38 @@ def main() -> int:
                 failures.append((k, n, m, err))
 
             def ours(i):
-                j = i % a_copies
-                matmul_int4(lib, As[j], bs[i % copies], ss[i % copies], zs[i % copies], None, ys[j], k=k, n=n,
-                            group_size=g)
+                j, c = i % a_copies, i % copies
+                matmul_int4(lib, As[j], bs[c], ss[c], zs[c], None, ys[j], k=k, n=n, group_size=g)  # noqa: F821
 
             def cublas(i):
                 j = i % a_copies
-                torch.matmul(As[j], ws[i % fp16_copies].t(), out=ys[j])
+                torch.matmul(As[j], ws[i % fp16_copies].t(), out=ys[j])  # noqa: F821 (names deleted after use)
 
             t_int4 = time_graph(torch, ours, max(copies, a_copies), reps)
             t_fp16 = time_graph(torch, cublas, max(fp16_copies, a_copies), reps)
             io = 2 * m * k + 2 * m * n
             b_int4, b_fp16 = w_bytes + io, 2 * n * k + io
             ideal = b_fp16 / b_int4
-            row = dict(K=k, N=n, M=m, int4_us=t_int4 * 1e6, fp16_us=t_fp16 * 1e6, speedup=t_fp16 / t_int4,
-                       ideal_speedup=ideal, pct_of_ideal=100 * (t_fp16 / t_int4) / ideal,
-                       gbps=b_int4 / t_int4 / 1e9, pct_copy_bw=100 * b_int4 / t_int4 / copy_bw,
-                       tflops=2 * m * n * k / t_int4 / 1e12, max_rel_err=err)
+            row = dict(
+                K=k,
+                N=n,
+                M=m,
+                int4_us=t_int4 * 1e6,
+                fp16_us=t_fp16 * 1e6,
+                speedup=t_fp16 / t_int4,
+                ideal_speedup=ideal,
+                pct_of_ideal=100 * (t_fp16 / t_int4) / ideal,
+                gbps=b_int4 / t_int4 / 1e9,
+                pct_copy_bw=100 * b_int4 / t_int4 / copy_bw,
+                tflops=2 * m * n * k / t_int4 / 1e12,
+                max_rel_err=err,
+            )
             rows.append(row)
-            print(f"{k:>6} {n:>6} {m:>5} | {row['int4_us']:>9.1f} {row['fp16_us']:>9.1f} {row['speedup']:>7.2f} "
-                  f"{ideal:>6.2f} {row['pct_of_ideal']:>6.1f} | {row['gbps']:>7.0f} {row['pct_copy_bw']:>6.1f} "
-                  f"{row['tflops']:>7.2f} | {err:>8.1e}")
+            print(
+                f"{k:>6} {n:>6} {m:>5} | {row['int4_us']:>9.1f} {row['fp16_us']:>9.1f} {row['speedup']:>7.2f} "
+                f"{ideal:>6.2f} {row['pct_of_ideal']:>6.1f} | {row['gbps']:>7.0f} {row['pct_copy_bw']:>6.1f} "
+                f"{row['tflops']:>7.2f} | {err:>8.1e}"
+            )
             del As, ys
         del bs, ss, zs, ws
         torch.cuda.empty_cache()
@@ -162,35 +193,58 @@ def cpu_benchmark(args) -> int:
 
     lib = build.library_path(cuda=False)
     g = args.group_size
-    shapes = [(576, 1536), (1536, 576), (4096, 4096)] if args.quick else [(576, 1536), (1536, 576), (4096, 4096), (4096, 11008)]
+    shapes = (
+        [(576, 1536), (1536, 576), (4096, 4096)]
+        if args.quick
+        else [(576, 1536), (1536, 576), (4096, 4096), (4096, 11008)]
+    )
     ms = [1, 16, 128]
-    print(f"CPU: onnxruntime {ort.__version__}, 2 intra-op threads, group {g}, fp32 A, "
-          f"{'asymmetric' if args.zero_points else 'symmetric'}; median of {args.reps} interleaved runs (ms)")
-    header = f"{'K':>6} {'N':>6} {'M':>4} | {'MatMulInt4':>10} {'MatMulNBits':>11} {'fp32 MatMul':>11} | {'ours/NBits':>10} {'ours/fp32':>9} | {'max err':>8}"
+    print(
+        f"CPU: onnxruntime {ort.__version__}, 2 intra-op threads, group {g}, fp32 A, "
+        f"{'asymmetric' if args.zero_points else 'symmetric'}; median of {args.reps} interleaved runs (ms)"
+    )
+    header = (
+        f"{'K':>6} {'N':>6} {'M':>4} | {'MatMulInt4':>10} {'MatMulNBits':>11} {'fp32 MatMul':>11} | "
+        f"{'ours/NBits':>10} {'ours/fp32':>9} | {'max err':>8}"
+    )
     print(header)
     print("-" * len(header))
     for k, n in shapes:
         ops = random_operands(np.random.default_rng(0), (1,), k, n, g, asymmetric=args.zero_points, bias=False)
-        w = matmul_int4_reference(np.eye(k, dtype=np.float32), ops["B"], ops["scales"], ops["zero_points"], None,
-                                  k=k, group_size=g).astype(np.float32)  # [K, N]
+        w = matmul_int4_reference(
+            np.eye(k, dtype=np.float32), ops["B"], ops["scales"], ops["zero_points"], None, k=k, group_size=g
+        ).astype(np.float32)  # [K, N]
         weights = {"B": ops["B"], "scales": ops["scales"]}
         if args.zero_points:
             weights["zero_points"] = ops["zero_points"]
         names = ["A", *weights]
         models = {
-            "ours": ([helper.make_node("MatMulInt4", names, ["Y"], domain="ai.onnxcomp", K=k, N=n, bits=4, group_size=g)],
-                     {x: v for x, v in weights.items()}, [("ai.onnxcomp", 1)]),
-            "nbits": ([helper.make_node("MatMulNBits", names, ["Y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=g)],
-                      {x: (v if x == "B" else v.reshape(-1)) for x, v in weights.items()}, [("com.microsoft", 1)]),
+            "ours": (
+                [helper.make_node("MatMulInt4", names, ["Y"], domain="ai.onnxcomp", K=k, N=n, bits=4, group_size=g)],
+                {x: v for x, v in weights.items()},
+                [("ai.onnxcomp", 1)],
+            ),
+            "nbits": (
+                [helper.make_node("MatMulNBits", names, ["Y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=g)],
+                {x: (v if x == "B" else v.reshape(-1)) for x, v in weights.items()},
+                [("com.microsoft", 1)],
+            ),
             "fp32": ([helper.make_node("MatMul", ["A", "W"], ["Y"])], {"W": w}, []),
         }
         sessions = {}
         for key, (nodes, inits, domains) in models.items():
-            graph = helper.make_graph(nodes, key, [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["M", k])],
-                                      [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])],
-                                      [numpy_helper.from_array(v, x) for x, v in inits.items()])
-            model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 21),
-                                      *[helper.make_opsetid(d, v) for d, v in domains]])
+            graph = helper.make_graph(
+                nodes,
+                key,
+                [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["M", k])],
+                [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])],
+                [numpy_helper.from_array(v, x) for x, v in inits.items()],
+            )
+            model = helper.make_model(
+                graph,
+                ir_version=10,
+                opset_imports=[helper.make_opsetid("", 21), *[helper.make_opsetid(d, v) for d, v in domains]],
+            )
             so = ort.SessionOptions()
             so.intra_op_num_threads = 2
             if key == "ours":
@@ -211,8 +265,10 @@ def cpu_benchmark(args) -> int:
                     s.run(None, {"A": a})
                     times[key].append(time.perf_counter() - t0)
             med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
-            print(f"{k:>6} {n:>6} {m:>4} | {med['ours']:>10.3f} {med['nbits']:>11.3f} {med['fp32']:>11.3f} | "
-                  f"{med['ours'] / med['nbits']:>10.2f} {med['ours'] / med['fp32']:>9.2f} | {err:>8.1e}")
+            print(
+                f"{k:>6} {n:>6} {m:>4} | {med['ours']:>10.3f} {med['nbits']:>11.3f} {med['fp32']:>11.3f} | "
+                f"{med['ours'] / med['nbits']:>10.2f} {med['ours'] / med['fp32']:>9.2f} | {err:>8.1e}"
+            )
     return 0
 
 
@@ -226,8 +282,11 @@ def dequant(torch, b, s, z, k, g):
     """float32 W [N, K] from the packed layout (torch, on the GPU)."""
     n, nb, _ = b.shape
     q = torch.stack([b & 15, b >> 4], dim=-1).reshape(n, nb * g).float()
-    zp = (torch.stack([z & 15, z >> 4], dim=-1).reshape(n, -1)[:, :nb].float() if z is not None
-          else torch.full((n, nb), 8.0, device=b.device))
+    zp = (
+        torch.stack([z & 15, z >> 4], dim=-1).reshape(n, -1)[:, :nb].float()
+        if z is not None
+        else torch.full((n, nb), 8.0, device=b.device)
+    )
     w = (q.reshape(n, nb, g) - zp[..., None]) * s.float()[..., None]
     return w.reshape(n, nb * g)[:, :k]
 
@@ -249,9 +308,11 @@ def time_graph(torch, fn, calls, reps):
                 fn(i)
         run = graph.replay
     except Exception:  # capture not possible: time the direct launches instead
+
         def run():
             for i in range(calls):
                 fn(i)
+
     for _ in range(3):
         run()
     times = []

@@ -27,10 +27,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))
 
-from benchmarks.int4_smollm2 import (add_arguments, cleanup, compile_cells, compile_rows, fmt,  # noqa: E402
-                                     open_sessions, ort_row, ours, parse_rows, worker_main, write_json)
 from benchmarks.int4_smollm2 import HERE as WORKER_SCRIPT  # noqa: E402
-from benchmarks.int8_minilm import _cell, score_rows  # noqa: E402
+from benchmarks.int4_smollm2 import (  # noqa: E402
+    add_arguments,
+    cleanup,
+    compile_cells,
+    compile_rows,
+    fmt,  # noqa: E402
+    open_sessions,
+    ort_row,
+    ours,
+    parse_rows,
+    worker_main,
+    write_json,
+)
+from benchmarks.int8_minilm import cell, score_rows  # noqa: E402
 
 GRID = [(g, s) for g in (32, 128) for s in ("sym", "asym")]
 ROWS = {
@@ -58,8 +69,14 @@ def measure(results: dict, runs: int) -> None:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    scored = score_rows(module, src, list(results.values()), module.evaluation_feeds(), log,
-                          lambda m: f"mean cosine {m['mean_cosine']:.4f}, NN agreement {m['nn_agreement']:.3f}")
+    scored = score_rows(
+        module,
+        src,
+        list(results.values()),
+        module.evaluation_feeds(),
+        log,
+        lambda m: f"mean cosine {m['mean_cosine']:.4f}, NN agreement {m['nn_agreement']:.3f}",
+    )
     sessions = {k: v for k, v in timed.items() if k in scored}
     specs = input_specs(onnx.load(src))
     for seq in SEQUENCES:
@@ -72,22 +89,28 @@ def measure(results: dict, runs: int) -> None:
 def table(rows: list[str], results: dict) -> str:
     base = results["fp32"]
     lat_heads = " | ".join(f"latency b1 seq {s} (× fp32)" for s in SEQUENCES)
-    lines = [f"| model | mean cosine | min cosine | NN agree | size MB | size × fp32 | {lat_heads} | quantize s | peak RSS MB | note |",
-             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(SEQUENCES) + "---:|---:|---|"]
+    lines = [
+        f"| model | mean cosine | min cosine | NN agree | size MB | size × fp32 | {lat_heads} | quantize s | "
+        "peak RSS MB | note |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(SEQUENCES) + "---:|---:|---|",
+    ]
     for row in rows:
         r = results[row]
         secs, rss = compile_cells(r)
         if r.get("error") or "mean_cosine" not in r:
             dashes = " | ".join("—" for _ in range(5 + len(SEQUENCES)))
-            lines.append(f"| {row} | {dashes} | {secs} | {rss} | fails: {_cell(r.get('error'))} |")
+            lines.append(f"| {row} | {dashes} | {secs} | {rss} | fails: {cell(r.get('error'))} |")
             continue
         lat = []
         for s in SEQUENCES:
             ms = r.get(f"latency_seq{s}_ms")
-            cell = fmt(ms / base[f"latency_seq{s}_ms"] if ms else None, ".2f")
-            lat.append(cell + (f" ({ms:.2f} ms)" if row == "fp32" and ms else ""))
-        lines.append(f"| {row} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | {r['nn_agreement']:.3f} | {r['size_mb']:.1f} | "
-                     f"{r['size_mb'] / base['size_mb']:.3f} | {' | '.join(lat)} | {secs} | {rss} | |")
+            ratio = fmt(ms / base[f"latency_seq{s}_ms"] if ms else None, ".2f")
+            lat.append(ratio + (f" ({ms:.2f} ms)" if row == "fp32" and ms else ""))
+        lines.append(
+            f"| {row} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | {r['nn_agreement']:.3f} | "
+            f"{r['size_mb']:.1f} | "
+            f"{r['size_mb'] / base['size_mb']:.3f} | {' | '.join(lat)} | {secs} | {rss} | |"
+        )
     return "\n".join(lines)
 
 

@@ -1,4 +1,6 @@
-"""Int4/int8 weight-only on SmolLM2-135M: onnxcomp RTN/GPTQ/AWQ side by side with ORT's MatMulNBitsQuantizer (matmul_nbits_quantizer; the issue's MatMul4BitsQuantizer was renamed).
+"""Int4/int8 weight-only on SmolLM2-135M: onnxcomp RTN/GPTQ/AWQ side by side with ORT's MatMulNBitsQuantizer.
+
+(ORT's matmul_nbits_quantizer; the issue's MatMul4BitsQuantizer was renamed.)
 
     .venv/bin/python benchmarks/int4_smollm2.py                       # all rows (long: ~1 h on 2 cores)
     .venv/bin/python benchmarks/int4_smollm2.py --rows fp32,rtn-g128-sym,ort-rtn-g128-sym   # a subset
@@ -37,19 +39,28 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))
 
-from benchmarks.int8_minilm import _cell, _one_line, environment, ort_reader, timed_compile  # noqa: E402
+from benchmarks.int8_minilm import cell, environment, one_line, ort_reader, timed_compile  # noqa: E402
 
 RECIPES = {"rtn": "w4a16-rtn", "gptq": "w4a16-gptq", "awq": "w4a16-awq", "awq-gptq": "w4a16-awq-gptq"}
 Q4_1_NOTE = "Q4_1 caveat: the GGUF passed through group-32 asymmetric 4-bit"
 
 
 def ours(algo: str, group: int, scheme: str) -> tuple[str, dict]:
-    return f"{algo}-g{group}-{scheme}", {"tool": "onnxcomp", "recipe": RECIPES[algo], "group_size": group,
-                                         "symmetric": scheme == "sym"}
+    return f"{algo}-g{group}-{scheme}", {
+        "tool": "onnxcomp",
+        "recipe": RECIPES[algo],
+        "group_size": group,
+        "symmetric": scheme == "sym",
+    }
 
 
 def ort_row(algo: str, group: int, scheme: str) -> tuple[str, dict]:
-    return f"ort-{algo}-g{group}-{scheme}", {"tool": "ort", "algo": algo, "group_size": group, "symmetric": scheme == "sym"}
+    return f"ort-{algo}-g{group}-{scheme}", {
+        "tool": "ort",
+        "algo": algo,
+        "group_size": group,
+        "symmetric": scheme == "sym",
+    }
 
 
 GRID = [(32, "sym"), (32, "asym"), (64, "sym"), (128, "sym"), (128, "asym")]
@@ -107,11 +118,13 @@ def worker(spec: dict) -> dict:
             calib = module.calibration_feeds() if spec["algo"] == "gptq" else None
             model = onnx.load(src)
     except Exception as exc:
-        return {"error": _one_line(exc), "seconds": None, "peak_rss_bytes": None}
+        return {"error": one_line(exc), "seconds": None, "peak_rss_bytes": None}
 
     def compile_model():
         if spec["tool"] == "onnxcomp":
-            onnxcomp.compress(src, spec["recipe"], calibration=calib, options=options, output=spec["out"], use_cache=False)
+            onnxcomp.compress(
+                src, spec["recipe"], calibration=calib, options=options, output=spec["out"], use_cache=False
+            )
             return
         if spec["algo"] == "rtn":
             config = mq.DefaultWeightOnlyQuantConfig(block_size=spec["group_size"], is_symmetric=spec["symmetric"])
@@ -119,7 +132,9 @@ def worker(spec: dict) -> dict:
             # ORT's GPTQ iterates over (a deepcopy of) the reader; its `block_size` is GPTQ's column
             # block, the group size comes from the quantizer's block_size below.
             config = mq.GPTQWeightOnlyQuantConfig(calibration_data_reader=ort_reader(calib))
-        quant = mq.MatMulNBitsQuantizer(model, block_size=spec["group_size"], is_symmetric=spec["symmetric"], algo_config=config)
+        quant = mq.MatMulNBitsQuantizer(
+            model, block_size=spec["group_size"], is_symmetric=spec["symmetric"], algo_config=config
+        )
         quant.process()
         quant.model.save_model_to_file(spec["out"], use_external_data_format=False)
 
@@ -157,31 +172,47 @@ def run_worker(spec: dict, timeout: float = 1500, script: Path = HERE, nice: int
     peak = 0
     with open(log_path, "wb") as log:
         prefix = ["nice", "-n", str(nice)] if nice else []
-        proc = subprocess.Popen([*prefix, sys.executable, str(script), "--worker", json.dumps(spec)], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=folder, env=env)
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, str(script), "--worker", json.dumps(spec)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+            env=env,
+        )
         while proc.poll() is None:
             peak = max(peak, _vmhwm_bytes(proc.pid) or 0)
             if time.perf_counter() - start > timeout:
                 proc.kill()
                 proc.wait()
                 elapsed = time.perf_counter() - start
-                return {"error": f"timed out after {elapsed:.0f} s (peak RSS so far {peak / 2**20:.0f} MB); "
-                                 f"last log line: {_last_log_line(log_path)}",
-                        "seconds": None, "peak_rss_bytes": None, "timeout_elapsed_s": elapsed,
-                        "timeout_peak_rss_bytes": peak, "log": str(log_path)}
+                return {
+                    "error": f"timed out after {elapsed:.0f} s (peak RSS so far {peak / 2**20:.0f} MB); "
+                    f"last log line: {_last_log_line(log_path)}",
+                    "seconds": None,
+                    "peak_rss_bytes": None,
+                    "timeout_elapsed_s": elapsed,
+                    "timeout_peak_rss_bytes": peak,
+                    "log": str(log_path),
+                }
             time.sleep(1)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0 or not result_path.exists():
-        return {"error": f"worker exited with code {proc.returncode} after {elapsed:.0f} s "
-                         f"(peak RSS {peak / 2**20:.0f} MB): {_last_log_line(log_path)}",
-                "seconds": None, "peak_rss_bytes": None, "log": str(log_path)}
+        return {
+            "error": f"worker exited with code {proc.returncode} after {elapsed:.0f} s "
+            f"(peak RSS {peak / 2**20:.0f} MB): {_last_log_line(log_path)}",
+            "seconds": None,
+            "peak_rss_bytes": None,
+            "log": str(log_path),
+        }
     info = json.loads(result_path.read_text())
     info.update(process_seconds=elapsed, log=str(log_path))
     return info
 
 
 def compile_rows(model: str, rows: list[str], table: dict, workdir: Path, args, script: Path = HERE) -> dict:
-    """Compile every row (fp32 is the source) in its own worker; returns {row: info with "path" when it produced one}."""
+    """Compile every row (fp32 is the source) in its own worker.
+
+    Returns {row: info with "path" when it produced one}."""
     from onnxcomp import models
 
     src = str(models.onnx_path(model))  # export once here, not in the workers
@@ -236,15 +267,26 @@ def open_sessions(results: dict) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser, rows: dict, runs: int) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--rows", default=",".join(rows), help=f"comma-separated rows (default: all): {', '.join(rows)}")
+    parser.add_argument(
+        "--rows", default=",".join(rows), help=f"comma-separated rows (default: all): {', '.join(rows)}"
+    )
     parser.add_argument("--runs", type=int, default=runs, help=f"latency runs per session (default {runs})")
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per compile worker (default 1500)")
-    parser.add_argument("--ort-gptq-timeout", type=float, default=2400,
-                        help="seconds for the ORT GPTQ worker (default 2400)")
-    parser.add_argument("--worker-nice", type=int, default=0,
-                        help="run the compile workers under `nice -n N` (the parent's latency runs keep their priority)")
-    parser.add_argument("--json", type=Path, help="also write the results (every number, the command, the environment) here")
-    parser.add_argument("--keep", action="store_true", help="keep the compiled models and worker logs (default: removed at the end)")
+    parser.add_argument(
+        "--ort-gptq-timeout", type=float, default=2400, help="seconds for the ORT GPTQ worker (default 2400)"
+    )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=0,
+        help="run the compile workers under `nice -n N` (the parent's latency runs keep their priority)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="also write the results (every number, the command, the environment) here"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the compiled models and worker logs (default: removed at the end)"
+    )
 
 
 def cleanup(workdir: Path, keep: bool) -> None:
@@ -271,7 +313,9 @@ def write_json(path: Path | None, results: dict, **extra) -> None:
 
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     rows = {k: {f: v for f, v in r.items() if f not in ("path", "result")} for k, r in results.items()}
-    path.write_text(json.dumps({"command": command, "environment": environment(), **extra, "rows": rows}, indent=2) + "\n")
+    path.write_text(
+        json.dumps({"command": command, "environment": environment(), **extra, "rows": rows}, indent=2) + "\n"
+    )
     print(f"wrote {path}", file=sys.stderr, flush=True)
 
 
@@ -335,21 +379,27 @@ def measure(results: dict, runs: int) -> None:
 
 def table(rows: list[str], results: dict) -> str:
     base = results["fp32"]
-    lines = ["| model | perplexity | × fp32 ppl | size MB | size × fp32 | latency b1 seq 1 (× fp32) | latency b1 seq 256 (× fp32) | "
-          "quantize s | peak RSS MB | note |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| model | perplexity | × fp32 ppl | size MB | size × fp32 | latency b1 seq 1 (× fp32) | latency b1 "
+        "seq 256 (× fp32) | "
+        "quantize s | peak RSS MB | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for row in rows:
         r = results[row]
         secs, rss = compile_cells(r)
         if r.get("error") or "ppl" not in r:
-            lines.append(f"| {row} | — | — | — | — | — | — | {secs} | {rss} | fails: {_cell(r.get('error'))} |")
+            lines.append(f"| {row} | — | — | — | — | — | — | {secs} | {rss} | fails: {cell(r.get('error'))} |")
             continue
         ppl = r["ppl"]
         l1, l256 = r["latency_seq1_ms"] / base["latency_seq1_ms"], r["latency_seq256_ms"] / base["latency_seq256_ms"]
         note = Q4_1_NOTE if "g32-asym" in row else ""
         fp = f" ({r['latency_seq1_ms']:.2f} ms)" if row == "fp32" else ""
         fp256 = f" ({r['latency_seq256_ms']:.1f} ms)" if row == "fp32" else ""
-        lines.append(f"| {row} | {ppl['perplexity']:.2f} | {ppl['ratio']:.3f} | {r['size_mb']:.1f} | "
-              f"{r['size_mb'] / base['size_mb']:.3f} | {l1:.2f}{fp} | {l256:.2f}{fp256} | {secs} | {rss} | {note} |")
+        lines.append(
+            f"| {row} | {ppl['perplexity']:.2f} | {ppl['ratio']:.3f} | {r['size_mb']:.1f} | "
+            f"{r['size_mb'] / base['size_mb']:.3f} | {l1:.2f}{fp} | {l256:.2f}{fp256} | {secs} | {rss} | {note} |"
+        )
     return "\n".join(lines)
 
 

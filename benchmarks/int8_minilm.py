@@ -57,11 +57,26 @@ def configurations(variants: bool) -> list[dict]:
     rows.append({"key": "ort-dynamic", "label": "ORT dynamic · per-channel QInt8", "tool": "ort_dynamic"})
     if variants:
         for m in METHODS_ORT:
-            rows.append({"key": f"ort-static-pad-{m}", "label": f"ORT static QDQ · {m} · feeds padded to 128",
-                         "tool": "ort_static", "method": m, "pad": True})
+            rows.append(
+                {
+                    "key": f"ort-static-pad-{m}",
+                    "label": f"ORT static QDQ · {m} · feeds padded to 128",
+                    "tool": "ort_static",
+                    "method": m,
+                    "pad": True,
+                }
+            )
         for m in METHODS_ORT:
-            rows.append({"key": f"ort-static-tuned-{m}", "label": f"ORT static QDQ, weight MatMuls only · {m} · padded",
-                         "tool": "ort_static", "method": m, "pad": True, "tuned": True})
+            rows.append(
+                {
+                    "key": f"ort-static-tuned-{m}",
+                    "label": f"ORT static QDQ, weight MatMuls only · {m} · padded",
+                    "tool": "ort_static",
+                    "method": m,
+                    "pad": True,
+                    "tuned": True,
+                }
+            )
     return rows
 
 
@@ -80,7 +95,7 @@ def _rss_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}"[:300]
 
@@ -91,7 +106,12 @@ def _pad_feeds(feeds: list[dict], pad_id: int) -> list[dict]:
     out = []
     for feed in feeds:
         width = SEQUENCE - feed["input_ids"].shape[1]
-        out.append({k: np.pad(v, ((0, 0), (0, width)), constant_values=pad_id if k == "input_ids" else 0) for k, v in feed.items()})
+        out.append(
+            {
+                k: np.pad(v, ((0, 0), (0, width)), constant_values=pad_id if k == "input_ids" else 0)
+                for k, v in feed.items()
+            }
+        )
     return out
 
 
@@ -133,8 +153,7 @@ def worker(spec: dict) -> dict:
     import logging
 
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     import onnxcomp
     import onnxcomp.models as zoo
@@ -146,13 +165,18 @@ def worker(spec: dict) -> dict:
     if spec.get("pad"):
         feeds = _pad_feeds(feeds, module.tokenizer().pad_token_id)
     out = spec["out"]
-    info: dict = {"calibration_batches": len(feeds), "calibration_shapes": sorted({f["input_ids"].shape for f in feeds})}
+    info: dict = {
+        "calibration_batches": len(feeds),
+        "calibration_shapes": sorted({f["input_ids"].shape for f in feeds}),
+    }
     info["calibration_shapes"] = [list(s) for s in info["calibration_shapes"]]
+
     def compile_model():
         tool = spec["tool"]
         if tool == "onnxcomp":
-            result = onnxcomp.compress(src, "int8", calibration=feeds, options={"quantize_qdq": {"method": spec["method"]}},
-                                       use_cache=False)
+            result = onnxcomp.compress(
+                src, "int8", calibration=feeds, options={"quantize_qdq": {"method": spec["method"]}}, use_cache=False
+            )
             result.save(out)
             info["report_seconds"] = result.report["seconds"]
         elif tool == "ort_preprocess_check":  # do ORT's default pre-processing arguments work here?
@@ -173,9 +197,17 @@ def worker(spec: dict) -> dict:
                         "extra_options": {"OpTypesToExcludeOutputQuantization": ["MatMul"]},
                     }
                 act = QuantType.QUInt8 if spec["ort_activation"] == "uint8" else QuantType.QInt8
-                quantize_static(pre, out, ort_reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=act, weight_type=QuantType.QInt8,
-                                calibrate_method=getattr(CalibrationMethod, spec["method"]), **kwargs)
+                quantize_static(
+                    pre,
+                    out,
+                    ort_reader(feeds),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=act,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, spec["method"]),
+                    **kwargs,
+                )
             Path(pre).unlink(missing_ok=True)
 
     return timed_compile(info, compile_model)
@@ -190,7 +222,7 @@ def timed_compile(info: dict, compile_model) -> dict:
         compile_model()
         info["error"] = None
     except Exception as exc:
-        info["error"] = _one_line(exc)
+        info["error"] = one_line(exc)
     info.update(seconds=time.perf_counter() - start, rss_before_bytes=rss_before, peak_rss_bytes=_rss_peak_bytes())
     return info
 
@@ -202,13 +234,23 @@ def run_worker(spec: dict, timeout: float = 900, script: Path = HERE) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, str(script), "--worker", json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, cwd=Path(spec["out"]).parent, env=env)  # ORT writes temp files into the cwd
+        proc = subprocess.run(
+            [sys.executable, str(script), "--worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=Path(spec["out"]).parent,
+            env=env,
+        )  # ORT writes temp files into the cwd
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s", "seconds": None, "peak_rss_bytes": None}
     if proc.returncode != 0 or not result_path.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-        return {"error": f"worker exited with code {proc.returncode}: {tail[0][:250]}", "seconds": None, "peak_rss_bytes": None}
+        return {
+            "error": f"worker exited with code {proc.returncode}: {tail[0][:250]}",
+            "seconds": None,
+            "peak_rss_bytes": None,
+        }
     info = json.loads(result_path.read_text())
     info["process_seconds"] = time.perf_counter() - start
     return info
@@ -263,9 +305,14 @@ def environment() -> dict:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                    capture_output=True, text=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = "unknown", False
     return {
@@ -300,7 +347,7 @@ def score_rows(module, src: str, rows: list[dict], feeds: list[dict], log, descr
             session = ort_session(row["path"])
             metrics = module.compare(reference_run, runner(session), feeds)
         except Exception as exc:
-            row["error"] = "evaluation failed: " + _one_line(exc)
+            row["error"] = "evaluation failed: " + one_line(exc)
             continue
         row.update(metrics)
         sessions[row["key"]] = session
@@ -318,11 +365,20 @@ def evaluate(rows: list[dict], runs: int, warmup: int, log) -> None:
 
     module = zoo.get("minilm")
     src = str(zoo.onnx_path("minilm"))
-    sessions = score_rows(module, src, rows, module.evaluation_feeds(), log,
-                          lambda m: f"mean cosine {m['mean_cosine']:.4f}, NN agreement {m['nn_agreement']:.3f}")
+    sessions = score_rows(
+        module,
+        src,
+        rows,
+        module.evaluation_feeds(),
+        log,
+        lambda m: f"mean cosine {m['mean_cosine']:.4f}, NN agreement {m['nn_agreement']:.3f}",
+    )
     specs = input_specs(onnx.load(src))
     for batch in (1, 8):
-        log(f"latency batch {batch}, sequence {SEQUENCE}: {len(sessions)} sessions interleaved, {runs} runs after {warmup} warm-up")
+        log(
+            f"latency batch {batch}, sequence {SEQUENCE}: {len(sessions)} sessions interleaved, {runs} runs "
+            f"after {warmup} warm-up"
+        )
         timings = measure_latency(sessions, synthetic_feed(specs, batch, SEQUENCE), runs=runs, warmup=warmup)
         base = timings["fp32"]["median_ms"]
         for row in rows:
@@ -336,7 +392,7 @@ def evaluate(rows: list[dict], runs: int, warmup: int, log) -> None:
 # ----------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------
-def _cell(text) -> str:
+def cell(text) -> str:
     return str(text).replace("|", "\\|")
 
 
@@ -356,6 +412,7 @@ def markdown(result: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+
         def f(key, fmt, suffix=""):
             return format(r[key], fmt) + suffix if r.get(key) is not None else "—"
 
@@ -367,26 +424,33 @@ def markdown(result: dict) -> str:
         size_ratio = f"{r['size_bytes'] / fp32['size_bytes']:.2f}" if r.get("size_bytes") else "—"
         rss = f"{r['peak_rss_bytes'] / 2**20:.0f}" if r.get("peak_rss_bytes") else "—"
         lines.append(
-            f"| {_cell(r['label'])} | {f('mean_cosine', '.4f')} | {f('nn_agreement', '.3f')} | {b1} | {b8} | "
-            f"{f('size_mb', '.1f')} | {size_ratio} | {f('seconds', '.1f')} | {rss} | {_cell(r.get('error') or r.get('note') or '')} |"
+            f"| {cell(r['label'])} | {f('mean_cosine', '.4f')} | {f('nn_agreement', '.3f')} | {b1} | {b8} | "
+            f"{f('size_mb', '.1f')} | {size_ratio} | {f('seconds', '.1f')} | {rss} | "
+            f"{cell(r.get('error') or r.get('note') or '')} |"
         )
     before = [r["rss_before_bytes"] for r in rows if r.get("rss_before_bytes")]
     lines += [
         "",
         f"- Accuracy: mean-pooled embeddings of {settings['evaluation_sentences']} held-out sentences vs fp32 "
         "(cosine; NN agree = share of sentences whose nearest other sentence is unchanged).",
-        f"- Latency: median of {settings['runs']} interleaved runs after {settings['warmup']} warm-up, ONNX Runtime CPU "
-        f"EP, {settings['threads']} intra-op threads, synthetic feed at sequence {SEQUENCE}; ratio < 1 is faster than fp32 "
+        f"- Latency: median of {settings['runs']} interleaved runs after {settings['warmup']} warm-up, ONNX "
+        "Runtime CPU "
+        f"EP, {settings['threads']} intra-op threads, synthetic feed at sequence {SEQUENCE}; ratio < 1 is "
+        "faster than fp32 "
         "measured in the same call. The machine is shared: ratios move by ~10 % between runs.",
         "- Compile: wall time of the compile call (ORT: `quant_pre_process` + quantize; onnxcomp: `compress` with the "
         "calibration cache off, + save) in a fresh process; peak RSS of that process (VmHWM), which "
-        + (f"already held {min(before) / 2**20:.0f}–{max(before) / 2**20:.0f} MB after imports and tokenizing, before the compile."
-           if before else "includes imports and tokenizing."),
+        + (
+            f"already held {min(before) / 2**20:.0f}–{max(before) / 2**20:.0f} MB after imports and "
+            "tokenizing, before the compile."
+            if before
+            else "includes imports and tokenizing."
+        ),
         f"- Calibration: the same {settings['calibration_sentences']} sentences for every tool (8 batches of 16, each "
-        "padded to its longest sentence); \"padded to 128\" rows pad every batch to 128 tokens (attention mask 0).",
+        'padded to its longest sentence); "padded to 128" rows pad every batch to 128 tokens (attention mask 0).',
         f"- ORT settings: QDQ, per_channel=True, activations {settings['ort_activation']} "
         "(ORT's CPU guidance for x86 without VNNI; `--ort-activation int8` gives ORT's default), weights QInt8, "
-        f"reduce_range=False, pre-processing: {settings['ort_preprocess']}. \"Weight MatMuls only\": "
+        f'reduce_range=False, pre-processing: {settings["ort_preprocess"]}. "Weight MatMuls only": '
         "op_types_to_quantize=[MatMul], the 12 activation×activation MatMuls excluded, "
         "OpTypesToExcludeOutputQuantization=[MatMul].",
     ]
@@ -395,13 +459,19 @@ def markdown(result: dict) -> str:
         lines += ["", "### Where ORT's static result comes from (measured in this run)", ""]
         for key, prof in diag.items():
             ops = ", ".join(f"{op} {n}" for op, n in prof["ops_reading_quantized_activations"].items())
-            big = "; ".join(f"`{s['tensor']}` ({s['producer']}) {s['scale']:.3g}" for s in prof["largest_activation_scales"])
-            lines.append(f"- `{key}`: {prof['quantized_activation_tensors']} activation tensors quantized; ops reading a "
-                         f"dequantized activation: {ops}. Largest activation scales: {big}.")
+            big = "; ".join(
+                f"`{s['tensor']}` ({s['producer']}) {s['scale']:.3g}" for s in prof["largest_activation_scales"]
+            )
+            lines.append(
+                f"- `{key}`: {prof['quantized_activation_tensors']} activation tensors quantized; ops reading a "
+                f"dequantized activation: {ops}. Largest activation scales: {big}."
+            )
         if any(s["scale"] > 1e30 for p in diag.values() for s in p["largest_activation_scales"]):
-            lines.append("- A scale above 1e30 comes from the attention-mask bias (float32 min, -3.4e38) that the export "
-                         "adds to the attention scores: quantized with that range, every real score rounds to 0 and "
-                         "attention becomes uniform. Details and ablations: benchmarks/README.md.")
+            lines.append(
+                "- A scale above 1e30 comes from the attention-mask bias (float32 min, -3.4e38) that the export "
+                "adds to the attention scores: quantized with that range, every real score rounds to 0 and "
+                "attention becomes uniform. Details and ablations: benchmarks/README.md."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -417,15 +487,21 @@ def write_atomic(path: Path, text: str) -> None:
 # Main
 # ----------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown results file (default {DEFAULT_OUT})")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON to stdout instead of the table")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 latency runs, 1 warm-up")
     p.add_argument("--runs", type=int, default=30, help="latency runs per session and batch size (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up runs per session (default 3)")
     p.add_argument("--no-variants", action="store_true", help="skip the padded and weight-MatMul-only ORT rows")
-    p.add_argument("--ort-activation", choices=("uint8", "int8"), default="uint8",
-                   help="ORT activation type (default uint8: ORT's guidance for x86 CPUs; int8 is ORT's default)")
+    p.add_argument(
+        "--ort-activation",
+        choices=("uint8", "int8"),
+        default="uint8",
+        help="ORT activation type (default uint8: ORT's guidance for x86 CPUs; int8 is ORT's default)",
+    )
     p.add_argument("--only", default="", help="comma-separated substrings of row keys to run (fp32 always runs)")
     p.add_argument("--workdir", type=Path, help="keep the compiled models here (default: a temporary folder, removed)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -466,7 +542,8 @@ def main(argv=None) -> int:
         # Does ORT's recommended pre-processing run with its default arguments on this export?
         check = run_worker({"tool": "ort_preprocess_check", "out": str(workdir / "preprocess_check.onnx")})
         preprocess = "quant_pre_process(auto_merge=True)" + (
-            f" (with default arguments it fails: {check['error']})" if check.get("error") else "")
+            f" (with default arguments it fails: {check['error']})" if check.get("error") else ""
+        )
         log(f"ORT pre-processing: {preprocess}")
 
         for row in rows:
@@ -480,8 +557,10 @@ def main(argv=None) -> int:
                 row.update(info)
                 if not row.get("error"):
                     row["path"] = str(out)
-                log(f"  {row.get('seconds') or 0:.1f} s, peak RSS {(row.get('peak_rss_bytes') or 0) / 2**20:.0f} MB"
-                    + (f", ERROR {row['error']}" if row.get("error") else ""))
+                log(
+                    f"  {row.get('seconds') or 0:.1f} s, peak RSS {(row.get('peak_rss_bytes') or 0) / 2**20:.0f} MB"
+                    + (f", ERROR {row['error']}" if row.get("error") else "")
+                )
             if row.get("path"):
                 row["size_bytes"] = os.path.getsize(row["path"])
                 row["size_mb"] = row["size_bytes"] / 1e6
@@ -502,9 +581,15 @@ def main(argv=None) -> int:
         "command": command,
         "environment": environment(),
         "settings": {
-            "runs": args.runs, "warmup": args.warmup, "threads": 2, "sequence": SEQUENCE, "batches": [1, 8],
-            "calibration_sentences": 128, "evaluation_sentences": next((r.get("sentences") for r in rows if r.get("sentences")), None),
-            "ort_activation": args.ort_activation, "ort_preprocess": preprocess,
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "threads": 2,
+            "sequence": SEQUENCE,
+            "batches": [1, 8],
+            "calibration_sentences": 128,
+            "evaluation_sentences": next((r.get("sentences") for r in rows if r.get("sentences")), None),
+            "ort_activation": args.ort_activation,
+            "ort_preprocess": preprocess,
         },
         "rows": [{k: v for k, v in r.items() if k not in ("path", "out", "result")} for r in rows],
         "diagnostics": diagnostics,

@@ -12,8 +12,8 @@ benchmarks/README.md.
 
 import argparse
 import os
-import shutil
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 
 import int8_minilm as bench  # noqa: E402  (the benchmark's helpers: padding, profiles, output)
+
 
 def mask_nodes(proto, with_softmax: bool) -> list[str]:
     """The Where that builds the additive attention mask, the Adds that add it, their Softmaxes."""
@@ -78,7 +79,10 @@ def tensor_ranges(pre_path: str, feeds: list[dict], top: int) -> list[dict]:
             hi[name] = max(hi[name], float(value.max()))
             p9999[name] = max(p9999[name], float(np.percentile(np.abs(value), 99.99)))
     order = sorted(names, key=lambda n: -max(abs(lo[n]), abs(hi[n])))
-    return [{"tensor": n, "producer": producer[n].op_type, "min": lo[n], "max": hi[n], "p99.99_abs": p9999[n]} for n in order[:top]]
+    return [
+        {"tensor": n, "producer": producer[n].op_type, "min": lo[n], "max": hi[n], "p99.99_abs": p9999[n]}
+        for n in order[:top]
+    ]
 
 
 def main() -> int:
@@ -130,20 +134,47 @@ def main() -> int:
     configs = [
         ("defaults (all op types ORT quantizes)", False, "MinMax", {}),
         ("exclude Where + the 6 mask Adds", False, "MinMax", {"nodes_to_exclude": mask_nodes(pre_proto, False)}),
-        ("exclude Where + mask Adds + their Softmaxes", False, "MinMax", {"nodes_to_exclude": mask_nodes(pre_proto, True)}),
+        (
+            "exclude Where + mask Adds + their Softmaxes",
+            False,
+            "MinMax",
+            {"nodes_to_exclude": mask_nodes(pre_proto, True)},
+        ),
         ("op_types_to_quantize=[MatMul]", False, "MinMax", {"op_types_to_quantize": ["MatMul"]}),
-        ("[MatMul], activation×activation MatMuls excluded", False, "MinMax",
-         {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm}),
-        ("[MatMul], no Q/DQ on MatMul outputs", False, "MinMax", {"op_types_to_quantize": ["MatMul"], "extra_options": no_out}),
-        ("[MatMul], both of the above", False, "MinMax",
-         {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm, "extra_options": no_out}),
-        ("both of the above, residual Adds rewired to the float tensor", False, "MinMax",
-         {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm, "extra_options": no_out}, float_residuals),
+        (
+            "[MatMul], activation×activation MatMuls excluded",
+            False,
+            "MinMax",
+            {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm},
+        ),
+        (
+            "[MatMul], no Q/DQ on MatMul outputs",
+            False,
+            "MinMax",
+            {"op_types_to_quantize": ["MatMul"], "extra_options": no_out},
+        ),
+        (
+            "[MatMul], both of the above",
+            False,
+            "MinMax",
+            {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm, "extra_options": no_out},
+        ),
+        (
+            "both of the above, residual Adds rewired to the float tensor",
+            False,
+            "MinMax",
+            {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm, "extra_options": no_out},
+            float_residuals,
+        ),
         ("defaults", False, "Percentile", {}),
         ("defaults", True, "Percentile", {}),
         ("defaults", True, "Entropy", {}),
-        ("[MatMul], both of the above", True, "Entropy",
-         {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm, "extra_options": no_out}),
+        (
+            "[MatMul], both of the above",
+            True,
+            "Entropy",
+            {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": act_mm, "extra_options": no_out},
+        ),
     ]
     results = []
     for i, (label, pad, method, kwargs, *post) in enumerate(configs):
@@ -153,9 +184,17 @@ def main() -> int:
         row = {"config": label, "feeds": "padded to 128" if pad else "same as benchmark", "method": method}
         start = time.perf_counter()
         try:
-            quantize_static(pre, out, bench.ort_reader(data), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, method), **kwargs)
+            quantize_static(
+                pre,
+                out,
+                bench.ort_reader(data),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, method),
+                **kwargs,
+            )
             for rewrite in post:
                 rewrite(out)
             row["opt"] = module.compare(reference_run, runner(ort_session(out)), evaluation)
@@ -163,46 +202,70 @@ def main() -> int:
             row["profile"] = bench.qdq_profile(out, top=1)
         except Exception as exc:
             frames = [f"{Path(f.filename).name}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)[-3:]]
-            row["error"] = bench._one_line(exc)[:200] + f" (at {' ← '.join(reversed(frames))})"
+            row["error"] = bench.one_line(exc)[:200] + f" (at {' ← '.join(reversed(frames))})"
         row["seconds"] = time.perf_counter() - start
         results.append(row)
-        print(f"{label} [{method}, {row['feeds']}]: "
-              + (row.get("error") or f"cosine {row['opt']['mean_cosine']:.4f} / unoptimized {row['noopt']['mean_cosine']:.4f}"),
-              file=sys.stderr, flush=True)
+        print(
+            f"{label} [{method}, {row['feeds']}]: "
+            + (
+                row.get("error")
+                or f"cosine {row['opt']['mean_cosine']:.4f} / unoptimized {row['noopt']['mean_cosine']:.4f}"
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
 
-    ours = onnxcomp.compress(src, "int8", calibration=feeds, options={"quantize_qdq": {"method": "minmax"}}, use_cache=False)
+    ours = onnxcomp.compress(
+        src, "int8", calibration=feeds, options={"quantize_qdq": {"method": "minmax"}}, use_cache=False
+    )
     ours_path = str(work / "ours.onnx")
     ours.save(ours_path)
-    ours_row = {"opt": module.compare(reference_run, runner(ort_session(ours_path)), evaluation),
-                "noopt": module.compare(reference_run, runner(unoptimized(ours_path)), evaluation),
-                "profile": bench.qdq_profile(ours_path, top=1)}
+    ours_row = {
+        "opt": module.compare(reference_run, runner(ort_session(ours_path)), evaluation),
+        "noopt": module.compare(reference_run, runner(unoptimized(ours_path)), evaluation),
+        "profile": bench.qdq_profile(ours_path, top=1),
+    }
     ranges = tensor_ranges(pre, feeds, args.top)
     shutil.rmtree(work, ignore_errors=True)
 
     lines = [
-        "## Why ORT quantize_static collapses on MiniLM-L6 (ablation)", "",
-        f"Command: `{shlex.join(getattr(sys, 'orig_argv', sys.argv))}` · onnxruntime {ort.__version__}", "",
-        "quantize_static: QDQ, per_channel=True, QUInt8 activations, QInt8 weights, after quant_pre_process(auto_merge=True). "
-        "Cosine = mean cosine of mean-pooled embeddings vs fp32 on 256 held-out sentences; \"unoptimized\" runs the same "
-        "file with graph optimizations off, so Q/DQ are evaluated in float and no integer kernel is involved.", "",
-        "| configuration | method | calibration feeds | mean cosine | NN agree | cosine, unoptimized | activations quantized | largest activation scale | error |",
+        "## Why ORT quantize_static collapses on MiniLM-L6 (ablation)",
+        "",
+        f"Command: `{shlex.join(getattr(sys, 'orig_argv', sys.argv))}` · onnxruntime {ort.__version__}",
+        "",
+        "quantize_static: QDQ, per_channel=True, QUInt8 activations, QInt8 weights, after "
+        "quant_pre_process(auto_merge=True). "
+        'Cosine = mean cosine of mean-pooled embeddings vs fp32 on 256 held-out sentences; "unoptimized" runs the same '
+        "file with graph optimizations off, so Q/DQ are evaluated in float and no integer kernel is involved.",
+        "",
+        "| configuration | method | calibration feeds | mean cosine | NN agree | cosine, unoptimized | "
+        "activations quantized | largest activation scale | error |",
         "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
 
     def line(label, method, feeds_label, row):
         if row.get("error"):
-            return f"| {label} | {method} | {feeds_label} | — | — | — | — | — | {bench._cell(row['error'])} |"
+            return f"| {label} | {method} | {feeds_label} | — | — | — | — | — | {bench.cell(row['error'])} |"
         prof = row["profile"]
         big = prof["largest_activation_scales"][0] if prof["largest_activation_scales"] else None
         big_text = f"{big['scale']:.3g} (`{big['tensor']}`, {big['producer']})" if big else "—"
-        return (f"| {label} | {method} | {feeds_label} | {row['opt']['mean_cosine']:.4f} | {row['opt']['nn_agreement']:.3f} | "
-                f"{row['noopt']['mean_cosine']:.4f} | {prof['quantized_activation_tensors']} | {big_text} | |")
+        return (
+            f"| {label} | {method} | {feeds_label} | {row['opt']['mean_cosine']:.4f} | "
+            f"{row['opt']['nn_agreement']:.3f} | "
+            f"{row['noopt']['mean_cosine']:.4f} | {prof['quantized_activation_tensors']} | {big_text} | |"
+        )
 
     for row in results:
         lines.append(line(row["config"], row["method"], row["feeds"], row))
     lines.append(line("onnxcomp int8 recipe (reference)", "minmax", "same as benchmark", ours_row))
-    lines += ["", f"Largest float tensors on the 128 calibration sentences (fp32 model; p99.99 = largest per-batch 99.99th "
-              f"percentile of |x|):", "", "| tensor | producer | min | max | p99.99 of abs |", "|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "Largest float tensors on the 128 calibration sentences (fp32 model; p99.99 = largest per-batch 99.99th "
+        "percentile of |x|):",
+        "",
+        "| tensor | producer | min | max | p99.99 of abs |",
+        "|---|---|---:|---:|---:|",
+    ]
     for r in ranges:
         lines.append(f"| `{r['tensor']}` | {r['producer']} | {r['min']:.4g} | {r['max']:.4g} | {r['p99.99_abs']:.4g} |")
     text = "\n".join(lines) + "\n"

@@ -24,7 +24,16 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))
 
 MODELS = ("digits", "minilm", "smollm2")
-PRESETS = ("canonicalize", "int8", "w8a8-smoothquant", "w4a16-rtn", "w8a16", "w4a16-awq", "w4a16-gptq", "w4a16-awq-gptq")
+PRESETS = (
+    "canonicalize",
+    "int8",
+    "w8a8-smoothquant",
+    "w4a16-rtn",
+    "w8a16",
+    "w4a16-awq",
+    "w4a16-gptq",
+    "w4a16-awq-gptq",
+)
 WEIGHT_ONLY = "quantize_weight_only"
 VARIANTS = {  # name → (preset, options); cheap ones on every model, the GPTQ/AWQ ones off SmolLM2
     "w4a16-rtn/qdq": ("w4a16-rtn", {WEIGHT_ONLY: {"format": "qdq"}}),
@@ -63,7 +72,9 @@ def run(models: list[str], only: set[str] | None) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "out.onnx"
                 try:
-                    onnxcomp.compress(source, preset, feeds, output=out, options=options, tokenizer=tokenizer, use_cache=False)
+                    onnxcomp.compress(
+                        source, preset, feeds, output=out, options=options, tokenizer=tokenizer, use_cache=False
+                    )
                     sha = hashlib.sha256(out.read_bytes()).hexdigest()
                 except Exception as exc:  # a row that fails is recorded, not fatal
                     sha = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -44,17 +44,51 @@ ORT_METHODS = {"minilm": ("MinMax", "Percentile", "Entropy", "Distribution"), "s
 def configurations(kind: str) -> list[dict]:
     rows = [
         {"key": "fp32", "label": "fp32 (baseline)", "tool": "fp32"},
-        {"key": "int8-percentile", "label": "onnxcomp int8, no smoothing · percentile (default)", "tool": "onnxcomp", "recipe": "int8"},
-        {"key": "int8-mse", "label": "onnxcomp int8, no smoothing · mse", "tool": "onnxcomp", "recipe": "int8",
-         "options": {"quantize_qdq": {"method": "mse"}}},
-        {"key": "sq-0.5", "label": "onnxcomp w8a8-smoothquant · α = 0.5", "tool": "onnxcomp", "recipe": "w8a8-smoothquant",
-         "options": {"smoothquant": {"alpha": 0.5}}},
-        {"key": "sq-auto", "label": "onnxcomp w8a8-smoothquant · α = auto (default)", "tool": "onnxcomp", "recipe": "w8a8-smoothquant"},
+        {
+            "key": "int8-percentile",
+            "label": "onnxcomp int8, no smoothing · percentile (default)",
+            "tool": "onnxcomp",
+            "recipe": "int8",
+        },
+        {
+            "key": "int8-mse",
+            "label": "onnxcomp int8, no smoothing · mse",
+            "tool": "onnxcomp",
+            "recipe": "int8",
+            "options": {"quantize_qdq": {"method": "mse"}},
+        },
+        {
+            "key": "sq-0.5",
+            "label": "onnxcomp w8a8-smoothquant · α = 0.5",
+            "tool": "onnxcomp",
+            "recipe": "w8a8-smoothquant",
+            "options": {"smoothquant": {"alpha": 0.5}},
+        },
+        {
+            "key": "sq-auto",
+            "label": "onnxcomp w8a8-smoothquant · α = auto (default)",
+            "tool": "onnxcomp",
+            "recipe": "w8a8-smoothquant",
+        },
     ]
     for method in ORT_METHODS[kind]:
-        rows.append({"key": f"ort-static-{method}", "label": f"ORT quantize_static QDQ · {method}", "tool": "ort_static", "method": method})
-    rows.append({"key": "ort-smoothquant", "label": "ORT quantize_static · SmoothQuant α = 0.5", "tool": "ort_static",
-                 "method": "MinMax", "smoothquant": True})
+        rows.append(
+            {
+                "key": f"ort-static-{method}",
+                "label": f"ORT quantize_static QDQ · {method}",
+                "tool": "ort_static",
+                "method": method,
+            }
+        )
+    rows.append(
+        {
+            "key": "ort-smoothquant",
+            "label": "ORT quantize_static · SmoothQuant α = 0.5",
+            "tool": "ort_static",
+            "method": "MinMax",
+            "smoothquant": True,
+        }
+    )
     rows.append({"key": "ort-dynamic", "label": "ORT quantize_dynamic · per-channel QInt8", "tool": "ort_dynamic"})
     return rows
 
@@ -75,16 +109,23 @@ def worker(spec: dict) -> dict:
     feeds = module.calibration_feeds()
     out = spec["out"]
     info: dict = {"calibration_batches": len(feeds)}
+
     def compile_model():
         if spec["tool"] == "onnxcomp":
-            result = onnxcomp.compress(src, spec["recipe"], calibration=feeds, options=spec.get("options"), use_cache=False)
+            result = onnxcomp.compress(
+                src, spec["recipe"], calibration=feeds, options=spec.get("options"), use_cache=False
+            )
             result.save(out)
             sq = next((p["details"] for p in result.report["passes"] if p["pass"] == "smoothquant"), None)
             if sq is not None:
                 alphas = [g["alpha"] for g in sq["smoothed"]]
-                info["note"] = (f"{len(alphas)} groups smoothed ({sum(g['producer'] == 'inserted Mul' for g in sq['smoothed'])} "
-                                f"with an inserted Mul), {len(sq['not_smoothed'])} left; α median {sorted(alphas)[len(alphas) // 2]}"
-                                if alphas else "nothing smoothed")
+                info["note"] = (
+                    f"{len(alphas)} groups smoothed ({sum(g['producer'] == 'inserted Mul' for g in sq['smoothed'])} "
+                    f"with an inserted Mul), {len(sq['not_smoothed'])} left; α median "
+                    f"{sorted(alphas)[len(alphas) // 2]}"
+                    if alphas
+                    else "nothing smoothed"
+                )
         else:
             _ort_compile(spec, src, out, feeds)
 
@@ -100,8 +141,17 @@ def _ort_compile(spec: dict, src: str, out: str, feeds: list[dict]) -> None:
 
     # ORT's defaults (its CalibMaxIntermediateOutputs option ends in "No data is collected" here).
     extra = {"SmoothQuant": True, "SmoothQuantAlpha": 0.5} if spec.get("smoothquant") else {}
-    quantize_static(src, out, ort_reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, spec["method"]), extra_options=extra)
+    quantize_static(
+        src,
+        out,
+        ort_reader(feeds),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, spec["method"]),
+        extra_options=extra,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -120,8 +170,12 @@ def evaluate(kind: str, rows: list[dict], windows: int, runs: int, warmup: int, 
     if kind == "smollm2":
         feeds = feeds[:windows]
     sessions = score_rows(module, src, rows, feeds, log, lambda metrics: _metric_text(kind, metrics))
-    timings = measure_latency(sessions, synthetic_feed(input_specs(onnx.load(src, load_external_data=False)), 1, SEQUENCE),
-                              runs=runs, warmup=warmup)
+    timings = measure_latency(
+        sessions,
+        synthetic_feed(input_specs(onnx.load(src, load_external_data=False)), 1, SEQUENCE),
+        runs=runs,
+        warmup=warmup,
+    )
     base = timings["fp32"]["median_ms"]
     for row in rows:
         if row["key"] in timings:
@@ -141,16 +195,22 @@ def markdown(kind: str, result: dict) -> str:
     title = {"smollm2": "SmolLM2-135M", "minilm": "MiniLM-L6"}[kind]
     if kind == "smollm2":
         head = "| model | perplexity | × fp32 ppl |"
-        metric = lambda r: (f"{r['perplexity']:.2f} | {r['ratio']:.3f}" if r.get("perplexity") is not None else "— | —")  # noqa: E731
+
+        def metric(r):
+            return f"{r['perplexity']:.2f} | {r['ratio']:.3f}" if r.get("perplexity") is not None else "— | —"
     else:
         head = "| model | mean cosine | NN agree |"
-        metric = lambda r: (f"{r['mean_cosine']:.4f} | {r['nn_agreement']:.3f}" if r.get("mean_cosine") is not None else "— | —")  # noqa: E731
+
+        def metric(r):
+            return f"{r['mean_cosine']:.4f} | {r['nn_agreement']:.3f}" if r.get("mean_cosine") is not None else "— | —"
+
     lines = [
         f"## W8A8 SmoothQuant on {title}: onnxcomp vs onnxruntime.quantization",
         "",
         f"Command: `{result['command']}`",
         "",
-        f"{env['date']} · {env['cpu']} ({env['cores']} cores, shared) · onnxruntime {env['onnxruntime']} · onnxcomp {env['onnxcomp_commit']}",
+        f"{env['date']} · {env['cpu']} ({env['cores']} cores, shared) · onnxruntime {env['onnxruntime']} · "
+        f"onnxcomp {env['onnxcomp_commit']}",
         "",
         head + " latency b1 (× fp32) | size MB | size × fp32 | compile s | compile peak RSS MB | error / note |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -160,14 +220,22 @@ def markdown(kind: str, result: dict) -> str:
             latency = f"1.00 ({r['b1_ms']:.1f} ms)" if r.get("b1_ms") else "—"
         else:
             latency = f"{r['b1_ratio']:.2f}" if r.get("b1_ratio") is not None else "—"
-        size = f"{r['size_bytes'] / 1e6:.1f} | {r['size_bytes'] / fp32['size_bytes']:.2f}" if r.get("size_bytes") else "— | —"
+        size = (
+            f"{r['size_bytes'] / 1e6:.1f} | {r['size_bytes'] / fp32['size_bytes']:.2f}"
+            if r.get("size_bytes")
+            else "— | —"
+        )
         seconds = f"{r['seconds']:.1f}" if r.get("seconds") is not None else "—"
         rss = f"{r['peak_rss_bytes'] / 2**20:.0f}" if r.get("peak_rss_bytes") else "—"
         note = (r.get("error") or r.get("note") or "").replace("|", "\\|")
         lines.append(f"| {r['label']} | {metric(r)} | {latency} | {size} | {seconds} | {rss} | {note} |")
     s = result["settings"]
-    data = (f"perplexity on the first {s['windows']} held-out windows of 256 tokens" if kind == "smollm2"
-            else "mean-pooled embeddings of 256 held-out sentences (cosine vs fp32; NN agree = nearest other sentence unchanged)")
+    data = (
+        f"perplexity on the first {s['windows']} held-out windows of 256 tokens"
+        if kind == "smollm2"
+        else "mean-pooled embeddings of 256 held-out sentences "
+        "(cosine vs fp32; NN agree = nearest other sentence unchanged)"
+    )
     lines += [
         "",
         f"- Accuracy: {data}. Latency: median of {s['runs']} interleaved runs after {s['warmup']} warm-up, batch 1, "
@@ -182,7 +250,9 @@ def markdown(kind: str, result: dict) -> str:
 # Main
 # ----------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", choices=("smollm2", "minilm", "both"), default="both")
     p.add_argument("--windows", type=int, default=40, help="SmolLM2 evaluation windows (default 40, all)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown results file (default {DEFAULT_OUT})")
@@ -221,7 +291,9 @@ def run_model(kind: str, args, command: str, log) -> dict:
                     row["path"] = str(out)
                 log(f"  {row.get('seconds') or 0:.1f} s" + (f", ERROR {row['error']}" if row.get("error") else ""))
             if row.get("path"):
-                row["size_bytes"] = sum(f.stat().st_size for f in Path(row["path"]).parent.glob(Path(row["path"]).name + "*"))
+                row["size_bytes"] = sum(
+                    f.stat().st_size for f in Path(row["path"]).parent.glob(Path(row["path"]).name + "*")
+                )
         log(f"{kind}: evaluating ...")
         evaluate(kind, rows, args.windows, args.runs, args.warmup, log)
     finally:

@@ -5,6 +5,7 @@ the compilers' versions and the flags, so a changed source rebuilds and an uncha
 Cache: $ONNXCOMP_CACHE/custom_ops/<hash>/ (default ~/.cache/onnxcomp). Each build is made in a
 temporary folder and renamed into place, so concurrent builds cannot leave a half-written library.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -109,20 +110,31 @@ def build_library(cuda: bool | None = None, force: bool = False) -> dict:
     """
     cxx = find_cxx()
     if cxx is None:
-        raise BuildError("no C++ compiler found (looked for $CXX, g++, c++, clang++); install g++ to build the "
-                         "MatMulInt4 library")
+        raise BuildError(
+            "no C++ compiler found (looked for $CXX, g++, c++, clang++); install g++ to build the MatMulInt4 library"
+        )
     nvcc = find_nvcc() if cuda in (None, True) else None
     if cuda and nvcc is None:
         raise BuildError("CUDA build requested but nvcc was not found (set $NVCC or put nvcc on PATH)")
     use_cuda = nvcc is not None
     cxxflags = ["-std=c++17", "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", *_cpu_flags()]
-    nvflags = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xptxas", "-v",
-               *[f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS]]
+    nvflags = [
+        "-std=c++17",
+        "-O3",
+        "-Xcompiler",
+        "-fPIC",
+        "-Xptxas",
+        "-v",
+        *[f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS],
+    ]
     h = hashlib.sha256()
     for name in _SOURCES:
         h.update(name.encode() + b"\0" + (SRC / name).read_bytes() + b"\0")
-    h.update(json.dumps([cxxflags, nvflags if use_cuda else None, _version(cxx),
-                         _version(nvcc) if use_cuda else None]).encode())
+    h.update(
+        json.dumps(
+            [cxxflags, nvflags if use_cuda else None, _version(cxx), _version(nvcc) if use_cuda else None]
+        ).encode()
+    )
     key = ("cuda-" if use_cuda else "cpu-") + h.hexdigest()[:16]
     out_dir = cache_dir() / key
     lib = out_dir / LIB_NAME
@@ -154,10 +166,14 @@ def build_library(cuda: bool | None = None, force: bool = False) -> dict:
             _run([nvcc, "-shared", "-o", str(tmp / LIB_NAME), *objs, "-lpthread"], tmp, log)
         else:
             _run([cxx, "-shared", "-o", str(tmp / LIB_NAME), *objs, "-lpthread"], tmp, log)
-        info = {"cuda": use_cuda, "archs": [f"sm_{a}" for a in CUDA_ARCHS] if use_cuda else [],
-                "seconds": round(time.perf_counter() - t0, 2), "kernels": kernels,
-                "compiler": _version(cxx).splitlines()[0] if _version(cxx) else "?",
-                "nvcc": _version(nvcc).splitlines()[-1] if use_cuda else None}
+        info = {
+            "cuda": use_cuda,
+            "archs": [f"sm_{a}" for a in CUDA_ARCHS] if use_cuda else [],
+            "seconds": round(time.perf_counter() - t0, 2),
+            "kernels": kernels,
+            "compiler": _version(cxx).splitlines()[0] if _version(cxx) else "?",
+            "nvcc": _version(nvcc).splitlines()[-1] if use_cuda else None,
+        }
         (tmp / "build.log").write_text("\n".join(log) + "\n")
         (tmp / "build.json").write_text(json.dumps(info, indent=1))
         for f in tmp.glob("*.o"):

@@ -1,5 +1,6 @@
 """Call the CUDA kernels of the built library on torch CUDA tensors (ctypes; used by the GPU tests,
 the benchmark and the TensorRT plugin). Imports torch lazily; stdlib + numpy otherwise."""
+
 from __future__ import annotations
 
 import ctypes
@@ -9,6 +10,11 @@ _CODES = {"float32": 1, "float16": 10, "bfloat16": 16}
 
 class KernelError(RuntimeError):
     """The operator refused the call (bad argument) or a CUDA call failed."""
+
+
+def _ptr(t):
+    """The device address of a tensor, or None."""
+    return None if t is None else t.data_ptr()
 
 
 def load(path: str):
@@ -33,8 +39,21 @@ def matmul_int4(lib, a, b, scales, zero_points, bias, y, *, k: int, n: int, grou
 
     m = a.numel() // k
     st = stream if stream is not None else torch.cuda.current_stream().cuda_stream
-    ptr = lambda t: None if t is None else t.data_ptr()
-    msg = lib.onnxcomp_matmul_int4(1, dtype_code(a), dtype_code(scales), ptr(a), ptr(b), ptr(scales), ptr(zero_points),
-                                   ptr(bias), ptr(y), m, n, k, group_size, st)
+    msg = lib.onnxcomp_matmul_int4(
+        1,
+        dtype_code(a),
+        dtype_code(scales),
+        _ptr(a),
+        _ptr(b),
+        _ptr(scales),
+        _ptr(zero_points),
+        _ptr(bias),
+        _ptr(y),
+        m,
+        n,
+        k,
+        group_size,
+        st,
+    )
     if msg is not None:
         raise KernelError(msg.decode())

@@ -3,6 +3,7 @@
 Pure numpy; used by the tests and the GPU benchmark. ``pack_int4`` lays out exactly what the op
 reads (the same bytes as ONNX Runtime's com.microsoft.MatMulNBits with bits=4).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,9 @@ def unpack_int4(b: np.ndarray, k: int) -> np.ndarray:
 
 
 def pack_zero_points(zp: np.ndarray) -> np.ndarray:
-    """zp: uint8 [N, n_blocks] in 0..15 -> uint8 [N, ceil(n_blocks / 2)], block b at byte b // 2, low nibble for even b."""
+    """zp: uint8 [N, n_blocks] in 0..15 -> uint8 [N, ceil(n_blocks / 2)].
+
+    Block b goes to byte b // 2, low nibble for even b."""
     zp = np.asarray(zp, np.uint8)
     n, nb = zp.shape
     padded = np.zeros((n, 2 * -(-nb // 2)), np.uint8)
@@ -54,11 +57,17 @@ def unpack_zero_points(zp_packed: np.ndarray, nb: int) -> np.ndarray:
     return np.stack([zp_packed & 15, zp_packed >> 4], axis=-1).reshape(n, -1)[:, :nb]
 
 
-def dequantize(b: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None, k: int, group_size: int) -> np.ndarray:
+def dequantize(
+    b: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None, k: int, group_size: int
+) -> np.ndarray:
     """float64 W [N, K] = (q - zp) * scale per group."""
     q = unpack_int4(b, k).astype(np.float64)
     nb = n_blocks(k, group_size)
-    zp = np.full((b.shape[0], nb), 8.0) if zero_points is None else unpack_zero_points(zero_points, nb).astype(np.float64)
+    zp = (
+        np.full((b.shape[0], nb), 8.0)
+        if zero_points is None
+        else unpack_zero_points(zero_points, nb).astype(np.float64)
+    )
     blk = np.arange(k) // group_size
     return (q - zp[:, blk]) * scales.astype(np.float64)[:, blk]
 
@@ -72,8 +81,18 @@ def matmul_int4_reference(a, b, scales, zero_points=None, bias=None, *, k: int, 
     return y
 
 
-def random_operands(rng: np.random.Generator, m_shape, k: int, n: int, group_size: int, *, dtype=np.float32,
-                    scale_dtype=None, asymmetric: bool = True, bias: bool = True):
+def random_operands(
+    rng: np.random.Generator,
+    m_shape,
+    k: int,
+    n: int,
+    group_size: int,
+    *,
+    dtype=np.float32,
+    scale_dtype=None,
+    asymmetric: bool = True,
+    bias: bool = True,
+):
     """Random A, packed B, scales, zero points, bias of the given shapes (a dict)."""
     nb = n_blocks(k, group_size)
     q = rng.integers(0, 16, size=(n, k), dtype=np.uint8)

@@ -16,6 +16,7 @@ The quickly-deployable API needs a fixed input list, so the plugin takes all fiv
 contract. The ONNX parser finds it by op type ``MatMulInt4`` with node attribute
 ``plugin_namespace="onnxcomp"``.
 """
+
 from __future__ import annotations
 
 NAMESPACE = "onnxcomp"
@@ -25,6 +26,11 @@ _registered = False
 
 class TensorRTUnavailable(ImportError):
     pass
+
+
+def _ptr(t):
+    """The device address of a tensor, or None."""
+    return None if t is None else int(t.data_ptr)
 
 
 def output_shape(a_shape, n: int) -> tuple:
@@ -39,8 +45,13 @@ def check_inputs(a_shape, b_shape, s_shape, z_shape, bias_shape, *, K: int, N: i
         raise ValueError(f"MatMulInt4: group_size={group_size} is not supported (32, 64 or 128)")
     nb = -(-K // group_size)
     want = {"A": (K,), "B": (N, nb, group_size // 2), "scales": (N, nb), "zero_points": (N, -(-nb // 2)), "bias": (N,)}
-    got = {"A": tuple(a_shape)[-1:], "B": tuple(b_shape), "scales": tuple(s_shape), "zero_points": tuple(z_shape),
-           "bias": tuple(bias_shape)}
+    got = {
+        "A": tuple(a_shape)[-1:],
+        "B": tuple(b_shape),
+        "scales": tuple(s_shape),
+        "zero_points": tuple(z_shape),
+        "bias": tuple(bias_shape),
+    }
     for name, shape in got.items():
         if -1 not in shape and shape != want[name]:
             raise ValueError(f"MatMulInt4: input '{name}' has shape {list(shape)}, expected {list(want[name])}")
@@ -57,16 +68,30 @@ def _code(dtype) -> int:
     return _CODES[name]
 
 
-def launch(lib, a, b, scales, zero_points, bias, y, *, K: int, N: int, group_size: int, stream: int = 0,
-           device: int = 1) -> None:
+def launch(
+    lib, a, b, scales, zero_points, bias, y, *, K: int, N: int, group_size: int, stream: int = 0, device: int = 1
+) -> None:
     """Calls onnxcomp_matmul_int4 with objects that have .data_ptr, .dtype and .shape (TensorRT's
     trtp.Tensor, or test doubles on the CPU with device=0)."""
     m = 1
     for d in tuple(a.shape)[:-1]:
         m *= int(d)
-    ptr = lambda t: None if t is None else int(t.data_ptr)
-    msg = lib.onnxcomp_matmul_int4(device, _code(a.dtype), _code(scales.dtype), ptr(a), ptr(b), ptr(scales),
-                                   ptr(zero_points), ptr(bias), ptr(y), m, N, K, group_size, stream or None)
+    msg = lib.onnxcomp_matmul_int4(
+        device,
+        _code(a.dtype),
+        _code(scales.dtype),
+        _ptr(a),
+        _ptr(b),
+        _ptr(scales),
+        _ptr(zero_points),
+        _ptr(bias),
+        _ptr(y),
+        m,
+        N,
+        K,
+        group_size,
+        stream or None,
+    )
     if msg is not None:
         raise RuntimeError(msg.decode())
 
@@ -78,8 +103,9 @@ def register(library: str | None = None) -> str:
     try:
         import tensorrt.plugin as trtp  # noqa: F401  (lazy: TensorRT is optional)
     except Exception as exc:  # ImportError, or a tensorrt without the plugin module
-        raise TensorRTUnavailable(f"TensorRT's Python plugin API (tensorrt.plugin, TensorRT >= 10.6) is not "
-                                  f"importable: {exc}") from exc
+        raise TensorRTUnavailable(
+            f"TensorRT's Python plugin API (tensorrt.plugin, TensorRT >= 10.6) is not importable: {exc}"
+        ) from exc
     if _registered:
         return PLUGIN
     from typing import Tuple
@@ -90,17 +116,38 @@ def register(library: str | None = None) -> str:
     lib = load(library or library_path(cuda=True))
 
     @trtp.register(PLUGIN)
-    def _desc(a: trtp.TensorDesc, b: trtp.TensorDesc, scales: trtp.TensorDesc, zero_points: trtp.TensorDesc,
-              bias: trtp.TensorDesc, K: int, N: int, bits: int, group_size: int) -> trtp.TensorDesc:
+    def _desc(
+        a: trtp.TensorDesc,
+        b: trtp.TensorDesc,
+        scales: trtp.TensorDesc,
+        zero_points: trtp.TensorDesc,
+        bias: trtp.TensorDesc,
+        K: int,
+        N: int,
+        bits: int,
+        group_size: int,
+    ) -> trtp.TensorDesc:
         y = a.like()
         y.shape_expr[-1] = N  # same leading dims as A, last dim N, dtype of A
         return y
 
     @trtp.impl(PLUGIN)
-    def _impl(a: trtp.Tensor, b: trtp.Tensor, scales: trtp.Tensor, zero_points: trtp.Tensor, bias: trtp.Tensor,
-              K: int, N: int, bits: int, group_size: int, outputs: Tuple[trtp.Tensor], stream: int) -> None:
-        check_inputs(a.shape, b.shape, scales.shape, zero_points.shape, bias.shape, K=K, N=N, bits=bits,
-                     group_size=group_size)
+    def _impl(
+        a: trtp.Tensor,
+        b: trtp.Tensor,
+        scales: trtp.Tensor,
+        zero_points: trtp.Tensor,
+        bias: trtp.Tensor,
+        K: int,
+        N: int,
+        bits: int,
+        group_size: int,
+        outputs: Tuple[trtp.Tensor],
+        stream: int,
+    ) -> None:
+        check_inputs(
+            a.shape, b.shape, scales.shape, zero_points.shape, bias.shape, K=K, N=N, bits=bits, group_size=group_size
+        )
         launch(lib, a, b, scales, zero_points, bias, outputs[0], K=K, N=N, group_size=group_size, stream=stream)
 
     _registered = True

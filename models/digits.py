@@ -33,10 +33,17 @@ def build_net():
         def __init__(self):
             super().__init__()
             self.layers = nn.Sequential(
-                nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                nn.MaxPool2d(2), nn.Flatten(),
-                nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.BatchNorm2d(16),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.BatchNorm2d(32),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(32 * 4 * 4, 64),
+                nn.ReLU(),
+                nn.Linear(64, 10),
             )
 
         def forward(self, image):

@@ -43,7 +43,9 @@ def load_for_export():
             self.bert = AutoModel.from_pretrained(model_dir(), attn_implementation="eager").eval()
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+            return self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     enc = tokenizer()(["an example sentence", "another, longer example sentence"], padding=True, return_tensors="pt")
     inputs = {name: enc[name] for name in INPUTS}
@@ -54,7 +56,9 @@ def batches(sentences: list[str], batch_size: int = 16, max_length: int = MAX_LE
     tok = tokenizer()
     out = []
     for i in range(0, len(sentences), batch_size):
-        enc = tok(sentences[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        enc = tok(
+            sentences[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np"
+        )
         out.append({name: enc[name].astype(np.int64) for name in INPUTS})
     return out
 

@@ -66,8 +66,10 @@ def windows(source: str, count: int, batch: int = 1) -> list[dict]:
     """`count` non-overlapping windows of WINDOW tokens from the text, `batch` per feed."""
     ids = np.asarray(tokenizer()(source)["input_ids"], dtype=np.int64)
     rows = ids[: (len(ids) // WINDOW) * WINDOW].reshape(-1, WINDOW)[:count]
-    return [{"input_ids": rows[i : i + batch], "attention_mask": np.ones_like(rows[i : i + batch])}
-            for i in range(0, len(rows), batch)]
+    return [
+        {"input_ids": rows[i : i + batch], "attention_mask": np.ones_like(rows[i : i + batch])}
+        for i in range(0, len(rows), batch)
+    ]
 
 
 def calibration_feeds(n: int = 16) -> list[dict]:

@@ -5,7 +5,6 @@ topics give evaluation text, so no sentence is in both.
 """
 
 import re
-
 from pydoc_data.topics import topics
 
 _WORDS = re.compile(r"[A-Za-z]")

@@ -10,11 +10,20 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.calibration.readers import make_reader
 from onnxcomp.cache import digest
+from onnxcomp.calibration.readers import make_reader
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import input_specs
-from onnxcomp.ir.modelio import DEFAULT_OPSET, check_model, check_output_path, read_model_file, save_model, serialize, upgrade_opset, write_bytes_atomic
+from onnxcomp.ir.modelio import (
+    DEFAULT_OPSET,
+    check_model,
+    check_output_path,
+    read_model_file,
+    save_model,
+    serialize,
+    upgrade_opset,
+    write_bytes_atomic,
+)
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.manager import Pipeline

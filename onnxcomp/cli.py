@@ -38,7 +38,9 @@ def _mb(n: int) -> str:
 
 
 def _json_option(func):
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout (no progress bars).")(func)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout (no progress bars)."
+    )(func)
 
 
 class _Group(click.Group):
@@ -69,7 +71,9 @@ def cli():
 @cli.command()
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Target ONNX opset (≥ 21 for int4 and blocked scales).")
+@click.option(
+    "--opset", default=DEFAULT_OPSET, show_default=True, help="Target ONNX opset (≥ 21 for int4 and blocked scales)."
+)
 @_json_option
 def export(source, output, opset, as_json):
     """Export SOURCE to ONNX with dynamic batch/sequence axes.
@@ -91,34 +95,95 @@ def export(source, output, opset, as_json):
         proto = export_entry(source, output, opset)
     else:
         raise OnnxcompError(f"{source}: not a file, a zoo model ({', '.join(models.KINDS)}) or module:function")
-    payload = {"output": output, "opset": opset, "nodes": len(proto.graph.node), "bytes": Path(output).stat().st_size,
-               "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output]}
+    payload = {
+        "output": output,
+        "opset": opset,
+        "nodes": len(proto.graph.node),
+        "bytes": Path(output).stat().st_size,
+        "inputs": [i.name for i in proto.graph.input],
+        "outputs": [o.name for o in proto.graph.output],
+    }
     _emit(as_json, payload, f"wrote {output}: opset {opset}, {payload['nodes']} nodes, {_mb(payload['bytes'])}")
 
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Compressed ONNX file to write.  [default: MODEL.<recipe>.onnx beside MODEL]")
-@click.option("--recipe", default="int8", show_default=True,
-              help="Preset (int8, w8a8-smoothquant, …; `onnxcomp recipes` lists them) or a .toml/.yaml recipe file.")
-@click.option("--calib", "calib", help="Calibration data: folder of .npz (keys = input names), .txt file "
-              "(needs --model-kind for the tokenizer), folder of images, or module:function.")
-@click.option("--model-kind", help="Zoo model kind (minilm, digits, smollm2): gives the tokenizer, and built-in calibration data if --calib is absent.")
-@click.option("--calib-method", type=click.Choice(METHODS), help="How activation ranges are chosen. [recipe default: percentile]")
-@click.option("--activation-dtype", type=click.Choice(["uint8", "int8"]), help="uint8 asymmetric or int8 symmetric activations.")
-@click.option("--group-size", type=click.Choice(["32", "64", "128"]),
-              help="Weight-only recipes (w4a16-*, w8a16): input rows per quantization block. [recipe default: 128]")
-@click.option("--asymmetric", is_flag=True, help="Weight-only recipes: a zero point per block (more accurate; TensorRT wants symmetric).")
-@click.option("--alpha", help="SmoothQuant migration strength: a number in [0, 1], or 'auto' (searched per layer group). [recipe default: auto]")
-@click.option("--exclude", multiple=True, help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.")
-@click.option("--verify", is_flag=True, help="Run original and current model in ONNX Runtime after every pass; record the deviation.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Compressed ONNX file to write.  [default: MODEL.<recipe>.onnx beside MODEL]",
+)
+@click.option(
+    "--recipe",
+    default="int8",
+    show_default=True,
+    help="Preset (int8, w8a8-smoothquant, …; `onnxcomp recipes` lists them) or a .toml/.yaml recipe file.",
+)
+@click.option(
+    "--calib",
+    "calib",
+    help="Calibration data: folder of .npz (keys = input names), .txt file "
+    "(needs --model-kind for the tokenizer), folder of images, or module:function.",
+)
+@click.option(
+    "--model-kind",
+    help="Zoo model kind (minilm, digits, smollm2): gives the tokenizer, and built-in calibration data "
+    "if --calib is absent.",
+)
+@click.option(
+    "--calib-method", type=click.Choice(METHODS), help="How activation ranges are chosen. [recipe default: percentile]"
+)
+@click.option(
+    "--activation-dtype", type=click.Choice(["uint8", "int8"]), help="uint8 asymmetric or int8 symmetric activations."
+)
+@click.option(
+    "--group-size",
+    type=click.Choice(["32", "64", "128"]),
+    help="Weight-only recipes (w4a16-*, w8a16): input rows per quantization block. [recipe default: 128]",
+)
+@click.option(
+    "--asymmetric",
+    is_flag=True,
+    help="Weight-only recipes: a zero point per block (more accurate; TensorRT wants symmetric).",
+)
+@click.option(
+    "--alpha",
+    help="SmoothQuant migration strength: a number in [0, 1], or 'auto' (searched per layer group). "
+    "[recipe default: auto]",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Run original and current model in ONNX Runtime after every pass; record the deviation.",
+)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Convert the input to this opset first.")
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
 @_json_option
-def compress(model, output, recipe, calib, model_kind, calib_method, activation_dtype, group_size, asymmetric, alpha, exclude,
-             verify, report_path, opset, no_cache, as_json):
+def compress(
+    model,
+    output,
+    recipe,
+    calib,
+    model_kind,
+    calib_method,
+    activation_dtype,
+    group_size,
+    asymmetric,
+    alpha,
+    exclude,
+    verify,
+    report_path,
+    opset,
+    no_cache,
+    as_json,
+):
     """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
 
     \b
@@ -143,34 +208,64 @@ def compress(model, output, recipe, calib, model_kind, calib_method, activation_
         if calib is None:
             calibration = models.get(model_kind).calibration_feeds()
     overrides = {}
-    qdq = {k: v for k, v in {"method": calib_method, "activation_dtype": activation_dtype,
-                              "exclude": list(exclude) or None}.items() if v is not None}
+    qdq = {
+        k: v
+        for k, v in {
+            "method": calib_method,
+            "activation_dtype": activation_dtype,
+            "exclude": list(exclude) or None,
+        }.items()
+        if v is not None
+    }
     if qdq:
         overrides["quantize_qdq"] = qdq
     if alpha is not None:
         overrides["smoothquant"] = {"alpha": _alpha_value(alpha)}
-    weight_only = {k: v for k, v in {"group_size": int(group_size) if group_size else None,
-                                     "symmetric": False if asymmetric else None}.items() if v is not None}
+    weight_only = {
+        k: v
+        for k, v in {
+            "group_size": int(group_size) if group_size else None,
+            "symmetric": False if asymmetric else None,
+        }.items()
+        if v is not None
+    }
     if weight_only:
         overrides.update(_weight_only_overrides(steps, recipe, weight_only))
-    result = run_compress(model, steps, calibration, output=output, options=overrides, verify=verify,
-                          opset=opset, tokenizer=tokenizer, use_cache=not no_cache)
+    result = run_compress(
+        model,
+        steps,
+        calibration,
+        output=output,
+        options=overrides,
+        verify=verify,
+        opset=opset,
+        tokenizer=tokenizer,
+        use_cache=not no_cache,
+    )
     report = result.report
     if report_path:
         write_bytes_atomic(report_path, json.dumps(report, indent=2, default=str).encode())
     rows = []
     for entry in report["passes"]:
         dev = entry.get("deviation")
-        rows.append((entry["pass"], f"{entry['seconds']:.2f}", f"{entry['nodes_before']}→{entry['nodes_after']}",
-                     f"{_mb(entry['bytes_before'])}→{_mb(entry['bytes_after'])}",
-                     f"{dev['cosine']:.5f} / {dev['max_abs']:.3g}" if dev else "-"))
+        rows.append(
+            (
+                entry["pass"],
+                f"{entry['seconds']:.2f}",
+                f"{entry['nodes_before']}→{entry['nodes_after']}",
+                f"{_mb(entry['bytes_before'])}→{_mb(entry['bytes_after'])}",
+                f"{dev['cosine']:.5f} / {dev['max_abs']:.3g}" if dev else "-",
+            )
+        )
     text = _table(rows, ("pass", "seconds", "nodes", "weights", "cosine / max|err| vs input"))
     for entry in report["passes"]:
         line = PASSES[entry["pass"]].summary(entry.get("details", {}))
         if line:
             text += "\n\n" + line
-    text += (f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
-             f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s")
+    text += (
+        f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
+        f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s"
+    )
     _emit(as_json, report, text)
 
 
@@ -183,8 +278,10 @@ def _weight_only_overrides(steps: list, recipe: str, options: dict) -> dict:
     names = weight_only_passes(steps)
     if not names:
         presets = ", ".join(p for p, passes in PRESETS.items() if weight_only_passes(passes))
-        raise OnnxcompError(f"--group-size/--asymmetric apply to weight-only recipes ({presets}); "
-                            f"recipe {recipe!r} has no weight-only pass")
+        raise OnnxcompError(
+            f"--group-size/--asymmetric apply to weight-only recipes ({presets}); "
+            f"recipe {recipe!r} has no weight-only pass"
+        )
     return {name: dict(options) for name in names}
 
 
@@ -206,16 +303,27 @@ def inspect_command(model, layers, as_json):
 
     info = inspect(model)
     lines = [
-        f"{info['path']}: {_mb(info['file_bytes'])}, IR {info['ir_version']}, opsets {info['opsets']}, producer {info['producer'] or '?'}",
-        f"inputs:  " + ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in info["inputs"]),
-        f"outputs: " + ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in info["outputs"]),
+        f"{info['path']}: {_mb(info['file_bytes'])}, IR {info['ir_version']}, opsets {info['opsets']}, "
+        f"producer {info['producer'] or '?'}",
+        "inputs:  " + ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in info["inputs"]),
+        "outputs: " + ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in info["outputs"]),
         f"{info['parameters']:,} parameters in {_mb(info['initializer_bytes'])} of initializers; "
-        f"{info['quantized_activations']} quantized activation tensors; external data: {', '.join(info['external_data']) or 'none'}",
+        f"{info['quantized_activations']} quantized activation tensors; "
+        f"external data: {', '.join(info['external_data']) or 'none'}",
         "operators: " + ", ".join(f"{op} {n}" for op, n in info["operators"].items()),
     ]
     if layers and info["layers"]:
-        rows = [(l["node"], l["op"], l["activation"], " + ".join(w["precision"] for w in l["weights"]),
-                 f"{l['params']:,}", f"{l['bytes'] / 1e3:.1f} kB") for l in info["layers"]]
+        rows = [
+            (
+                layer["node"],
+                layer["op"],
+                layer["activation"],
+                " + ".join(w["precision"] for w in layer["weights"]),
+                f"{layer['params']:,}",
+                f"{layer['bytes'] / 1e3:.1f} kB",
+            )
+            for layer in info["layers"]
+        ]
         lines += ["", _table(rows, ("layer", "op", "activation", "weights", "params", "bytes"))]
     _emit(as_json, info, "\n".join(lines))
 
@@ -223,8 +331,13 @@ def inspect_command(model, layers, as_json):
 @cli.command("eval")
 @click.argument("original", type=click.Path(dir_okay=False))
 @click.argument("compressed", type=click.Path(dir_okay=False))
-@click.option("--model-kind", help="Zoo model kind: use its metric (minilm: cosine and NN agreement; digits: accuracy; smollm2: perplexity).")
-@click.option("--data", help="Calibration-style data (.npz folder, module:function): report the output deviation on it.")
+@click.option(
+    "--model-kind",
+    help="Zoo model kind: use its metric (minilm: cosine and NN agreement; digits: accuracy; smollm2: perplexity).",
+)
+@click.option(
+    "--data", help="Calibration-style data (.npz folder, module:function): report the output deviation on it."
+)
 @click.option("--batch", default=1, show_default=True, help="Batch size for latency.")
 @click.option("--sequence", default=128, show_default=True, help="Length of dynamic non-batch axes for latency.")
 @click.option("--runs", default=50, show_default=True, help="Timed runs per model (interleaved), after 5 warm-up runs.")
@@ -240,10 +353,21 @@ def eval_command(original, compressed, model_kind, data, batch, sequence, runs, 
 
 
 @cli.command()
-@click.option("--model", "kind", default="minilm", show_default=True, type=click.Choice(["minilm", "digits", "smollm2"]),
-              help="Built-in model: minilm (sentence encoder), digits (CNN), smollm2 (135M LLM, ~2 min).")
+@click.option(
+    "--model",
+    "kind",
+    default="minilm",
+    show_default=True,
+    type=click.Choice(["minilm", "digits", "smollm2"]),
+    help="Built-in model: minilm (sentence encoder), digits (CNN), smollm2 (135M LLM, ~2 min).",
+)
 @click.option("--out-dir", default="out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--recipe", default="int8", show_default=True, help="Preset to run (`onnxcomp recipes` lists them), e.g. w8a8-smoothquant.")
+@click.option(
+    "--recipe",
+    default="int8",
+    show_default=True,
+    help="Preset to run (`onnxcomp recipes` lists them), e.g. w8a8-smoothquant.",
+)
 @click.option("--calib-method", default="percentile", show_default=True, type=click.Choice(METHODS))
 @click.option("--runs", default=50, show_default=True, help="Timed runs per model for latency.")
 @_json_option
@@ -262,9 +386,11 @@ def demo(kind, out_dir, recipe, calib_method, runs, as_json):
         click.echo(f"exporting {kind}, calibrating on its built-in data and compressing with {recipe} ...", err=True)
     result = run_demo(kind, out_dir, calib_method, runs, recipe)
     report = result["report"]
-    text = (f"{kind}: {recipe} recipe, calibration method {calib_method}, compiled in {report['seconds']:.1f} s\n\n"
-            + _table(summary_rows(result["evaluation"]), ("", "fp32", recipe))
-            + f"\n\nfiles: {result['evaluation']['original']}  {result['evaluation']['compressed']}")
+    text = (
+        f"{kind}: {recipe} recipe, calibration method {calib_method}, compiled in {report['seconds']:.1f} s\n\n"
+        + _table(summary_rows(result["evaluation"]), ("", "fp32", recipe))
+        + f"\n\nfiles: {result['evaluation']['original']}  {result['evaluation']['compressed']}"
+    )
     _emit(as_json, result, text)
 
 
@@ -276,12 +402,20 @@ def recipes(as_json):
     payload = {
         "presets": {name: [p for p, _ in steps] for name, steps in PRESETS.items()},
         "preset_options": {name: {p: o for p, o in steps if o} for name, steps in PRESETS.items()},
-        "passes": {name: {"summary": (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0],
-                          "options": cls.options} for name, cls in PASSES.items()},
+        "passes": {
+            name: {
+                "summary": (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0],
+                "options": cls.options,
+            }
+            for name, cls in PASSES.items()
+        },
     }
     lines = ["presets:"] + [f"  {n}: {' → '.join(p)}" for n, p in payload["presets"].items()]
-    set_options = [f"  {n}: " + "; ".join(f"{p} {json.dumps(o)}" for p, o in opts.items())
-                   for n, opts in payload["preset_options"].items() if opts]
+    set_options = [
+        f"  {n}: " + "; ".join(f"{p} {json.dumps(o)}" for p, o in opts.items())
+        for n, opts in payload["preset_options"].items()
+        if opts
+    ]
     lines += (["", "options the presets set:"] + set_options if set_options else []) + ["", "passes:"]
     for name, info in payload["passes"].items():
         lines.append(f"  {info['summary']}")
@@ -307,7 +441,10 @@ def build_ops(cpu_only, force, as_json):
     cuda = "yes (" + ", ".join(info["archs"]) + ")" if info["cuda"] else "no"
     text = f"{info['path']}\n  cuda: {cuda}  {how}"
     if info["cuda"]:
-        text += f"\n  kernel entries compiled: {len(info['kernels'])} over {len(info['archs'])} archs, spill bytes: {spills}"
+        text += (
+            f"\n  kernel entries compiled: {len(info['kernels'])} over {len(info['archs'])} archs, "
+            f"spill bytes: {spills}"
+        )
     _emit(as_json, info, text)
 
 

@@ -9,8 +9,9 @@ from onnxcomp.evaluate import evaluate
 from onnxcomp.passes.recipes import load_recipe
 
 
-def run_demo(kind: str = "minilm", out_dir: str | Path = "out", method: str = "percentile", runs: int = 50,
-             recipe: str = "int8") -> dict:
+def run_demo(
+    kind: str = "minilm", out_dir: str | Path = "out", method: str = "percentile", runs: int = 50, recipe: str = "int8"
+) -> dict:
     """Writes <out_dir>/<kind>.fp32.onnx and <kind>.<recipe>.onnx; returns the report and evaluation."""
     zoo = models.get(kind)
     out = Path(out_dir)
@@ -19,7 +20,12 @@ def run_demo(kind: str = "minilm", out_dir: str | Path = "out", method: str = "p
     compressed = out / f"{kind}.{recipe}.onnx"
     shutil.copyfile(models.onnx_path(kind), original)
     runs_qdq = any(name == "quantize_qdq" for name, _ in load_recipe(recipe))
-    result = compress(original, recipe, zoo.calibration_feeds(), output=compressed,
-                      options={"quantize_qdq": {"method": method}} if runs_qdq else None)
+    result = compress(
+        original,
+        recipe,
+        zoo.calibration_feeds(),
+        output=compressed,
+        options={"quantize_qdq": {"method": method}} if runs_qdq else None,
+    )
     evaluation = evaluate(original, compressed, model_kind=kind, runs=runs)
     return {"report": result.report, "evaluation": evaluation}

@@ -34,14 +34,25 @@ def data_deviation(original_session, compressed_session, reader) -> dict:
     samples = 0
     for feed in reader:
         dev = output_deviation(original_session.run(None, feed), compressed_session.run(None, feed))
-        worst = {"max_abs": max(worst["max_abs"], dev["max_abs"]), "rel_l2": max(worst["rel_l2"], dev["rel_l2"]),
-                 "cosine": min(worst["cosine"], dev["cosine"])}
+        worst = {
+            "max_abs": max(worst["max_abs"], dev["max_abs"]),
+            "rel_l2": max(worst["rel_l2"], dev["rel_l2"]),
+            "cosine": min(worst["cosine"], dev["cosine"]),
+        }
         samples += 1
     return {**worst, "samples": samples}
 
 
-def evaluate(original, compressed, model_kind: str | None = None, data=None,
-             batch: int = 1, sequence: int = 128, runs: int = 50, threads: int = 2) -> dict:
+def evaluate(
+    original,
+    compressed,
+    model_kind: str | None = None,
+    data=None,
+    batch: int = 1,
+    sequence: int = 128,
+    runs: int = 50,
+    threads: int = 2,
+) -> dict:
     """Metric delta (zoo metric for `model_kind`, or output deviation on `data`), latency and size."""
     original_proto, compressed_proto = load_proto(original), load_proto(compressed)
     specs = input_specs(original_proto)
@@ -55,8 +66,13 @@ def evaluate(original, compressed, model_kind: str | None = None, data=None,
         "original": str(original),
         "compressed": str(compressed),
         "bytes": {"original": file_bytes(original), "compressed": file_bytes(compressed)},
-        "latency": {**latency, "batch": batch, "sequence": sequence, "threads": threads,
-                    "ratio": latency["compressed"]["median_ms"] / latency["original"]["median_ms"]},
+        "latency": {
+            **latency,
+            "batch": batch,
+            "sequence": sequence,
+            "threads": threads,
+            "ratio": latency["compressed"]["median_ms"] / latency["original"]["median_ms"],
+        },
     }
     result["bytes"]["ratio"] = result["bytes"]["compressed"] / result["bytes"]["original"]
     if model_kind is not None:
@@ -74,8 +90,11 @@ def summary_rows(result: dict) -> list[tuple[str, str, str]]:
     b, lat = result["bytes"], result["latency"]
     rows = [
         ("file size", f"{b['original'] / 1e6:.2f} MB", f"{b['compressed'] / 1e6:.2f} MB ({b['ratio']:.2f}x)"),
-        (f"latency batch {lat['batch']}" + (f" seq {lat['sequence']}" if lat["sequence"] else "") + " median", f"{lat['original']['median_ms']:.2f} ms",
-         f"{lat['compressed']['median_ms']:.2f} ms ({lat['ratio']:.2f}x)"),
+        (
+            f"latency batch {lat['batch']}" + (f" seq {lat['sequence']}" if lat["sequence"] else "") + " median",
+            f"{lat['original']['median_ms']:.2f} ms",
+            f"{lat['compressed']['median_ms']:.2f} ms ({lat['ratio']:.2f}x)",
+        ),
         ("latency p90", f"{lat['original']['p90_ms']:.2f} ms", f"{lat['compressed']['p90_ms']:.2f} ms"),
     ]
     for key, value in result.get("metric", {}).items():

@@ -27,8 +27,9 @@ def export_entry(entry: str, output: str | os.PathLike, opset: int = DEFAULT_OPS
     return export_module(model, inputs, output, dynamic_axes, opset)
 
 
-def export_module(model, inputs: dict, output, dynamic_axes: dict, opset: int = DEFAULT_OPSET,
-                  output_names: list[str] | None = None) -> onnx.ModelProto:
+def export_module(
+    model, inputs: dict, output, dynamic_axes: dict, opset: int = DEFAULT_OPSET, output_names: list[str] | None = None
+) -> onnx.ModelProto:
     import torch
 
     if not isinstance(inputs, dict) or not inputs:
@@ -44,9 +45,18 @@ def export_module(model, inputs: dict, output, dynamic_axes: dict, opset: int = 
         tmp_path = Path(tmp) / "model.onnx"
         try:
             torch.onnx.export(
-                model, (), str(tmp_path), kwargs=inputs, dynamo=True, opset_version=opset,
-                input_names=list(inputs), output_names=output_names, dynamic_shapes=dynamic_shapes, external_data=False,
-                optimize=True, verbose=False,
+                model,
+                (),
+                str(tmp_path),
+                kwargs=inputs,
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(inputs),
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                optimize=True,
+                verbose=False,
             )
         except Exception as exc:
             raise OnnxcompError(f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None

@@ -18,7 +18,9 @@ def _weight_precision(value: ir.Value) -> tuple[str, ir.Value]:
         stored = producer.inputs[0]
         scale = producer.inputs[1].const_value
         axis = producer.attributes.get("axis")
-        granularity = "per-tensor" if scale is None or scale.size == 1 else f"per-channel axis {axis.as_int() if axis else 1}"
+        granularity = (
+            "per-tensor" if scale is None or scale.size == 1 else f"per-channel axis {axis.as_int() if axis else 1}"
+        )
         return f"{stored.dtype.name.lower()} {granularity}", stored
     return (value.dtype.name.lower() if value.dtype else "?"), value
 
@@ -27,10 +29,15 @@ def inspect(path) -> dict:
     proto = load_proto(path)
     model = ir.from_proto(proto)
     graph = model.graph
-    external = sorted({
-        entry.value for init in proto.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
-        for entry in init.external_data if entry.key == "location"
-    })
+    external = sorted(
+        {
+            entry.value
+            for init in proto.graph.initializer
+            if init.data_location == onnx.TensorProto.EXTERNAL
+            for entry in init.external_data
+            if entry.key == "location"
+        }
+    )
     quantized_activations = [
         n.inputs[0].name for n in graph if n.op_type == "QuantizeLinear" and constant_array(n.inputs[0]) is None
     ]
@@ -45,18 +52,36 @@ def inspect(path) -> dict:
             precision, stored = _weight_precision(value)
             if stored.const_value is None or precision in ("int64", "int32"):  # shapes, indices
                 continue
-            weights.append({"name": stored.name, "shape": list(stored.const_value.shape), "precision": precision,
-                            "params": int(np.prod(stored.const_value.shape)), "bytes": int(stored.const_value.nbytes)})
+            weights.append(
+                {
+                    "name": stored.name,
+                    "shape": list(stored.const_value.shape),
+                    "precision": precision,
+                    "params": int(np.prod(stored.const_value.shape)),
+                    "bytes": int(stored.const_value.nbytes),
+                }
+            )
         if weights and sum(w["params"] for w in weights) > 1:
             activation = "float"
             first = node.inputs[0]
-            if first is not None and first.producer() is not None and first.producer().op_type == "DequantizeLinear" \
-                    and first.producer().inputs[0].const_value is None:
+            if (
+                first is not None
+                and first.producer() is not None
+                and first.producer().op_type == "DequantizeLinear"
+                and first.producer().inputs[0].const_value is None
+            ):
                 zp = first.producer().inputs[2] if len(first.producer().inputs) > 2 else None
                 activation = zp.dtype.name.lower() if zp is not None and zp.dtype else "int8"
-            layers.append({"node": node.name, "op": node.op_type, "activation": activation,
-                           "params": sum(w["params"] for w in weights), "bytes": sum(w["bytes"] for w in weights),
-                           "weights": weights})
+            layers.append(
+                {
+                    "node": node.name,
+                    "op": node.op_type,
+                    "activation": activation,
+                    "params": sum(w["params"] for w in weights),
+                    "bytes": sum(w["bytes"] for w in weights),
+                    "weights": weights,
+                }
+            )
     params = sum(int(np.prod(v.const_value.shape)) for v in graph.initializers.values() if v.const_value is not None)
     return {
         "path": str(path),
@@ -64,12 +89,20 @@ def inspect(path) -> dict:
         "ir_version": proto.ir_version,
         "opsets": {(e.domain or "ai.onnx"): e.version for e in proto.opset_import},
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
-        "inputs": [{"name": v.name, "dtype": v.dtype.name.lower() if v.dtype else "?", "shape": str(v.shape)} for v in graph.inputs],
-        "outputs": [{"name": v.name, "dtype": v.dtype.name.lower() if v.dtype else "?", "shape": str(v.shape)} for v in graph.outputs],
+        "inputs": [
+            {"name": v.name, "dtype": v.dtype.name.lower() if v.dtype else "?", "shape": str(v.shape)}
+            for v in graph.inputs
+        ],
+        "outputs": [
+            {"name": v.name, "dtype": v.dtype.name.lower() if v.dtype else "?", "shape": str(v.shape)}
+            for v in graph.outputs
+        ],
         "nodes": sum(1 for _ in graph),
         "operators": dict(Counter(n.op_type for n in graph).most_common()),
         "parameters": params,
-        "initializer_bytes": sum(v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None),
+        "initializer_bytes": sum(
+            v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None
+        ),
         "quantized_activations": len(quantized_activations),
         "external_data": external,
         "layers": layers,

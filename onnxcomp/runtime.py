@@ -6,13 +6,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxcomp.ir.graph import InputSpec
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import InputSpec
 from onnxcomp.progress import progress
 
 
-def session_options(threads: int | None = 2, *, calibration: bool = False, custom_ops: bool = False,
-                    spinning: bool = True, optimized_path: str | None = None) -> ort.SessionOptions:
+def session_options(
+    threads: int | None = 2,
+    *,
+    calibration: bool = False,
+    custom_ops: bool = False,
+    spinning: bool = True,
+    optimized_path: str | None = None,
+) -> ort.SessionOptions:
     """The settings every onnxcomp session uses.
 
     Inference and timing: `threads` intra-op threads, one inter-op thread. `calibration`: basic
@@ -39,11 +45,19 @@ def session_options(threads: int | None = 2, *, calibration: bool = False, custo
     return options
 
 
-def ort_session(model, threads: int | None = 2, optimized_path: str | None = None, *, calibration: bool = False,
-                custom_ops: bool = False, spinning: bool = True) -> ort.InferenceSession:
+def ort_session(
+    model,
+    threads: int | None = 2,
+    optimized_path: str | None = None,
+    *,
+    calibration: bool = False,
+    custom_ops: bool = False,
+    spinning: bool = True,
+) -> ort.InferenceSession:
     """The one ONNX Runtime CPU session factory; `model` is a path, bytes or a ModelProto."""
-    options = session_options(threads, calibration=calibration, custom_ops=custom_ops, spinning=spinning,
-                              optimized_path=optimized_path)
+    options = session_options(
+        threads, calibration=calibration, custom_ops=custom_ops, spinning=spinning, optimized_path=optimized_path
+    )
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):

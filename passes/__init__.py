@@ -5,14 +5,28 @@ from onnxcomp.passes.fold_batchnorm import FoldBatchNorm
 from onnxcomp.passes.fold_constants import FoldConstants
 from onnxcomp.passes.quantize_embedding import QuantizeEmbedding
 from onnxcomp.passes.quantize_qdq import QuantizeQDQ
-from onnxcomp.passes.remove_unused import RemoveUnused
-from onnxcomp.passes.simplify import Simplify
-from onnxcomp.passes.smoothquant import SmoothQuant
 from onnxcomp.passes.quantize_weight_only import QuantizeWeightOnly
 from onnxcomp.passes.quantize_weight_only_awq import QuantizeWeightOnlyAWQ
 from onnxcomp.passes.quantize_weight_only_gptq import QuantizeWeightOnlyGPTQ
+from onnxcomp.passes.remove_unused import RemoveUnused
+from onnxcomp.passes.simplify import Simplify
+from onnxcomp.passes.smoothquant import SmoothQuant
 
-PASSES = {cls.name: cls for cls in (FoldConstants, Simplify, FoldBatchNorm, RemoveUnused, Calibrate, QuantizeQDQ, QuantizeEmbedding, SmoothQuant,
-                                         QuantizeWeightOnly, QuantizeWeightOnlyAWQ, QuantizeWeightOnlyGPTQ)}
+PASSES = {
+    cls.name: cls
+    for cls in (
+        FoldConstants,
+        Simplify,
+        FoldBatchNorm,
+        RemoveUnused,
+        Calibrate,
+        QuantizeQDQ,
+        QuantizeEmbedding,
+        SmoothQuant,
+        QuantizeWeightOnly,
+        QuantizeWeightOnlyAWQ,
+        QuantizeWeightOnlyGPTQ,
+    )
+}
 
 __all__ = ["PASSES"]

@@ -26,8 +26,10 @@ class Calibrate(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         stats = collect(model, self.requests, self.context.calibration, use_cache=self.context.use_cache)
         self.context.statistics.update(stats)
-        self.details = {"tensors": len(stats.ranges),
-                        "values_per_tensor": max((s.count for s in stats.ranges.values()), default=0)}
+        self.details = {
+            "tensors": len(stats.ranges),
+            "values_per_tensor": max((s.count for s in stats.ranges.values()), default=0),
+        }
         rows = sorted({r.tensor for r in self.requests if isinstance(r, RowsRequest)})
         if rows:
             self.details["row_sampled_tensors"] = len(rows)

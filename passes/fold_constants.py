@@ -10,7 +10,6 @@ from onnxscript import optimizer
 
 from onnxcomp.passes.base import CompressionPass
 
-
 SIZE_LIMIT = 2**31  # elements
 
 

@@ -74,9 +74,12 @@ class Pipeline:
                 requests = compression_pass.statistic_requests(model)
                 if requests:
                     if self.context.calibration is None:
-                        raise OnnxcompError(f"pass {compression_pass.name!r} needs calibration data: {CALIBRATION_HINT}")
+                        raise OnnxcompError(
+                            f"pass {compression_pass.name!r} needs calibration data: {CALIBRATION_HINT}"
+                        )
                     self.context.statistics.update(
-                        collect(model, requests, self.context.calibration, use_cache=self.context.use_cache))
+                        collect(model, requests, self.context.calibration, use_cache=self.context.use_cache)
+                    )
             result = compression_pass(model)
             seconds = time.perf_counter() - start
             ops_after = op_histogram(model)

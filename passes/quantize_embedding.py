@@ -14,9 +14,9 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
+from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
 from onnxcomp.ir.graph import NameAllocator, NodeFilter, add_initializer, constant_array
 from onnxcomp.passes.base import CompressionPass
-from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
 
 
 def _is_row_gather(node: ir.Node) -> bool:
@@ -40,7 +40,12 @@ class QuantizeEmbedding(CompressionPass):
                 continue
             table = node.inputs[0]
             array = constant_array(table)
-            if array is not None and array.dtype == np.float32 and array.ndim == 2 and array.size >= self.opts["min_elements"]:
+            if (
+                array is not None
+                and array.dtype == np.float32
+                and array.ndim == 2
+                and array.size >= self.opts["min_elements"]
+            ):
                 candidates.setdefault(table.name, (table, array))
         for table_name, (table, array) in sorted(candidates.items()):
             users = [use.node for use in table.uses()]
@@ -54,8 +59,12 @@ class QuantizeEmbedding(CompressionPass):
                 ids = gather.inputs[1]
                 rows = ir.node("Gather", [q_v, ids], {"axis": 0}, name=names.new(f"{gather.name}_int8"))
                 row_scales = ir.node("Gather", [s_v, ids], {"axis": 0}, name=names.new(f"{gather.name}_scale"))
-                as_float = ir.node("Cast", [rows.outputs[0]], {"to": ir.DataType.FLOAT}, name=names.new(f"{gather.name}_cast"))
-                scaled = ir.node("Mul", [as_float.outputs[0], row_scales.outputs[0]], name=names.new(f"{gather.name}_dequantize"))
+                as_float = ir.node(
+                    "Cast", [rows.outputs[0]], {"to": ir.DataType.FLOAT}, name=names.new(f"{gather.name}_cast")
+                )
+                scaled = ir.node(
+                    "Mul", [as_float.outputs[0], row_scales.outputs[0]], name=names.new(f"{gather.name}_dequantize")
+                )
                 for new in (rows, row_scales, as_float, scaled):
                     new.outputs[0].name = names.new(f"{new.name}_out")
                     graph.append(new)
@@ -66,8 +75,15 @@ class QuantizeEmbedding(CompressionPass):
                     scaled.outputs[0].name = name
                 old.replace_all_uses_with(scaled.outputs[0], replace_graph_outputs=True)
                 graph.remove(gather, safe=True)
-            tables.append({"table": table_name, "shape": list(array.shape), "bytes_before": int(array.nbytes),
-                           "bytes_after": int(q.nbytes + scales.nbytes), "gathers": len(users)})
+            tables.append(
+                {
+                    "table": table_name,
+                    "shape": list(array.shape),
+                    "bytes_before": int(array.nbytes),
+                    "bytes_after": int(q.nbytes + scales.nbytes),
+                    "gathers": len(users),
+                }
+            )
         if tables:
             TopologicalSortPass()(model)
         self.details = {"tables": tables, "skipped": skipped}

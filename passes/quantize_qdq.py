@@ -21,7 +21,9 @@ bounded by the calibrated range (values outside it are clipped).
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import TopologicalSortPass
 
+from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, quantize_weight_per_channel
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import RangeRequest
 from onnxcomp.emit.targets import ORT_CPU
@@ -29,8 +31,6 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, NodeFilter, add_initializer, constant_array, is_float32_activation
 from onnxcomp.ir.linears import linear_of
 from onnxcomp.passes.base import CompressionPass
-from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, quantize_weight_per_channel
-from onnx_ir.passes.common import TopologicalSortPass
 
 SHARED_SCALE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Identity"}
 SUPPORTED_OPS = {"Conv", "MatMul", "Gemm"}
@@ -51,11 +51,14 @@ class QuantizeQDQ(CompressionPass):
     def validate_options(self) -> None:
         bad = sorted(set(self.opts["op_types"]) - SUPPORTED_OPS)
         if bad:
-            raise OnnxcompError(f"pass 'quantize_qdq': op_types {bad[0]!r} not supported (choose from {sorted(SUPPORTED_OPS)})")
+            raise OnnxcompError(
+                f"pass 'quantize_qdq': op_types {bad[0]!r} not supported (choose from {sorted(SUPPORTED_OPS)})"
+            )
         if self.opts["activation_dtype"] not in ORT_CPU.activation_dtypes:
-            raise self.fail(f"activation_dtype must be {' or '.join(ORT_CPU.activation_dtypes)}, not {self.opts['activation_dtype']!r}")
+            dtypes = " or ".join(ORT_CPU.activation_dtypes)
+            raise self.fail(f"activation_dtype must be {dtypes}, not {self.opts['activation_dtype']!r}")
         if self.opts["method"] not in METHODS:
-            raise OnnxcompError(f"pass 'quantize_qdq': unknown calibration method {self.opts['method']!r} (choose from {', '.join(METHODS)})")
+            raise self.fail(f"unknown calibration method {self.opts['method']!r} (choose from {', '.join(METHODS)})")
         if not 0 < float(self.opts["percentile"]) <= 100:
             raise OnnxcompError(f"pass 'quantize_qdq': percentile must be in (0, 100], not {self.opts['percentile']}")
 
@@ -105,7 +108,9 @@ class QuantizeQDQ(CompressionPass):
         super().requires(model)
         missing = self.context.statistics.missing(self.statistic_requests(model))
         if missing:
-            raise self.fail(f"calibration statistics missing for tensor {missing[0].tensor!r} (add a calibrate step before it)")
+            raise self.fail(
+                f"calibration statistics missing for tensor {missing[0].tensor!r} (add a calibrate step before it)"
+            )
 
     @staticmethod
     def _scale_root(value: ir.Value, quantized: set[ir.Value]) -> ir.Value:
@@ -137,8 +142,12 @@ class QuantizeQDQ(CompressionPass):
             lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), scheme)
             scale, zero_point = activation_qparams(lo, hi, dtype)
             qparams[value] = (scale, zero_point)
-            ranges[value.name] = {"range": [round(lo, 6), round(hi, 6)], "scale": float(scale), "zero_point": int(zero_point),
-                                  **({"shared_with": root.name} if root is not value else {})}
+            ranges[value.name] = {
+                "range": [round(lo, 6), round(hi, 6)],
+                "scale": float(scale),
+                "zero_point": int(zero_point),
+                **({"shared_with": root.name} if root is not value else {}),
+            }
 
         names = NameAllocator(graph)
         dequantized: dict[ir.Value, ir.Value] = {}  # float value -> its DequantizeLinear output
@@ -183,8 +192,12 @@ class QuantizeQDQ(CompressionPass):
                     q, scales = quantize_weight_per_channel(array, axis)
                     q_v = add_initializer(graph, names.new(f"{weight.name}_quantized"), q)
                     s_v = add_initializer(graph, names.new(f"{weight.name}_scale"), scales)
-                    zp_v = add_initializer(graph, names.new(f"{weight.name}_zero_point"), np.zeros_like(scales, dtype=np.int8))
-                    dq = ir.node("DequantizeLinear", [q_v, s_v, zp_v], {"axis": axis}, name=f"{weight.name}_DequantizeLinear")
+                    zp_v = add_initializer(
+                        graph, names.new(f"{weight.name}_zero_point"), np.zeros_like(scales, dtype=np.int8)
+                    )
+                    dq = ir.node(
+                        "DequantizeLinear", [q_v, s_v, zp_v], {"axis": axis}, name=f"{weight.name}_DequantizeLinear"
+                    )
                     dq.outputs[0].name = names.new(f"{weight.name}_dequantized")
                     new_nodes.append(dq)
                     weight_cache[key] = (dq.outputs[0], scales)

@@ -31,8 +31,14 @@ class QuantizeWeightOnly(WeightOnlyPass):
             key = (linear.weight, scheme.bits)
             weight = linear.weight_kn()
             if key not in quantized:
-                q = quantize_blockwise(weight, scheme.bits, scheme.group, scheme.symmetric, self.opts["clip_search"],
-                                       signed_scales=self.signed_scales)
+                q = quantize_blockwise(
+                    weight,
+                    scheme.bits,
+                    scheme.group,
+                    scheme.symmetric,
+                    self.opts["clip_search"],
+                    signed_scales=self.signed_scales,
+                )
                 quantized[key] = (q, {})
             q, stored = quantized[key]
             layers.append(self.layer_report(linear, weight, q))

@@ -38,13 +38,26 @@ from onnxcomp.progress import progress
 class QuantizeWeightOnlyAWQ(WeightOnlyPass):
     name = "quantize_weight_only_awq"
     algorithm = "awq"
-    options = {**COMMON_OPTIONS, "algorithm": "awq", "clip_search": True, "samples": 512, "fallback": "skip", "scale_only": False}
+    options = {
+        **COMMON_OPTIONS,
+        "algorithm": "awq",
+        "clip_search": True,
+        "samples": 512,
+        "fallback": "skip",
+        "scale_only": False,
+    }
     needs_calibration = True
 
     def validate_options(self) -> None:
         super().validate_options()
-        if not isinstance(self.opts["samples"], int) or isinstance(self.opts["samples"], bool) or self.opts["samples"] < 16:
-            raise self.fail(f"samples must be an integer ≥ 16 (calibration rows per layer input), not {self.opts['samples']!r}")
+        if (
+            not isinstance(self.opts["samples"], int)
+            or isinstance(self.opts["samples"], bool)
+            or self.opts["samples"] < 16
+        ):
+            raise self.fail(
+                f"samples must be an integer ≥ 16 (calibration rows per layer input), not {self.opts['samples']!r}"
+            )
 
     def statistic_requests(self, model: ir.Model) -> list[RowsRequest]:
         targets, _ = self.targets(model)
@@ -75,9 +88,13 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             channel_map, width = producer_channels(group)
             schemes = [self.scheme_for(lin) for lin in group.linears]
             members = [(lin.weight_kn(), scheme.bits, scheme.symmetric) for lin, scheme in zip(group.linears, schemes)]
-            alpha, t, errors = search_alpha(x, members, channel_map, width, schemes[0].group, signed_scales=self.signed_scales)
+            alpha, t, errors = search_alpha(
+                x, members, channel_map, width, schemes[0].group, signed_scales=self.signed_scales
+            )
             if alpha == 0.0:
-                unscaled.append({"linears": [lin.name for lin in group.linears], "reason": "alpha search chose 0 (no scaling)"})
+                unscaled.append(
+                    {"linears": [lin.name for lin in group.linears], "reason": "alpha search chose 0 (no scaling)"}
+                )
                 continue
             absorbed_by = fold_scales(model.graph, names, group, t)
             groups_scaled += 1
@@ -87,8 +104,12 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
         if any(entry[2] == "inserted Mul" for entry in scaled.values()):
             TopologicalSortPass()(model)
         if self.opts["scale_only"]:  # a later pass (GPTQ) quantizes the scaled weights
-            self.details = {"scale_only": True, "groups_scaled": groups_scaled, "groups_not_scaled": unscaled,
-                            "alphas": alphas}
+            self.details = {
+                "scale_only": True,
+                "groups_scaled": groups_scaled,
+                "groups_not_scaled": unscaled,
+                "alphas": alphas,
+            }
             return ir.passes.PassResult(model, modified=bool(groups_scaled))
 
         quantized, layers = {}, []
@@ -101,18 +122,31 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             key = (linear.weight, scheme.bits)
             if key not in quantized:
                 if self.opts["clip_search"]:
-                    q = quantize_with_clipping(weight, x, scheme.bits, scheme.group, scheme.symmetric, self.signed_scales)
+                    q = quantize_with_clipping(
+                        weight, x, scheme.bits, scheme.group, scheme.symmetric, self.signed_scales
+                    )
                 else:
-                    q = quantize_blockwise(weight, scheme.bits, scheme.group, scheme.symmetric, signed_scales=self.signed_scales)
+                    q = quantize_blockwise(
+                        weight, scheme.bits, scheme.group, scheme.symmetric, signed_scales=self.signed_scales
+                    )
                 quantized[key] = (q, {})
             q, stored = quantized[key]
-            rtn = dequantize_blockwise(quantize_blockwise(original, q.bits, q.group, q.symmetric, signed_scales=self.signed_scales))
-            layers.append({**self.layer_report(linear, weight, q), "alpha": float(alpha), "scale_absorbed_by": absorbed_by,
-                           "relative_output_error": round(relative_output_error(x, weight, dequantize_blockwise(q)), 6),
-                           "relative_output_error_rtn": round(relative_output_error(x_original, original, rtn), 6)})
+            rtn = dequantize_blockwise(
+                quantize_blockwise(original, q.bits, q.group, q.symmetric, signed_scales=self.signed_scales)
+            )
+            layers.append(
+                {
+                    **self.layer_report(linear, weight, q),
+                    "alpha": float(alpha),
+                    "scale_absorbed_by": absorbed_by,
+                    "relative_output_error": round(relative_output_error(x, weight, dequantize_blockwise(q)), 6),
+                    "relative_output_error_rtn": round(relative_output_error(x_original, original, rtn), 6),
+                }
+            )
             self.emit(model.graph, names, linear, q, stored)
-        return self.finish(model, layers, skipped, len(quantized), groups_not_scaled=unscaled,
-                           groups_scaled=groups_scaled)
+        return self.finish(
+            model, layers, skipped, len(quantized), groups_not_scaled=unscaled, groups_scaled=groups_scaled
+        )
 
     def _why_not_scaled(self, group: LinearGroup, target_nodes: set[ir.Node], tables) -> str:
         if any(lin.node not in target_nodes for lin in group.linears):
@@ -120,7 +154,10 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
         for lin in group.linears:
             table = tied_table(lin.weight_kn(), tables)
             if table:
-                return f"weight of {lin.name} is tied to the embedding table {table!r}: scaling it would store the table twice"
+                return (
+                    f"weight of {lin.name} is tied to the embedding table {table!r}: "
+                    "scaling it would store the table twice"
+                )
         if group.problems:
             return "; ".join(group.problems)
         if group.producer is None and self.opts["fallback"] == "skip":

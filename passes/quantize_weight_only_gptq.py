@@ -36,15 +36,23 @@ from onnxcomp.algorithms.gptq import gptq_quantize, hessian_error
 from onnxcomp.calibration.staged import StagedHessians
 from onnxcomp.ir.graph import NameAllocator
 from onnxcomp.ir.linears import Linear
-from onnxcomp.progress import progress
 from onnxcomp.passes.weight_only_base import COMMON_OPTIONS, WeightOnlyPass
+from onnxcomp.progress import progress
 
 
 class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
     name = "quantize_weight_only_gptq"
     algorithm = "gptq"
-    options = {**COMMON_OPTIONS, "algorithm": "gptq", "damp": 0.01, "act_order": False, "block": 128,
-               "sequential": True, "static_groups": True, "clip_search": False}
+    options = {
+        **COMMON_OPTIONS,
+        "algorithm": "gptq",
+        "damp": 0.01,
+        "act_order": False,
+        "block": 128,
+        "sequential": True,
+        "static_groups": True,
+        "clip_search": False,
+    }
     needs_calibration = True  # staged Grams: collected stage by stage by the pass itself (see the module doc)
 
     def validate_options(self) -> None:
@@ -77,7 +85,8 @@ class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
         for key, linear in first_reader.items():
             scheme = scheme_of[linear]
             by_input.setdefault(linear.node.inputs[0].name, {}).setdefault(
-                (scheme.bits, scheme.symmetric, scheme.group), []).append((key, linear.weight_kn()))
+                (scheme.bits, scheme.symmetric, scheme.group), []
+            ).append((key, linear.weight_kn()))
         quantized: dict = {}
         reports: dict = {}
         for _ in progress(range(len(staged.stages)), desc="GPTQ stages", unit="stage"):
@@ -100,28 +109,62 @@ class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
             layers.append(reports[linear])
             q, stored = quantized[(linear.weight, scheme_of[linear].bits)]
             self.emit(graph, names, linear, q, stored)
-        return self.finish(model, layers, skipped, len(quantized), hessian_inputs=len(stage_of), stages=len(staged.stages),
-                           sequential=self.opts["sequential"], nodes_run=staged.nodes_run,
-                           frontier_mb=round(staged.frontier_bytes / 2**20, 2),
-                           group_scales="static" if self.opts["static_groups"] or self.opts["act_order"] else "lazy")
+        return self.finish(
+            model,
+            layers,
+            skipped,
+            len(quantized),
+            hessian_inputs=len(stage_of),
+            stages=len(staged.stages),
+            sequential=self.opts["sequential"],
+            nodes_run=staged.nodes_run,
+            frontier_mb=round(staged.frontier_bytes / 2**20, 2),
+            group_scales="static" if self.opts["static_groups"] or self.opts["act_order"] else "lazy",
+        )
 
-    def _quantize(self, members: list, hessian: np.ndarray, bits: int, symmetric: bool, group: int, quantized: dict) -> None:
+    def _quantize(
+        self, members: list, hessian: np.ndarray, bits: int, symmetric: bool, group: int, quantized: dict
+    ) -> None:
         o = self.opts
         joined = np.concatenate([w for _, w in members], axis=1) if len(members) > 1 else members[0][1]
-        q_all = gptq_quantize(joined, hessian, bits, group, symmetric, float(o["damp"]), o["act_order"], o["block"],
-                              o["static_groups"], o["clip_search"], self.signed_scales)
+        q_all = gptq_quantize(
+            joined,
+            hessian,
+            bits,
+            group,
+            symmetric,
+            float(o["damp"]),
+            o["act_order"],
+            o["block"],
+            o["static_groups"],
+            o["clip_search"],
+            self.signed_scales,
+        )
         del joined
         start = 0
         for key, w in members:
             end = start + w.shape[1]
-            quantized[key] = (BlockQuantized(q_all.codes[start:end].copy(), q_all.scales[start:end].copy(),
-                                             q_all.zero_points[start:end].copy(), q_all.k, q_all.bits, q_all.group,
-                                             q_all.symmetric), {})
+            quantized[key] = (
+                BlockQuantized(
+                    q_all.codes[start:end].copy(),
+                    q_all.scales[start:end].copy(),
+                    q_all.zero_points[start:end].copy(),
+                    q_all.k,
+                    q_all.bits,
+                    q_all.group,
+                    q_all.symmetric,
+                ),
+                {},
+            )
             start = end
 
     def _report(self, linear: Linear, q: BlockQuantized, back: np.ndarray, hessian: np.ndarray) -> dict:
         weight = linear.weight_kn()
-        rtn = dequantize_blockwise(quantize_blockwise(weight, q.bits, q.group, q.symmetric, signed_scales=self.signed_scales))
-        return {**self.layer_report(linear, weight, q),
-                "relative_output_error": round(hessian_error(weight, back, hessian), 8),
-                "relative_output_error_rtn": round(hessian_error(weight, rtn, hessian), 8)}
+        rtn = dequantize_blockwise(
+            quantize_blockwise(weight, q.bits, q.group, q.symmetric, signed_scales=self.signed_scales)
+        )
+        return {
+            **self.layer_report(linear, weight, q),
+            "relative_output_error": round(hessian_error(weight, back, hessian), 8),
+            "relative_output_error_rtn": round(hessian_error(weight, rtn, hessian), 8),
+        }

@@ -16,9 +16,9 @@ or starts from a preset and overrides options of its passes:
 """
 
 import copy
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 from onnxcomp.errors import OnnxcompError
@@ -31,9 +31,15 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
     "int8": [*CANONICALIZE, ("calibrate", {}), ("quantize_qdq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
     # SmoothQuant (α searched per group; an explicit Mul where no producer can absorb 1/s), then
     # the activations are measured again (smoothing changed them) and quantized.
-    "w8a8-smoothquant": [*CANONICALIZE, ("calibrate", {}), ("smoothquant", {"alpha": "auto", "fallback": "mul"}),
-                         ("calibrate", {}), ("quantize_qdq", {}),
-                         ("quantize_embedding", {}), ("remove_unused", {})],
+    "w8a8-smoothquant": [
+        *CANONICALIZE,
+        ("calibrate", {}),
+        ("smoothquant", {"alpha": "auto", "fallback": "mul"}),
+        ("calibrate", {}),
+        ("quantize_qdq", {}),
+        ("quantize_embedding", {}),
+        ("remove_unused", {}),
+    ],
     # Weight-only: int4 blocks (group 128, symmetric) read by ONNX Runtime's MatMulNBits;
     # activations stay float. The word-embedding table goes int8 per row.
     "w4a16-rtn": [*CANONICALIZE, ("quantize_weight_only", {}), ("quantize_embedding", {}), ("remove_unused", {})],
@@ -43,8 +49,13 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
     # GPTQ: the same formats and layout as w4a16-rtn; codes chosen with Hessians of calibration inputs.
     "w4a16-gptq": [*CANONICALIZE, ("quantize_weight_only_gptq", {}), ("quantize_embedding", {}), ("remove_unused", {})],
     # AWQ's scales folded in first, then GPTQ chooses the codes of the scaled weights.
-    "w4a16-awq-gptq": [*CANONICALIZE, ("quantize_weight_only_awq", {"scale_only": True}), ("quantize_weight_only_gptq", {}),
-                       ("quantize_embedding", {}), ("remove_unused", {})],
+    "w4a16-awq-gptq": [
+        *CANONICALIZE,
+        ("quantize_weight_only_awq", {"scale_only": True}),
+        ("quantize_weight_only_gptq", {}),
+        ("quantize_embedding", {}),
+        ("remove_unused", {}),
+    ],
 }
 
 
@@ -61,7 +72,9 @@ def load_recipe(recipe: str | Path | list) -> list[tuple[str, dict]]:
     else:
         path = Path(recipe)
         if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
-            raise OnnxcompError(f"unknown recipe {str(recipe)!r} (presets: {', '.join(preset_names())}; or a .toml/.yaml file)")
+            raise OnnxcompError(
+                f"unknown recipe {str(recipe)!r} (presets: {', '.join(preset_names())}; or a .toml/.yaml file)"
+            )
         if not path.is_file():
             raise OnnxcompError(f"{path}: recipe file not found")
         steps = _parse_file(path)
@@ -105,7 +118,9 @@ def _parse_file(path: Path) -> list[tuple[str, dict]]:
     return apply_overrides(steps, options, str(path))
 
 
-def apply_overrides(steps: list[tuple[str, dict]], overrides: dict[str, dict], where: str = "options") -> list[tuple[str, dict]]:
+def apply_overrides(
+    steps: list[tuple[str, dict]], overrides: dict[str, dict], where: str = "options"
+) -> list[tuple[str, dict]]:
     """Set options on every step of the named passes; a pass absent from the recipe is an error."""
     names = {name for name, _ in steps}
     for pass_name, opts in overrides.items():

@@ -21,14 +21,13 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
+from onnxcomp.algorithms.smoothing import producer_scales, search_alpha
 from onnxcomp.calibration.requests import RangeRequest, Request, RowsRequest
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.graph import NameAllocator, NodeFilter
-from onnxcomp.passes.base import CompressionPass
 from onnxcomp.ir.folding import FALLBACKS, fold_scales, group_weights, producer_channels
-from onnxcomp.algorithms.smoothing import producer_scales, search_alpha
+from onnxcomp.ir.graph import NameAllocator, NodeFilter
 from onnxcomp.ir.patterns import LinearGroup, find_linear_groups
-
+from onnxcomp.passes.base import CompressionPass
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -45,10 +44,14 @@ class SmoothQuant(CompressionPass):
         if alpha != "auto" and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
             raise OnnxcompError(f"pass 'smoothquant': alpha must be a number in [0, 1] or 'auto', not {alpha!r}")
         if self.opts["fallback"] not in FALLBACKS:
-            raise OnnxcompError(f"pass 'smoothquant': fallback must be one of {', '.join(FALLBACKS)}, not {self.opts['fallback']!r}")
+            raise OnnxcompError(
+                f"pass 'smoothquant': fallback must be one of {', '.join(FALLBACKS)}, not {self.opts['fallback']!r}"
+            )
         exclude = self.opts["exclude"]
         if not isinstance(exclude, list) or not all(isinstance(p, str) for p in exclude):
-            raise OnnxcompError(f"pass 'smoothquant': exclude must be a list of op types or node-name globs, not {exclude!r}")
+            raise OnnxcompError(
+                f"pass 'smoothquant': exclude must be a list of op types or node-name globs, not {exclude!r}"
+            )
         if not isinstance(self.opts["samples"], int) or self.opts["samples"] < 1:
             raise OnnxcompError(f"pass 'smoothquant': samples must be a positive integer, not {self.opts['samples']!r}")
 
@@ -83,8 +86,10 @@ class SmoothQuant(CompressionPass):
         for group in self._plan(model)[0]:
             st = stats.ranges.get(group.input.name)
             if st is None or st.channel_absmax is None:
-                raise self.fail(f"per-channel calibration statistics missing for tensor {group.input.name!r} "
-                                "(add a calibrate step before smoothquant)")
+                raise self.fail(
+                    f"per-channel calibration statistics missing for tensor {group.input.name!r} "
+                    "(add a calibrate step before smoothquant)"
+                )
         stats.require([r for r in self.statistic_requests(model) if isinstance(r, RowsRequest)], self.name)
 
     @classmethod
@@ -93,8 +98,9 @@ class SmoothQuant(CompressionPass):
         if smoothed is None:
             return None
         left = details["not_smoothed"]
-        return (f"smoothquant: {len(smoothed)} linear groups smoothed, {len(left)} left as they were"
-                + (f" (first: {left[0]['reason']}; all in --report)" if left else ""))
+        return f"smoothquant: {len(smoothed)} linear groups smoothed, {len(left)} left as they were" + (
+            f" (first: {left[0]['reason']}; all in --report)" if left else ""
+        )
 
     # -- rewriting -----------------------------------------------------------------------
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -104,8 +110,13 @@ class SmoothQuant(CompressionPass):
         names = NameAllocator(model.graph)
         smoothed = []
         for group in groups:
-            entry = self._smooth(model.graph, names, group, stats.ranges[group.input.name].channel_absmax,
-                                 stats.rows.get((group.input.name, self.opts["samples"])))
+            entry = self._smooth(
+                model.graph,
+                names,
+                group,
+                stats.ranges[group.input.name].channel_absmax,
+                stats.rows.get((group.input.name, self.opts["samples"])),
+            )
             (skipped if "reason" in entry else smoothed).append(entry)
         if any(entry["producer"] == "inserted Mul" for entry in smoothed):
             TopologicalSortPass()(model)
@@ -119,7 +130,7 @@ class SmoothQuant(CompressionPass):
         weight_absmax = np.abs(weights).max(axis=1)
         k = len(weight_absmax)
         if act_absmax.shape != (k,):
-            raise OnnxcompError(f"pass 'smoothquant': statistics of {group.input.name!r} have {act_absmax.shape[0]} channels, the linears {k}")
+            raise self.fail(f"statistics of {group.input.name!r} have {act_absmax.shape[0]} channels, the linears {k}")
         channel_map, width = producer_channels(group)
 
         def scales_for(alpha):
@@ -128,7 +139,11 @@ class SmoothQuant(CompressionPass):
         entry = {"linears": [lin.name for lin in group.linears], "input": group.input.name}
         if self.opts["alpha"] == "auto":
             alpha, errors = search_alpha(rows, weights, act_absmax, scales_for)
-            entry["search_error"] = {"best": round(errors[alpha], 6), "at_0.5": round(errors[0.5], 6), "unsmoothed": round(errors[None], 6)}
+            entry["search_error"] = {
+                "best": round(errors[alpha], 6),
+                "at_0.5": round(errors[0.5], 6),
+                "unsmoothed": round(errors[None], 6),
+            }
             if alpha is None:
                 entry["reason"] = "alpha search: no alpha lowers the simulated W8A8 output error"
                 return entry
@@ -140,11 +155,13 @@ class SmoothQuant(CompressionPass):
         entry["producer"] = fold_scales(graph, names, group, t)
         if group.producer is None:
             entry["why_no_fold"] = group.reason
-        entry.update({
-            "alpha": alpha,
-            "activation_absmax_before": _summary(act_absmax),
-            "activation_absmax_after": _summary(act_absmax / s),
-            "weight_absmax_before": _summary(weight_absmax),
-            "weight_absmax_after": _summary(weight_absmax * s),
-        })
+        entry.update(
+            {
+                "alpha": alpha,
+                "activation_absmax_before": _summary(act_absmax),
+                "activation_absmax_after": _summary(act_absmax / s),
+                "weight_absmax_before": _summary(weight_absmax),
+                "weight_absmax_after": _summary(weight_absmax * s),
+            }
+        )
         return entry

@@ -25,8 +25,15 @@ from onnxcomp.ir.linears import Linear, linear_of
 from onnxcomp.passes.base import CompressionPass
 from onnxcomp.precision.plan import PrecisionPlan, Scheme, weight_only_plan
 
-COMMON_OPTIONS: dict[str, Any] = {"bits": 4, "group_size": 128, "symmetric": True, "format": "matmulnbits",
-                                  "accuracy_level": 4, "exclude": [], "output_layer_bits": 8}
+COMMON_OPTIONS: dict[str, Any] = {
+    "bits": 4,
+    "group_size": 128,
+    "symmetric": True,
+    "format": "matmulnbits",
+    "accuracy_level": 4,
+    "exclude": [],
+    "output_layer_bits": 8,
+}
 
 
 class WeightOnlyPass(CompressionPass):
@@ -54,8 +61,10 @@ class WeightOnlyPass(CompressionPass):
         if o.get("algorithm", self.algorithm) != self.algorithm:
             raise self.fail(f"algorithm must be {self.algorithm!r}, not {o['algorithm']!r}")
         if o["output_layer_bits"] not in (0, *BITS):
-            raise self.fail(f"output_layer_bits must be 0 (same as bits) or one of {', '.join(map(str, BITS))}, "
-                            f"not {o['output_layer_bits']!r}")
+            raise self.fail(
+                f"output_layer_bits must be 0 (same as bits) or one of {', '.join(map(str, BITS))}, "
+                f"not {o['output_layer_bits']!r}"
+            )
         for flag in ("symmetric", "clip_search", "act_order", "sequential", "static_groups", "scale_only"):
             if flag in o and not isinstance(o[flag], bool):
                 raise self.fail(f"{flag} must be true or false, not {o[flag]!r}")
@@ -93,20 +102,29 @@ class WeightOnlyPass(CompressionPass):
             targets.append(linear)
         o = self.opts
         self.plan = self.context.precision_plan or weight_only_plan(
-            (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"])
+            (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"]
+        )
         return targets, skipped
 
     def layer_report(self, linear: Linear, weight: np.ndarray, q: BlockQuantized) -> dict:
-        return {"node": linear.name, "weight": linear.weight.name, "shape_kn": [q.k, q.n], "bits": q.bits,
-                "group_size": q.group, "symmetric": q.symmetric, "algorithm": self.algorithm,
-                "format": self.emitter.format_for(q.bits).name,
-                "relative_weight_error": round(relative_error(dequantize_blockwise(q), weight), 6)}
+        return {
+            "node": linear.name,
+            "weight": linear.weight.name,
+            "shape_kn": [q.k, q.n],
+            "bits": q.bits,
+            "group_size": q.group,
+            "symmetric": q.symmetric,
+            "algorithm": self.algorithm,
+            "format": self.emitter.format_for(q.bits).name,
+            "relative_weight_error": round(relative_error(dequantize_blockwise(q), weight), 6),
+        }
 
     def emit(self, graph, names, linear: Linear, q: BlockQuantized, stored: dict) -> None:
         self.emitter.emit(graph, names, linear, q, stored)
 
-    def finish(self, model: ir.Model, layers: list[dict], skipped: list[dict], weights_quantized: int,
-               **details) -> ir.passes.PassResult:
+    def finish(
+        self, model: ir.Model, layers: list[dict], skipped: list[dict], weights_quantized: int, **details
+    ) -> ir.passes.PassResult:
         """Marks shared weights in the report, shares tied tables, sorts the graph, declares the op domains used."""
         readers = Counter(layer["weight"] for layer in layers)
         for layer in layers:
@@ -128,8 +146,12 @@ class WeightOnlyPass(CompressionPass):
         layers = details.get("layers")
         if not layers:
             return None
-        by_kind = Counter(f"{l['bits']}-bit g{l['group_size']} {'sym' if l['symmetric'] else 'asym'}" for l in layers)
-        text = f"{cls.name}: {len(layers)} linears (" + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) + ")"
+        by_kind = Counter(Scheme("blockwise", x["bits"], x["group_size"], x["symmetric"]).describe() for x in layers)
+        text = (
+            f"{cls.name}: {len(layers)} linears ("
+            + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items()))
+            + ")"
+        )
         if "groups_scaled" in details:
             text += f", {details['groups_scaled']} groups scaled by AWQ, {len(details['groups_not_scaled'])} not"
         shared = [t for t in details.get("tied_tables", []) if t["shared"]]

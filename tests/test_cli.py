@@ -58,7 +58,7 @@ def test_compress_inspect_eval_json(digits_model, calib_dir, tmp_path):
 
     info = json.loads(run("inspect", out, "--json").output)
     assert info["operators"]["QuantizeLinear"] >= 4
-    assert {l["op"] for l in info["layers"] if l["activation"] == "uint8"} == {"Conv", "Gemm"}
+    assert {x["op"] for x in info["layers"] if x["activation"] == "uint8"} == {"Conv", "Gemm"}
 
     evaluation = json.loads(run("eval", digits_model, out, "--model-kind", "digits", "--runs", "5", "--json").output)
     assert evaluation["metric"]["accuracy_drop_points"] <= 0.5
@@ -159,9 +159,9 @@ def test_group_size_and_asymmetric_flags_reach_every_weight_only_pass(digits_mod
         ).output
     )
     layers = next(p["details"] for p in payload["passes"] if p["pass"] == "quantize_weight_only_gptq")["layers"]
-    assert layers and all(l["group_size"] == 32 for l in layers)
+    assert layers and all(x["group_size"] == 32 for x in layers)
     hidden, head = layers[:-1], layers[-1]  # the output layer stays symmetric (8 bits) whatever --asymmetric says
-    assert hidden and not any(l["symmetric"] for l in hidden) and head["symmetric"] and head["bits"] == 8
+    assert hidden and not any(x["symmetric"] for x in hidden) and head["symmetric"] and head["bits"] == 8
     result = run("compress", digits_model, "-o", tmp_path / "bad.onnx", "--calib", calib_dir, "--group-size", "32")
     assert result.exit_code == 2 and "recipe 'int8' has no weight-only pass" in result.output
     assert "w4a16-awq-gptq" in result.output and not (tmp_path / "bad.onnx").exists()

@@ -242,9 +242,15 @@ def test_bf16_and_entry_point_on_cpu(cpu_lib):
     _, f = _raw(cpu_lib)
     k, n, g, m = 160, 12, 32, 5
     ops = random_operands(np.random.default_rng(5), (m,), k, n, g)
-    to_bf16 = lambda x: (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)  # truncation: exact input
+
+    def to_bf16(x):  # truncation: exact input
+        return (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
     a, s, b = to_bf16(ops["A"]), to_bf16(ops["scales"]), to_bf16(ops["bias"])
-    from_bf16 = lambda x: (x.astype(np.uint32) << 16).view(np.float32)
+
+    def from_bf16(x):
+        return (x.astype(np.uint32) << 16).view(np.float32)
+
     y = np.zeros((m, n), np.uint16)
     err = f(0, 16, 16, _ptr(a), _ptr(ops["B"]), _ptr(s), _ptr(ops["zero_points"]), _ptr(b), _ptr(y), m, n, k, g, None)
     assert err is None

@@ -72,8 +72,11 @@ def test_cuda_matches_reference(lib, m, k, n, g, dtype, sdtype, asym, bias):
     y = torch.full((m, n), float("nan"), dtype=tdt, device="cuda")  # poisoned
     matmul_int4(lib, a, b, s, z, bb, y, k=k, n=n, group_size=g)
     torch.cuda.synchronize()  # raises on an asynchronous CUDA fault
+
     # the reference sees exactly the values the kernel saw (after rounding to the input dtype)
-    back = lambda t: None if t is None else t.float().cpu().numpy()
+    def back(t):
+        return None if t is None else t.float().cpu().numpy()
+
     ref = matmul_int4_reference(back(a), ops["B"], back(s), ops["zero_points"], back(bb), k=k, group_size=g)
     out = y.double().cpu().numpy()
     assert np.isfinite(out).all(), "some outputs were not written"

@@ -27,7 +27,7 @@ def test_gptq_group128_beats_rtn_and_stays_close_to_fp32():
     assert (
         len(details["layers"]) == 30 * 7 + 1 and details["skipped"]
     )  # 7 linears per block + LM head; attention MatMuls skipped
-    assert all(l["relative_output_error"] <= l["relative_output_error_rtn"] * 1.05 for l in details["layers"])
+    assert all(x["relative_output_error"] <= x["relative_output_error_rtn"] * 1.05 for x in details["layers"])
     assert gptq.model.ByteSize() < 0.3 * path.stat().st_size
 
 

@@ -29,8 +29,9 @@ def activation_scales(mean_abs: np.ndarray, alpha: float, channel_map: np.ndarra
     return t / np.sqrt(t.max() * t.min())
 
 
-def quantized_output_error(x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]], s: np.ndarray, group: int,
-                           signed_scales: bool = False) -> float:
+def quantized_output_error(
+    x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]], s: np.ndarray, group: int, signed_scales: bool = False
+) -> float:
     """Relative squared output error of the group scaled by s and quantized by RTN, on rows x [R, K].
     `weights`: [(W [K, N], bits, symmetric)] of the group's members."""
     x = np.asarray(x, dtype=np.float32)
@@ -38,14 +39,23 @@ def quantized_output_error(x: np.ndarray, weights: list[tuple[np.ndarray, int, b
     error = reference = 0.0
     for w, bits, symmetric in weights:
         exact = x @ w.astype(np.float32)
-        back = dequantize_blockwise(quantize_blockwise(w * s[:, None], bits, group, symmetric, signed_scales=signed_scales))
+        back = dequantize_blockwise(
+            quantize_blockwise(w * s[:, None], bits, group, symmetric, signed_scales=signed_scales)
+        )
         error += float(((scaled_x @ back - exact) ** 2).sum())
         reference += float((exact**2).sum())
     return error / max(reference, 1e-30)
 
 
-def search_alpha(x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]], channel_map: np.ndarray, width: int, group: int,
-                 grid=ALPHA_GRID, signed_scales: bool = False) -> tuple[float, np.ndarray, dict]:
+def search_alpha(
+    x: np.ndarray,
+    weights: list[tuple[np.ndarray, int, bool]],
+    channel_map: np.ndarray,
+    width: int,
+    group: int,
+    grid=ALPHA_GRID,
+    signed_scales: bool = False,
+) -> tuple[float, np.ndarray, dict]:
     """(α, producer scales t, {α: error}) with the smallest quantized output error (ties: smaller α)."""
     mean_abs = np.abs(np.asarray(x, dtype=np.float64)).mean(axis=0)
     errors, scales = {}, {}
@@ -56,11 +66,13 @@ def search_alpha(x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]], cha
     return best, scales[best], errors
 
 
-def quantize_with_clipping(weight: np.ndarray, x: np.ndarray, bits: int, group: int, symmetric: bool,
-                           signed_scales: bool = False):
+def quantize_with_clipping(
+    weight: np.ndarray, x: np.ndarray, bits: int, group: int, symmetric: bool, signed_scales: bool = False
+):
     """Blockwise RTN of W [K, N] whose clipping ratio per block minimizes the output error on rows x [R, K]."""
-    return quantize_blockwise(weight, bits, group, symmetric, clip_search=True, grams=block_grams(x, group),
-                              signed_scales=signed_scales)
+    return quantize_blockwise(
+        weight, bits, group, symmetric, clip_search=True, grams=block_grams(x, group), signed_scales=signed_scales
+    )
 
 
 def relative_output_error(x: np.ndarray, exact: np.ndarray, approx: np.ndarray) -> float:

@@ -60,7 +60,9 @@ def check_settings(bits: int, group: int) -> None:
     if bits not in BITS:
         raise OnnxcompError(f"weight-only quantization: bits must be one of {', '.join(map(str, BITS))}, not {bits!r}")
     if group not in GROUP_SIZES:
-        raise OnnxcompError(f"weight-only quantization: group_size must be one of {', '.join(map(str, GROUP_SIZES))}, not {group!r}")
+        raise OnnxcompError(
+            f"weight-only quantization: group_size must be one of {', '.join(map(str, GROUP_SIZES))}, not {group!r}"
+        )
 
 
 def to_blocks(weight: np.ndarray, group: int) -> np.ndarray:
@@ -71,7 +73,9 @@ def to_blocks(weight: np.ndarray, group: int) -> np.ndarray:
     return padded.T.reshape(n, n_blocks, group)
 
 
-def block_scales(blocks: np.ndarray, bits: int, symmetric: bool, ratio, signed_scales: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def block_scales(
+    blocks: np.ndarray, bits: int, symmetric: bool, ratio, signed_scales: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-block (scale, zero point) for blocks [..., group], ranges shrunk by `ratio`."""
     levels = 2**bits - 1
     half = 2 ** (bits - 1)
@@ -113,9 +117,15 @@ def block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
     return ((by_block @ grams) * by_block).sum(axis=-1).T
 
 
-def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symmetric: bool = True,
-                       clip_search: bool = False, grams: np.ndarray | None = None,
-                       signed_scales: bool = False) -> BlockQuantized:
+def quantize_blockwise(
+    weight: np.ndarray,
+    bits: int = 4,
+    group: int = 128,
+    symmetric: bool = True,
+    clip_search: bool = False,
+    grams: np.ndarray | None = None,
+    signed_scales: bool = False,
+) -> BlockQuantized:
     """Round-to-nearest quantization of W[K, N] per block of `group` rows; with `clip_search`, each
     block's range ratio minimizes its weight error, or its output error when `grams` (block_grams
     of calibration inputs) is given. `signed_scales`: see the module docstring (symmetric only)."""
@@ -128,7 +138,9 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symm
     best_err = best_scale = best_zero = None
     for ratio in ratios:
         scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
-        err = block_errors((block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams)
+        err = block_errors(
+            (block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams
+        )
         if best_err is None:
             best_err, best_scale, best_zero = err, scale, zero
         else:
@@ -138,7 +150,7 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, group: int = 128, symm
             best_zero = np.where(better, zero, best_zero)
     scale32 = best_scale.astype(np.float32)  # the stored scale is what dequantization will use
     codes = block_codes(blocks, scale32.astype(np.float64), best_zero, bits).astype(np.uint8)
-    codes[:, -1, weight.shape[0] - (blocks.shape[1] - 1) * group:] = 0  # padding codes: 0
+    codes[:, -1, weight.shape[0] - (blocks.shape[1] - 1) * group :] = 0  # padding codes: 0
     return BlockQuantized(codes, scale32, best_zero.astype(np.uint8), weight.shape[0], bits, group, symmetric)
 
 

@@ -27,23 +27,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxcomp.algorithms.blockwise import (
+    CLIP_GRID,
+    BlockQuantized,
+    block_codes,
+    block_errors,
+    block_scales,
+    check_settings,
+    to_blocks,
+)
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.algorithms.blockwise import CLIP_GRID, BlockQuantized, block_codes, block_errors, block_scales, check_settings, to_blocks
 
 CHUNK = 4096  # output columns per GPTQ chunk
 
 
-def _group_params(blocks: np.ndarray, bits: int, symmetric: bool, grams: np.ndarray | None, clip_search: bool,
-                  signed_scales: bool):
+def _group_params(
+    blocks: np.ndarray, bits: int, symmetric: bool, grams: np.ndarray | None, clip_search: bool, signed_scales: bool
+):
     """(scale, zero) [N, n_blocks] for blocks [N, n_blocks, g]; scales rounded to float32 as stored.
     With `clip_search`, each block's ratio minimizes δᵀ·G·δ (grams [n_blocks, g, g]) or Σδ²."""
     best_err = best_scale = best_zero = None
-    for ratio in (CLIP_GRID if clip_search else (1.0,)):
+    for ratio in CLIP_GRID if clip_search else (1.0,):
         scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
         scale = scale.astype(np.float32).astype(np.float64)
         if not clip_search:
             return scale, zero
-        err = block_errors((block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams)
+        err = block_errors(
+            (block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams
+        )
         if best_err is None:
             best_err, best_scale, best_zero = err, scale, zero
         else:
@@ -64,9 +75,19 @@ def _diagonal_blocks(hessian: np.ndarray, group: int, n_blocks: int) -> np.ndarr
     return out
 
 
-def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, bits: int = 4, group: int = 128, symmetric: bool = True,
-                  damp: float = 0.01, act_order: bool = False, block: int = 128, static_groups: bool = True,
-                  clip_search: bool = False, signed_scales: bool = False) -> BlockQuantized:
+def gptq_quantize(
+    weight: np.ndarray,
+    hessian: np.ndarray,
+    bits: int = 4,
+    group: int = 128,
+    symmetric: bool = True,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block: int = 128,
+    static_groups: bool = True,
+    clip_search: bool = False,
+    signed_scales: bool = False,
+) -> BlockQuantized:
     """GPTQ of W[K, N] given H[K, K] = 2XᵀX/rows of its inputs; the layout is RTN's (BlockQuantized)."""
     check_settings(bits, group)
     weight = np.asarray(weight)
@@ -103,15 +124,17 @@ def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, bits: int = 4, group:
         if not static:
             scale, zero = np.ones((c1 - c0, n_blocks)), np.zeros((c1 - c0, n_blocks))
         w = w[:, order]
-        chunk_codes = _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search,
-                                    signed_scales)
+        chunk_codes = _gptq_columns(
+            w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search, signed_scales
+        )
         codes[c0:c1, order] = chunk_codes
         scales[c0:c1], zeros[c0:c1] = scale, zero
     return BlockQuantized(codes.reshape(n, n_blocks, group), scales, zeros, k, bits, group, symmetric)
 
 
-def _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search,
-                  signed_scales) -> np.ndarray:
+def _gptq_columns(
+    w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search, signed_scales
+) -> np.ndarray:
     """GPTQ's loop over the visited input channels of w [n, K] (already permuted by `order`); fills
     `scale`/`zero` [n, n_blocks] in place when groups are lazy; returns uint8 codes in visiting order."""
     n, k = w.shape
@@ -128,10 +151,15 @@ def _gptq_columns(w, hinv, order, scale, zero, bits, group, block, symmetric, st
             g = group_of[i1 + i]
             if not static and (i1 + i) % group == 0:  # lazy groups (no act_order): this block's first row
                 end = min(i1 + i + group, k)
-                current = np.concatenate([w1[:, i:min(i2 - i1, end - i1)], w[:, i2:max(end, i2)]], axis=1)
-                s, z = _group_params(current[:, None, :], bits, symmetric,
-                                     None if grams is None else grams[g : g + 1, : end - i1 - i, : end - i1 - i], clip_search,
-                                     signed_scales)
+                current = np.concatenate([w1[:, i : min(i2 - i1, end - i1)], w[:, i2 : max(end, i2)]], axis=1)
+                s, z = _group_params(
+                    current[:, None, :],
+                    bits,
+                    symmetric,
+                    None if grams is None else grams[g : g + 1, : end - i1 - i, : end - i1 - i],
+                    clip_search,
+                    signed_scales,
+                )
                 scale[:, g], zero[:, g] = s[:, 0], z[:, 0]
             s, z = scale[:, g], zero[:, g]
             c = np.clip(np.round(col / s) + z, 0, levels)

@@ -41,7 +41,9 @@ def quantize_weight_per_channel(weight: np.ndarray, axis: int) -> tuple[np.ndarr
     return q, scales
 
 
-def quantize_bias(bias: np.ndarray, input_scale: float, weight_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def quantize_bias(
+    bias: np.ndarray, input_scale: float, weight_scales: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
     """int32 bias with scale input_scale * weight_scale per channel (what integer kernels add).
 
     Returns None when some channel would overflow int32 (a near-dead channel with a real bias):

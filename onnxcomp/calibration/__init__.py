@@ -5,5 +5,14 @@ from onnxcomp.calibration.readers import make_reader
 from onnxcomp.calibration.requests import GramRequest, RangeRequest, RowsRequest, Statistics
 from onnxcomp.calibration.runner import collect, collect_statistics
 
-__all__ = ["METHODS", "GramRequest", "RangeRequest", "RowsRequest", "Statistics", "TensorStats", "collect",
-           "collect_statistics", "make_reader"]
+__all__ = [
+    "METHODS",
+    "GramRequest",
+    "RangeRequest",
+    "RowsRequest",
+    "Statistics",
+    "TensorStats",
+    "collect",
+    "collect_statistics",
+    "make_reader",
+]

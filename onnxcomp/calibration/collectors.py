@@ -77,7 +77,9 @@ class TensorStats:
         return stats
 
     # -- ranges ---------------------------------------------------------------------------
-    def range(self, method: str = "minmax", percentile: float = 99.999, scheme: str = "asymmetric") -> tuple[float, float]:
+    def range(
+        self, method: str = "minmax", percentile: float = 99.999, scheme: str = "asymmetric"
+    ) -> tuple[float, float]:
         """The (lo, hi) range to quantize to, always containing 0.
 
         A threshold c on |x| clips the range to [max(min, -c), min(max, c)]. `scheme` says how

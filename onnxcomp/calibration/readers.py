@@ -43,7 +43,9 @@ def validate_feed(feed: dict, specs: list[InputSpec], source: str) -> dict:
             raise OnnxcompError(f"{source}: input {spec.name!r} contains NaN or Inf")
         for got, want in zip(arr.shape, spec.shape):
             if want is not None and got != want:
-                raise OnnxcompError(f"{source}: input {spec.name!r} has shape {arr.shape}, the model expects {spec.shape}")
+                raise OnnxcompError(
+                    f"{source}: input {spec.name!r} has shape {arr.shape}, the model expects {spec.shape}"
+                )
         checked[spec.name] = arr.astype(spec.dtype, copy=False)
     return checked
 
@@ -79,9 +81,14 @@ class TextFileReader:
         for i in range(0, len(self.lines), self.batch_size):
             enc = self.tokenizer(
                 self.lines[i : i + self.batch_size],
-                padding=True, truncation=True, max_length=self.max_length, return_tensors="np",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
             )
-            yield validate_feed({k: v for k, v in enc.items() if k in names}, self.specs, f"{self.path} batch {i // self.batch_size}")
+            yield validate_feed(
+                {k: v for k, v in enc.items() if k in names}, self.specs, f"{self.path} batch {i // self.batch_size}"
+            )
 
 
 class ImageFolderReader:
@@ -117,7 +124,9 @@ class CallableReader:
         try:
             feeds = iter(self.func())
         except TypeError:
-            raise OnnxcompError(f"{self.name}: must return an iterable of feeds (dicts of input name -> array)") from None
+            raise OnnxcompError(
+                f"{self.name}: must return an iterable of feeds (dicts of input name -> array)"
+            ) from None
         for i, feed in enumerate(feeds):
             yield validate_feed(feed, self.specs, f"{self.name} sample {i}")
 

@@ -63,9 +63,11 @@ class Statistics:
         missing = self.missing(requests)
         if missing:
             what = {RangeRequest: "calibration statistics", RowsRequest: "calibration rows", GramRequest: "Gram matrix"}
-            raise OnnxcompError(f"pass {who!r}: {what[type(missing[0])]} missing for tensor {missing[0].tensor!r} "
-                                "(not collected on the model as it is now: run the pass through the pass manager, "
-                                "with no rewrite between its calibrate step and it)")
+            raise OnnxcompError(
+                f"pass {who!r}: {what[type(missing[0])]} missing for tensor {missing[0].tensor!r} "
+                "(not collected on the model as it is now: run the pass through the pass manager, "
+                "with no rewrite between its calibrate step and it)"
+            )
 
 
 def _key(request: Request):

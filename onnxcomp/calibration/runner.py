@@ -11,11 +11,11 @@ import onnx
 import onnx_ir as ir
 
 from onnxcomp.cache import cache_dir, digest
+from onnxcomp.calibration.collectors import NUM_BINS, GramAccumulator, TensorStats
+from onnxcomp.calibration.requests import GramRequest, RangeRequest, Request, RowsRequest, Statistics
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.progress import progress
 from onnxcomp.runtime import calibration_session
-from onnxcomp.calibration.collectors import NUM_BINS, GramAccumulator, TensorStats
-from onnxcomp.calibration.requests import GramRequest, RangeRequest, Request, RowsRequest, Statistics
 
 CACHE_VERSION = "1"
 
@@ -46,8 +46,9 @@ def data_fingerprint(reader) -> str:
     return digest(*parts)
 
 
-def collect(model: onnx.ModelProto | ir.Model, requests: list[Request], reader, use_cache: bool = True,
-            num_bins: int = NUM_BINS) -> Statistics:
+def collect(
+    model: onnx.ModelProto | ir.Model, requests: list[Request], reader, use_cache: bool = True, num_bins: int = NUM_BINS
+) -> Statistics:
     """Answer every request in one pass of `reader` through the model in ONNX Runtime.
 
     The requested tensors become extra outputs of a copy of the model. Range statistics are
@@ -102,12 +103,16 @@ def collect(model: onnx.ModelProto | ir.Model, requests: list[Request], reader, 
         raise OnnxcompError(f"calibration collected no values for tensor {empty[0]!r} (it is empty on every sample)")
     if cache_file is not None:
         _save(cache_file, stats)
-    return Statistics(ranges=stats, rows={(r.tensor, r.rows): np.concatenate(parts)[: r.rows] for r, parts in kept.items()},
-                      grams={name: acc.hessian for name, acc in grams.items()})
+    return Statistics(
+        ranges=stats,
+        rows={(r.tensor, r.rows): np.concatenate(parts)[: r.rows] for r, parts in kept.items()},
+        grams={name: acc.hessian for name, acc in grams.items()},
+    )
 
 
-def collect_statistics(model: onnx.ModelProto | ir.Model, tensor_names: list[str], reader, use_cache: bool = True,
-                       num_bins: int = NUM_BINS) -> dict[str, TensorStats]:
+def collect_statistics(
+    model: onnx.ModelProto | ir.Model, tensor_names: list[str], reader, use_cache: bool = True, num_bins: int = NUM_BINS
+) -> dict[str, TensorStats]:
     """Range statistics of `tensor_names` (see `collect`)."""
     return collect(model, [RangeRequest(n) for n in tensor_names], reader, use_cache, num_bins).ranges
 
@@ -129,6 +134,6 @@ def _load(path, names: list[str]) -> dict[str, TensorStats]:
         out = {}
         for i, name in enumerate(stored):
             prefix = f"{i}/"
-            fields = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
+            fields = {k[len(prefix) :]: data[k] for k in data.files if k.startswith(prefix)}
             out[str(name)] = TensorStats.from_arrays(fields)
     return {n: out[n] for n in names}

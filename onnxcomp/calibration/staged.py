@@ -11,15 +11,22 @@ import numpy as np
 import onnx_ir as ir
 from onnx import helper, numpy_helper
 
+from onnxcomp.calibration.collectors import GramAccumulator
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.runtime import calibration_session
-from onnxcomp.calibration.collectors import GramAccumulator
+
 
 def _outer_inputs(node) -> list:
     """The node's inputs, and the outer-scope values its subgraphs (If/Loop/Scan bodies) read."""
     values = list(node.inputs)
     for attr in node.attributes.values():
-        graphs = [attr.value] if attr.type == ir.AttributeType.GRAPH else list(attr.value) if attr.type == ir.AttributeType.GRAPHS else []
+        graphs = (
+            [attr.value]
+            if attr.type == ir.AttributeType.GRAPH
+            else list(attr.value)
+            if attr.type == ir.AttributeType.GRAPHS
+            else []
+        )
         for sub in graphs:
             own = {v for v in sub.inputs} | {v for v in sub.initializers.values()}
             for inner in sub:
@@ -96,7 +103,9 @@ class StagedHessians:
         keep = self._frontier(cut)
         self.frontier_sizes.append(len(keep))
         wanted = sorted(set(keep) | set(names))
-        have = set(self._frontier(self._cut)) | ({v.name for v in self.model.graph.inputs} if self._frontiers is None else set())
+        have = set(self._frontier(self._cut)) | (
+            {v.name for v in self.model.graph.inputs} if self._frontiers is None else set()
+        )
         outputs = [n for n in wanted if n not in have]
         proto, feeds_used = self._subgraph(self._cut, cut, outputs) if outputs else (None, [])
         session = calibration_session(proto.SerializeToString()) if proto is not None else None
@@ -144,7 +153,7 @@ class StagedHessians:
                 initializers.append(numpy_helper.from_array(array, name))
             replaced = self._replaced.get(node, {})
             direct = [v for i, v in enumerate(node.inputs) if i not in replaced]
-            for v in direct + _outer_inputs(node)[len(node.inputs):]:
+            for v in direct + _outer_inputs(node)[len(node.inputs) :]:
                 if v is None or v.name in seen or v.name in self._produced or v.const_value is None:
                     continue
                 seen.add(v.name)
@@ -158,8 +167,11 @@ class StagedHessians:
             graph_inputs.append(helper.make_tensor_value_info(n, self._value[n].dtype.value, None))
         graph_outputs = [helper.make_tensor_value_info(n, self._value[n].dtype.value, None) for n in outputs]
         graph = helper.make_graph(node_protos, "gptq_stage", graph_inputs, graph_outputs, initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.model.opset_imports.items()],
-                                  ir_version=self.model.ir_version)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid(d, v) for d, v in self.model.opset_imports.items()],
+            ir_version=self.model.ir_version,
+        )
         for f in self.model.functions.values():
             model.functions.append(ir.serde.serialize_function(f))
         return model, feeds

@@ -48,14 +48,24 @@ class LinearFormat:
     gather_shares_codes: ClassVar[bool] = True  # GatherBlockQuantized can read its codes
 
     def store(self, graph, names: NameAllocator, q: BlockQuantized, base: str) -> dict[str, ir.Value]:
-        stored = {"codes": add_initializer(graph, names.new(f"{base}_q{q.bits}"), packed_codes(q)),
-                  "scales": add_initializer(graph, names.new(f"{base}_scales"), q.scales)}
+        stored = {
+            "codes": add_initializer(graph, names.new(f"{base}_q{q.bits}"), packed_codes(q)),
+            "scales": add_initializer(graph, names.new(f"{base}_scales"), q.scales),
+        }
         if not q.symmetric:
             stored["zero_points"] = add_initializer(graph, names.new(f"{base}_zero_points"), packed_zero_points(q))
         return stored
 
-    def nodes(self, activation: ir.Value, stored: dict, q: BlockQuantized, name: str, weight_name: str,
-              names: NameAllocator, accuracy_level: int) -> list[ir.Node]:
+    def nodes(
+        self,
+        activation: ir.Value,
+        stored: dict,
+        q: BlockQuantized,
+        name: str,
+        weight_name: str,
+        names: NameAllocator,
+        accuracy_level: int,
+    ) -> list[ir.Node]:
         """The nodes computing activation · W (the last one's output is the layer's), named `name`."""
         raise NotImplementedError
 
@@ -69,7 +79,12 @@ def register(cls):
 
 
 def _packed_inputs(activation, stored) -> list[ir.Value]:
-    return [activation, stored["codes"], stored["scales"], *([stored["zero_points"]] if "zero_points" in stored else [])]
+    return [
+        activation,
+        stored["codes"],
+        stored["scales"],
+        *([stored["zero_points"]] if "zero_points" in stored else []),
+    ]
 
 
 @register
@@ -104,15 +119,23 @@ class DequantizeBlocks(LinearFormat):
     def store(self, graph, names, q, base):
         codes, zero_points = signed_codes_kn(q)
         numpy_type = _QDQ_CODE_TYPES[(q.bits, q.symmetric)]
-        stored = {"codes": add_initializer(graph, names.new(f"{base}_q{q.bits}"), codes.astype(numpy_type)),
-                  "scales": add_initializer(graph, names.new(f"{base}_scales"), q.scales.T.copy())}
+        stored = {
+            "codes": add_initializer(graph, names.new(f"{base}_q{q.bits}"), codes.astype(numpy_type)),
+            "scales": add_initializer(graph, names.new(f"{base}_scales"), q.scales.T.copy()),
+        }
         if zero_points is not None:
-            stored["zero_points"] = add_initializer(graph, names.new(f"{base}_zero_points"), zero_points.astype(numpy_type))
+            stored["zero_points"] = add_initializer(
+                graph, names.new(f"{base}_zero_points"), zero_points.astype(numpy_type)
+            )
         return stored
 
     def nodes(self, activation, stored, q, name, weight_name, names, accuracy_level):
-        dq = ir.node("DequantizeLinear", [stored["codes"], stored["scales"], stored.get("zero_points")],
-                     {"axis": 0, "block_size": q.group}, name=names.new(f"{weight_name}_DequantizeLinear"))
+        dq = ir.node(
+            "DequantizeLinear",
+            [stored["codes"], stored["scales"], stored.get("zero_points")],
+            {"axis": 0, "block_size": q.group},
+            name=names.new(f"{weight_name}_DequantizeLinear"),
+        )
         dq.outputs[0].name = names.new(f"{weight_name}_dequantized")
         return [dq, ir.node("MatMul", [activation, dq.outputs[0]], name=name)]
 
@@ -169,9 +192,15 @@ class BlockwiseEmitter:
                 if gather.graph is None or not np.array_equal(weight_kn.T, table):
                     continue  # already rewritten, or a different table
                 entry = {"gather": gather.name, "table": gather.inputs[0].name, "shares": weight_value.name}
-                why = ("the qdq format" if not self.format_for(q.bits).gather_shares_codes
-                       else "zero points (asymmetric)" if "zero_points" in stored
-                       else "indices of unknown rank" if gather.inputs[1].shape is None else "")
+                why = (
+                    "the qdq format"
+                    if not self.format_for(q.bits).gather_shares_codes
+                    else "zero points (asymmetric)"
+                    if "zero_points" in stored
+                    else "indices of unknown rank"
+                    if gather.inputs[1].shape is None
+                    else ""
+                )
                 if why:
                     report.append({**entry, "shared": False, "reason": f"GatherBlockQuantized cannot use {why}"})
                 else:
@@ -183,20 +212,43 @@ class BlockwiseEmitter:
 def _gather_from_codes(graph, names, gather: ir.Node, q: BlockQuantized, stored: dict) -> None:
     """Gather(table, ids) → GatherBlockQuantized(codes [V, n_blocks, ·], ids, scales as [V, n_blocks, 1]),
     flattened to [..., n_blocks·group] and sliced to H when the last block is padded."""
+
     def const(base, values):
         return add_initializer(graph, names.new(f"{gather.name}_{base}"), np.array(values, dtype=np.int64))
+
     ids, old = gather.inputs[1], gather.outputs[0]
     rank = len(ids.shape)
-    nodes = [ir.node("Reshape", [stored["scales"], const("scales_shape", [q.n, q.n_blocks, 1])],
-                     name=names.new(f"{gather.name}_scales"))]
-    nodes.append(ir.node("GatherBlockQuantized", [stored["codes"], ids, nodes[0].outputs[0]],
-                         {"bits": q.bits, "block_size": q.group, "gather_axis": 0, "quantize_axis": 2},
-                         domain="com.microsoft", name=names.new(f"{gather.name}_blockwise")))
-    nodes.append(ir.node("Reshape", [nodes[-1].outputs[0], const("flat", [0] * rank + [q.n_blocks * q.group])],
-                         name=names.new(f"{gather.name}_flatten")))
+    nodes = [
+        ir.node(
+            "Reshape",
+            [stored["scales"], const("scales_shape", [q.n, q.n_blocks, 1])],
+            name=names.new(f"{gather.name}_scales"),
+        )
+    ]
+    nodes.append(
+        ir.node(
+            "GatherBlockQuantized",
+            [stored["codes"], ids, nodes[0].outputs[0]],
+            {"bits": q.bits, "block_size": q.group, "gather_axis": 0, "quantize_axis": 2},
+            domain="com.microsoft",
+            name=names.new(f"{gather.name}_blockwise"),
+        )
+    )
+    nodes.append(
+        ir.node(
+            "Reshape",
+            [nodes[-1].outputs[0], const("flat", [0] * rank + [q.n_blocks * q.group])],
+            name=names.new(f"{gather.name}_flatten"),
+        )
+    )
     if q.n_blocks * q.group != q.k:
-        nodes.append(ir.node("Slice", [nodes[-1].outputs[0], const("start", [0]), const("end", [q.k]), const("axis", [-1])],
-                             name=names.new(f"{gather.name}_unpad")))
+        nodes.append(
+            ir.node(
+                "Slice",
+                [nodes[-1].outputs[0], const("start", [0]), const("end", [q.k]), const("axis", [-1])],
+                name=names.new(f"{gather.name}_unpad"),
+            )
+        )
     for new in nodes:
         new.outputs[0].name = names.new(f"{new.name}_out")
     ir.convenience.replace_nodes_and_values(graph, gather, [gather], nodes, [old], [nodes[-1].outputs[0]])

@@ -29,7 +29,12 @@ def register(target: Target) -> Target:
     return target
 
 
-ORT_CPU = register(Target(
-    "ort-cpu", "ONNX Runtime, CPU execution provider (ai.onnxcomp ops need the custom-op library)",
-    domains=("", "com.microsoft", CUSTOM_DOMAIN), weight_only_formats=("matmulnbits", "qdq", "custom"),
-    activation_dtypes=("uint8", "int8")))
+ORT_CPU = register(
+    Target(
+        "ort-cpu",
+        "ONNX Runtime, CPU execution provider (ai.onnxcomp ops need the custom-op library)",
+        domains=("", "com.microsoft", CUSTOM_DOMAIN),
+        weight_only_formats=("matmulnbits", "qdq", "custom"),
+        activation_dtypes=("uint8", "int8"),
+    )
+)

@@ -35,10 +35,12 @@ RULES: dict[str, ChannelRule] = {}
 
 def register(*op_types: str):
     """Register a rule (a class with static `carriers` and `forward`) for default-domain op types."""
+
     def decorate(cls):
         for op_type in op_types:
             RULES[op_type] = ChannelRule(cls.carriers, cls.forward)
         return cls
+
     return decorate
 
 

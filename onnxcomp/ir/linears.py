@@ -154,4 +154,6 @@ def scale_along(value: ir.Value, factors: np.ndarray, axis: int) -> None:
     array = constant_array(value)
     shape = [1] * array.ndim
     shape[axis] = -1
-    value.const_value = ir.tensor(np.ascontiguousarray((array * factors.reshape(shape)).astype(array.dtype)), name=value.name)
+    value.const_value = ir.tensor(
+        np.ascontiguousarray((array * factors.reshape(shape)).astype(array.dtype)), name=value.name
+    )

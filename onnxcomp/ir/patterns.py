@@ -1,9 +1,10 @@
 """Transformer structure in an onnx_ir graph: linear layers, sibling groups, foldable producers.
 
 A *linear* is `onnxcomp.ir.linears.matrix_linear`: a MatMul with a constant 2-D weight [K, N]
-(optionally followed by an Add of a constant [N] bias), or a Gemm with a constant B. A *group* is every linear that reads the same
-activation (Q, K and V after one norm; gate and up after another). A group's *producer* is what
-a per-input-channel scale can be folded into without changing the model:
+(optionally followed by an Add of a constant [N] bias), or a Gemm with a constant B. A *group* is
+every linear that reads the same activation (Q, K and V after one norm; gate and up after
+another). A group's *producer* is what a per-input-channel scale can be folded into without
+changing the model:
 
 - a norm: LayerNormalization / SimplifiedLayerNormalization / RMSNormalization, or the
   decomposed forms ending in `Mul(core, gamma)` (+ `Add(beta)`) with constant per-channel gamma
@@ -225,7 +226,11 @@ def row_gather_tables(model: ir.Model) -> dict[tuple, list[tuple[ir.Node, np.nda
     """Row Gathers (axis 0) of constant 2-D float32 tables, by table shape: {(V, H): [(gather, table)]}."""
     tables: dict[tuple, list] = {}
     for node in model.graph:
-        if node.op_type != "Gather" or node.domain != "" or (node.attributes.get("axis") and node.attributes["axis"].as_int()):
+        if (
+            node.op_type != "Gather"
+            or node.domain != ""
+            or (node.attributes.get("axis") and node.attributes["axis"].as_int())
+        ):
             continue
         table = constant_array(node.inputs[0])
         if table is not None and table.ndim == 2 and table.dtype == np.float32:

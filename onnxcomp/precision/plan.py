@@ -43,8 +43,9 @@ def is_output_layer(node: ir.Node) -> bool:
     return node.outputs[0].is_graph_output()
 
 
-def weight_only_plan(nodes: Iterable[ir.Node], bits: int, group: int, symmetric: bool,
-                     output_layer_bits: int) -> PrecisionPlan:
+def weight_only_plan(
+    nodes: Iterable[ir.Node], bits: int, group: int, symmetric: bool, output_layer_bits: int
+) -> PrecisionPlan:
     """The presets' rule: `bits`/`group`/`symmetric` everywhere; output layers at `output_layer_bits`
     (0: the same bits) and symmetric: at 8 bits that costs nothing, and a tied embedding table can
     then read the LM head's codes."""

@@ -19,9 +19,18 @@ def test_formats_and_target_agree():
 
 def test_emit_replaces_the_node_and_keeps_the_output_name(tiny):
     w = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
-    proto = tiny.make_model([h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", [2, 64])], [("y", [2, 16])], {"w": w},
-                            infer_shapes=True)
-    for fmt, ops in {"matmulnbits": ["MatMulNBits"], "qdq": ["DequantizeLinear", "MatMul"], "custom": ["MatMulInt4"]}.items():
+    proto = tiny.make_model(
+        [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [("x", [2, 64])],
+        [("y", [2, 16])],
+        {"w": w},
+        infer_shapes=True,
+    )
+    for fmt, ops in {
+        "matmulnbits": ["MatMulNBits"],
+        "qdq": ["DequantizeLinear", "MatMul"],
+        "custom": ["MatMulInt4"],
+    }.items():
         model = ir.from_proto(proto)
         emitter = BlockwiseEmitter(fmt)
         q = quantize_blockwise(w, 4, 32, True, signed_scales=emitter.signed_scales)

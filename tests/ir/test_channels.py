@@ -20,8 +20,13 @@ def test_grouped_query_heads_map_to_their_kv_channel(tiny):
         h.make_node("Transpose", ["vq"], ["vs"], name="back", perm=[0, 2, 1, 3]),
         h.make_node("Reshape", ["vs", "s3"], ["y"], name="merge"),
     ]
-    inits = {"s1": shape(1, 5, 2, 3), "ax": shape(2), "rep": shape(1, 2, 2, 5, 3), "s2": shape(1, 4, 5, 3),
-             "s3": shape(1, 5, 12)}
+    inits = {
+        "s1": shape(1, 5, 2, 3),
+        "ax": shape(2),
+        "rep": shape(1, 2, 2, 5, 3),
+        "s2": shape(1, 4, 5, 3),
+        "s3": shape(1, 5, 12),
+    }
     model = ir.from_proto(tiny.make_model(nodes, [("v", [1, 5, 6])], [("y", [1, 5, 12])], inits, infer_shapes=True))
     path = list(model.graph)
     mapping = channel_map(model.graph.inputs[0], 6, path)
@@ -38,9 +43,13 @@ def test_an_op_without_a_rule_stops_the_map(tiny):
 
 def test_value_matmul_carries_channels_but_a_weight_matmul_does_not(tiny):
     w = np.ones((6, 6), np.float32)
-    nodes = [h.make_node("MatMul", ["p", "v"], ["attn"], name="pv"), h.make_node("MatMul", ["attn", "w"], ["y"], name="o")]
-    model = ir.from_proto(tiny.make_model(nodes, [("p", [1, 5, 5]), ("v", [1, 5, 6])], [("y", [1, 5, 6])], {"w": w},
-                                          infer_shapes=True))
+    nodes = [
+        h.make_node("MatMul", ["p", "v"], ["attn"], name="pv"),
+        h.make_node("MatMul", ["attn", "w"], ["y"], name="o"),
+    ]
+    model = ir.from_proto(
+        tiny.make_model(nodes, [("p", [1, 5, 5]), ("v", [1, 5, 6])], [("y", [1, 5, 6])], {"w": w}, infer_shapes=True)
+    )
     pv, o = list(model.graph)
     assert [v.name for v in RULES["MatMul"].carriers(pv, pv.outputs[0])] == ["v"]
     assert RULES["MatMul"].carriers(o, o.outputs[0]) == []

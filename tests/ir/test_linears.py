@@ -34,7 +34,10 @@ def test_gemm_trans_b_alpha_and_trans_a(tiny):
         h.make_node("Gemm", ["xt", "w"], ["u"], name="ta", transA=1),
     ]
     _, named = only_node(
-        tiny, nodes, [("x", [2, 6]), ("xt", [6, 2])], [("y", [2, 4]), ("z", [2, 4]), ("u", [2, 4])],
+        tiny,
+        nodes,
+        [("x", [2, 6]), ("xt", [6, 2])],
+        [("y", [2, 4]), ("z", [2, 4]), ("u", [2, 4])],
         {"wt": W.T.copy(), "c": np.ones(4, np.float32), "w": W},
     )
     g = linear_of(named["g"])
@@ -49,9 +52,15 @@ def test_gemm_trans_b_alpha_and_trans_a(tiny):
 
 def test_conv_axes_and_non_constant_weight(tiny):
     conv_w = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
-    nodes = [h.make_node("Conv", ["x", "cw", "cb"], ["y"], name="conv"), h.make_node("MatMul", ["x2", "x3"], ["z"], name="act")]
+    nodes = [
+        h.make_node("Conv", ["x", "cw", "cb"], ["y"], name="conv"),
+        h.make_node("MatMul", ["x2", "x3"], ["z"], name="act"),
+    ]
     _, named = only_node(
-        tiny, nodes, [("x", [1, 3, 8, 8]), ("x2", [2, 5]), ("x3", [5, 2])], [("y", [1, 8, 6, 6]), ("z", [2, 2])],
+        tiny,
+        nodes,
+        [("x", [1, 3, 8, 8]), ("x2", [2, 5]), ("x3", [5, 2])],
+        [("y", [1, 8, 6, 6]), ("z", [2, 2])],
         {"cw": conv_w, "cb": np.zeros(8, np.float32)},
     )
     conv = linear_of(named["conv"])
@@ -62,7 +71,9 @@ def test_conv_axes_and_non_constant_weight(tiny):
 
 
 def test_weight_is_reread_after_a_rewrite(tiny):
-    _, named = only_node(tiny, [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", [2, 6])], [("y", [2, 4])], {"w": W})
+    _, named = only_node(
+        tiny, [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", [2, 6])], [("y", [2, 4])], {"w": W}
+    )
     lin = linear_of(named["mm"])
     first = lin.array
     assert lin.array is first  # read once

@@ -17,9 +17,15 @@ from onnxcomp.passes.manager import Pipeline
 @pytest.fixture
 def two_linears(tiny):
     rng = np.random.default_rng(0)
-    nodes = [h.make_node("MatMul", ["x", "w1"], ["a"], name="first"), h.make_node("Relu", ["a"], ["r"], name="relu"),
-             h.make_node("MatMul", ["r", "w2"], ["y"], name="second")]
-    inits = {"w1": rng.standard_normal((8, 16)).astype(np.float32), "w2": rng.standard_normal((16, 4)).astype(np.float32)}
+    nodes = [
+        h.make_node("MatMul", ["x", "w1"], ["a"], name="first"),
+        h.make_node("Relu", ["a"], ["r"], name="relu"),
+        h.make_node("MatMul", ["r", "w2"], ["y"], name="second"),
+    ]
+    inits = {
+        "w1": rng.standard_normal((8, 16)).astype(np.float32),
+        "w2": rng.standard_normal((16, 4)).astype(np.float32),
+    }
     model = tiny.make_model(nodes, [("x", ["batch", 8])], [("y", ["batch", 4])], inits, infer_shapes=True)
     feeds = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(3)]
     return model, feeds
@@ -42,8 +48,12 @@ def recorded(monkeypatch):
 def test_one_collection_per_calibrate_step(two_linears, recorded):
     """w8a8-smoothquant's shape: each calibrate collects what the passes of its step ask for, once."""
     model, feeds = two_linears
-    steps = [("calibrate", {}), ("smoothquant", {"alpha": "auto", "fallback": "mul"}), ("calibrate", {}),
-             ("quantize_qdq", {})]
+    steps = [
+        ("calibrate", {}),
+        ("smoothquant", {"alpha": "auto", "fallback": "mul"}),
+        ("calibrate", {}),
+        ("quantize_qdq", {}),
+    ]
     onnxcomp.compress(model, steps, feeds, use_cache=False)
     assert len(recorded) == 2
     first, second = recorded

@@ -126,7 +126,7 @@ def test_gptq_pass_beats_rtn_on_the_calibration_output(tiny, fmt):
     err_r = np.linalg.norm(np.concatenate([tiny.run(rtn.model, f)[0] for f in calib]) - ref)
     assert err_g < err_r, (err_g, err_r)
     details = next(p for p in gptq.report["passes"] if p["pass"] == "quantize_weight_only_gptq")["details"]
-    assert [l["node"] for l in details["layers"]] == ["q_proj", "k_proj", "o_proj"]
+    assert [x["node"] for x in details["layers"]] == ["q_proj", "k_proj", "o_proj"]
     assert details["hessian_inputs"] == 2  # q_proj and k_proj read the same x
     for layer in details["layers"]:
         assert layer["algorithm"] == "gptq" and layer["bits"] == 4 and layer["group_size"] == 32
@@ -164,7 +164,8 @@ def test_gptq_bad_options(tiny, options, message):
 
 # -- sequential mode ------------------------------------------------------------------------------
 def two_layers(tiny, first="MatMul", k=64, mid=64, n=8):
-    """x → linear 1 (MatMul, or Gemm with transB and a bias) → Tanh → MatMul 2 → y: layer 2's input depends on layer 1's weight."""
+    """x → linear 1 (MatMul, or Gemm with transB and a bias) → Tanh → MatMul 2 → y: layer 2's input
+    depends on layer 1's weight."""
     rng = np.random.default_rng(5)
     w1 = (rng.standard_normal((k, mid)) * 0.3).astype(np.float32)
     inits = {"w2": (rng.standard_normal((mid, n)) * 0.3).astype(np.float32)}

@@ -208,12 +208,12 @@ def test_shared_weight_quantized_once_and_output_layer_bits(tiny):
     model = tiny.make_model(nodes, [("x", [2, 32])], [("y", [2, 32])], {"w": weight(32, 32)}, infer_shapes=True)
     result = onnxcomp.compress(model, [("quantize_weight_only", {"group_size": 32})], use_cache=False)
     details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
-    assert [(l["node"], l["bits"]) for l in details["layers"]] == [("one", 4), ("two", 8)]  # "two" feeds the output
+    assert [(x["node"], x["bits"]) for x in details["layers"]] == [("one", 4), ("two", 8)]  # "two" feeds the output
     shared = onnxcomp.compress(
         model, [("quantize_weight_only", {"group_size": 32, "output_layer_bits": 0})], use_cache=False
     )
     details = next(p for p in shared.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
-    assert details["weights_quantized"] == 1 and all(l.get("shared_weight") for l in details["layers"])
+    assert details["weights_quantized"] == 1 and all(x.get("shared_weight") for x in details["layers"])
 
 
 def test_activation_weights_are_skipped_and_reported(tiny):

@@ -11,8 +11,14 @@ from onnxcomp.precision import PrecisionPlan, Scheme, weight_only_plan
 
 def lm_like(tiny):
     rng = np.random.default_rng(1)
-    nodes = [h.make_node("MatMul", ["x", "w1"], ["a"], name="body"), h.make_node("MatMul", ["a", "w2"], ["logits"], name="head")]
-    inits = {"w1": rng.standard_normal((64, 64)).astype(np.float32), "w2": rng.standard_normal((64, 32)).astype(np.float32)}
+    nodes = [
+        h.make_node("MatMul", ["x", "w1"], ["a"], name="body"),
+        h.make_node("MatMul", ["a", "w2"], ["logits"], name="head"),
+    ]
+    inits = {
+        "w1": rng.standard_normal((64, 64)).astype(np.float32),
+        "w2": rng.standard_normal((64, 32)).astype(np.float32),
+    }
     return ir.from_proto(tiny.make_model(nodes, [("x", [2, 64])], [("logits", [2, 32])], inits, infer_shapes=True))
 
 
