@@ -19,8 +19,10 @@ contract. The ONNX parser finds it by op type ``MatMulInt4`` with node attribute
 
 from __future__ import annotations
 
+from .reference import GROUP_SIZES, OP_TYPE
+
 NAMESPACE = "onnxcomp"
-PLUGIN = f"{NAMESPACE}::MatMulInt4"
+PLUGIN = f"{NAMESPACE}::{OP_TYPE}"
 _registered = False
 
 
@@ -41,7 +43,7 @@ def check_inputs(a_shape, b_shape, s_shape, z_shape, bias_shape, *, K: int, N: i
     """The op's own checks, for build time (TensorRT shapes are known when the engine is built)."""
     if bits != 4:
         raise ValueError(f"MatMulInt4: bits={bits} is not supported (must be 4)")
-    if group_size not in (32, 64, 128):
+    if group_size not in GROUP_SIZES:
         raise ValueError(f"MatMulInt4: group_size={group_size} is not supported (32, 64 or 128)")
     nb = -(-K // group_size)
     want = {"A": (K,), "B": (N, nb, group_size // 2), "scales": (N, nb), "zero_points": (N, -(-nb // 2)), "bias": (N,)}
