@@ -26,9 +26,10 @@ from onnx_ir.passes.common import TopologicalSortPass
 from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, quantize_weight_per_channel
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import RangeRequest
+from onnxcomp.emit.qdq import dequantized_constant, qdq_pair
 from onnxcomp.emit.targets import ORT_CPU
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.graph import NameAllocator, NodeFilter, add_initializer, constant_array, is_float32_activation
+from onnxcomp.ir.graph import NameAllocator, NodeFilter, constant_array, is_float32_activation
 from onnxcomp.ir.linears import linear_of
 from onnxcomp.passes.base import CompressionPass
 
@@ -156,13 +157,7 @@ class QuantizeQDQ(CompressionPass):
 
         def quantize_activation(value: ir.Value) -> ir.Value:
             if value not in dequantized:
-                scale, zero_point = qparams[value]
-                scale_v = add_initializer(graph, names.new(f"{value.name}_scale"), np.array(scale, dtype=np.float32))
-                zp_v = add_initializer(graph, names.new(f"{value.name}_zero_point"), np.array(zero_point))
-                q = ir.node("QuantizeLinear", [value, scale_v, zp_v], name=f"{value.name}_QuantizeLinear")
-                q.outputs[0].name = names.new(f"{value.name}_quantized")
-                dq = ir.node("DequantizeLinear", [q.outputs[0], scale_v, zp_v], name=f"{value.name}_DequantizeLinear")
-                dq.outputs[0].name = names.new(f"{value.name}_dequantized")
+                q, dq = qdq_pair(graph, names, value, *qparams[value])
                 new_nodes.extend([q, dq])
                 dequantized[value] = dq.outputs[0]
                 source_of[dq.outputs[0]] = value
@@ -190,15 +185,8 @@ class QuantizeQDQ(CompressionPass):
                 key = (weight.name, axis)
                 if key not in weight_cache:
                     q, scales = quantize_weight_per_channel(array, axis)
-                    q_v = add_initializer(graph, names.new(f"{weight.name}_quantized"), q)
-                    s_v = add_initializer(graph, names.new(f"{weight.name}_scale"), scales)
-                    zp_v = add_initializer(
-                        graph, names.new(f"{weight.name}_zero_point"), np.zeros_like(scales, dtype=np.int8)
-                    )
-                    dq = ir.node(
-                        "DequantizeLinear", [q_v, s_v, zp_v], {"axis": axis}, name=f"{weight.name}_DequantizeLinear"
-                    )
-                    dq.outputs[0].name = names.new(f"{weight.name}_dequantized")
+                    zero_points = np.zeros_like(scales, dtype=np.int8)
+                    dq = dequantized_constant(graph, names, weight.name, q, scales, zero_points, axis)
                     new_nodes.append(dq)
                     weight_cache[key] = (dq.outputs[0], scales)
                 dq_weight, scales = weight_cache[key]
@@ -231,11 +219,7 @@ class QuantizeQDQ(CompressionPass):
         quantized = quantize_bias(array, input_scale, weight_scales)
         if quantized is None:
             return False
-        q, scales = quantized
-        q_v = add_initializer(graph, names.new(f"{bias.name}_quantized"), q)
-        s_v = add_initializer(graph, names.new(f"{bias.name}_scale"), scales)
-        dq = ir.node("DequantizeLinear", [q_v, s_v], {"axis": 0}, name=f"{bias.name}_DequantizeLinear")
-        dq.outputs[0].name = names.new(f"{bias.name}_dequantized")
+        dq = dequantized_constant(graph, names, bias.name, *quantized, zero_points=None, axis=0)
         new_nodes.append(dq)
         node.replace_input_with(2, dq.outputs[0])
         return True
