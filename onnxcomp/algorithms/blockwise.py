@@ -117,6 +117,38 @@ def block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
     return ((by_block @ grams) * by_block).sum(axis=-1).T
 
 
+def search_block_range(
+    blocks: np.ndarray,
+    bits: int,
+    symmetric: bool,
+    ratios,
+    grams: np.ndarray | None = None,
+    signed_scales: bool = False,
+    float32_scales: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of blocks [N, n_blocks, g], the (scale, zero point) of the range ratio in `ratios`
+    with the smallest error: Σδ², or δᵀ·G·δ given grams [n_blocks, g, g] (ties: the earlier ratio).
+    `float32_scales` rounds each candidate scale to float32 (as stored) before it is judged."""
+    best_err = best_scale = best_zero = None
+    for ratio in ratios:
+        scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
+        if float32_scales:
+            scale = scale.astype(np.float32).astype(np.float64)
+        if len(ratios) == 1:
+            return scale, zero
+        err = block_errors(
+            (block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams
+        )
+        if best_err is None:
+            best_err, best_scale, best_zero = err, scale, zero
+        else:
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best_scale = np.where(better, scale, best_scale)
+            best_zero = np.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
 def quantize_blockwise(
     weight: np.ndarray,
     bits: int = 4,
@@ -134,20 +166,9 @@ def quantize_blockwise(
     if weight.ndim != 2:
         raise OnnxcompError(f"weight-only quantization needs a 2-D weight, got shape {weight.shape}")
     blocks = to_blocks(weight, group)
-    ratios = CLIP_GRID if clip_search else (1.0,)
-    best_err = best_scale = best_zero = None
-    for ratio in ratios:
-        scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
-        err = block_errors(
-            (block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams
-        )
-        if best_err is None:
-            best_err, best_scale, best_zero = err, scale, zero
-        else:
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            best_scale = np.where(better, scale, best_scale)
-            best_zero = np.where(better, zero, best_zero)
+    best_scale, best_zero = search_block_range(
+        blocks, bits, symmetric, CLIP_GRID if clip_search else (1.0,), grams, signed_scales
+    )
     scale32 = best_scale.astype(np.float32)  # the stored scale is what dequantization will use
     codes = block_codes(blocks, scale32.astype(np.float64), best_zero, bits).astype(np.uint8)
     codes[:, -1, weight.shape[0] - (blocks.shape[1] - 1) * group :] = 0  # padding codes: 0

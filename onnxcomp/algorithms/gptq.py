@@ -30,10 +30,8 @@ import numpy as np
 from onnxcomp.algorithms.blockwise import (
     CLIP_GRID,
     BlockQuantized,
-    block_codes,
-    block_errors,
-    block_scales,
     check_settings,
+    search_block_range,
     to_blocks,
 )
 from onnxcomp.errors import OnnxcompError
@@ -41,28 +39,11 @@ from onnxcomp.errors import OnnxcompError
 CHUNK = 4096  # output columns per GPTQ chunk
 
 
-def _group_params(
-    blocks: np.ndarray, bits: int, symmetric: bool, grams: np.ndarray | None, clip_search: bool, signed_scales: bool
-):
+def _group_params(blocks, bits, symmetric, grams, clip_search, signed_scales):
     """(scale, zero) [N, n_blocks] for blocks [N, n_blocks, g]; scales rounded to float32 as stored.
     With `clip_search`, each block's ratio minimizes δᵀ·G·δ (grams [n_blocks, g, g]) or Σδ²."""
-    best_err = best_scale = best_zero = None
-    for ratio in CLIP_GRID if clip_search else (1.0,):
-        scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
-        scale = scale.astype(np.float32).astype(np.float64)
-        if not clip_search:
-            return scale, zero
-        err = block_errors(
-            (block_codes(blocks, scale, zero, bits) - zero[..., None]) * scale[..., None] - blocks, grams
-        )
-        if best_err is None:
-            best_err, best_scale, best_zero = err, scale, zero
-        else:
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            best_scale = np.where(better, scale, best_scale)
-            best_zero = np.where(better, zero, best_zero)
-    return best_scale, best_zero
+    ratios = CLIP_GRID if clip_search else (1.0,)
+    return search_block_range(blocks, bits, symmetric, ratios, grams, signed_scales, float32_scales=True)
 
 
 def _diagonal_blocks(hessian: np.ndarray, group: int, n_blocks: int) -> np.ndarray:
