@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))
 
 from benchmarks.int8_minilm import cell, environment, one_line, ort_reader, timed_compile  # noqa: E402
+from onnxcomp.runtime import ort_session  # noqa: E402
 
 RECIPES = {"rtn": "w4a16-rtn", "gptq": "w4a16-gptq", "awq": "w4a16-awq", "awq-gptq": "w4a16-awq-gptq"}
 Q4_1_NOTE = "Q4_1 caveat: the GGUF passed through group-32 asymmetric 4-bit"
@@ -235,18 +236,11 @@ def compile_rows(model: str, rows: list[str], table: dict, workdir: Path, args, 
 
 
 def latency_session(path: str):
-    """A CPU session like `onnxcomp.runtime.ort_session` (2 intra-op threads, 1 inter-op) with thread
-    spinning off: with spinning on, the idle pool of the session that just ran keeps both cores busy
-    while the next one runs, which inflates short interleaved runs (MiniLM b1 seq 16: 2.6 ms alone,
-    ~15 ms with 6 interleaved copies; 3.8 ms each with spinning off)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    """`onnxcomp.runtime.ort_session` (2 intra-op threads, 1 inter-op) with thread spinning off: with
+    spinning on, the idle pool of the session that just ran keeps both cores busy while the next one
+    runs, which inflates short interleaved runs (MiniLM b1 seq 16: 2.6 ms alone, ~15 ms with 6
+    interleaved copies; 3.8 ms each with spinning off)."""
+    return ort_session(path, 2, spinning=False)
 
 
 def open_sessions(results: dict) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from onnxcomp.cache import cache_dir
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.tools.export import export_module
 
 EXPORT_VERSION = 2  # bump when exports change, so caches never serve a stale file
 KINDS = {"digits": "digits", "minilm": "minilm", "smollm2": "smollm2"}
@@ -22,8 +23,6 @@ def get(kind: str):
 
 def onnx_path(kind: str) -> Path:
     """The fp32 ONNX export of a zoo model, built into the cache at first use."""
-    from onnxcomp.export import export_module
-
     path = cache_dir("models") / f"{kind}_v{EXPORT_VERSION}.onnx"
     if not path.exists():
         module = get(kind)

@@ -11,14 +11,14 @@ from onnxcomp.api import compress as run_compress
 from onnxcomp.api import output_name_for
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.custom_ops.build import BuildError, build_library
-from onnxcomp.demo import run_demo
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.evaluate import evaluate, summary_rows
-from onnxcomp.export import export_entry, export_module, upgrade_file
-from onnxcomp.inspect_model import inspect
 from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, write_bytes_atomic
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names
+from onnxcomp.tools.demo import run_demo
+from onnxcomp.tools.evaluate import evaluate, summary_rows
+from onnxcomp.tools.export import export_entry, export_module, upgrade_file
+from onnxcomp.tools.inspect_model import inspect
 
 
 def _emit(as_json: bool, payload: dict, text: str) -> None:

@@ -15,7 +15,6 @@ def session_options(
     threads: int | None = 2,
     *,
     calibration: bool = False,
-    custom_ops: bool = False,
     spinning: bool = True,
     optimized_path: str | None = None,
 ) -> ort.SessionOptions:
@@ -23,8 +22,7 @@ def session_options(
 
     Inference and timing: `threads` intra-op threads, one inter-op thread. `calibration`: basic
     graph optimizations only and no memory arena (the exposed intermediate outputs vary per
-    batch), ORT's default threads. `custom_ops` registers the ai.onnxcomp library (built at first
-    use). `spinning=False` stops idle pools from busy-waiting during interleaved timing.
+    batch), ORT's default threads. `spinning=False` stops idle pools from busy-waiting during interleaved timing.
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -38,10 +36,6 @@ def session_options(
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path:
         options.optimized_model_filepath = optimized_path
-    if custom_ops:
-        from onnxcomp.custom_ops import library_path  # builds the library at first use (g++)
-
-        options.register_custom_ops_library(library_path())
     return options
 
 
@@ -51,13 +45,10 @@ def ort_session(
     optimized_path: str | None = None,
     *,
     calibration: bool = False,
-    custom_ops: bool = False,
     spinning: bool = True,
 ) -> ort.InferenceSession:
     """The one ONNX Runtime CPU session factory; `model` is a path, bytes or a ModelProto."""
-    options = session_options(
-        threads, calibration=calibration, custom_ops=custom_ops, spinning=spinning, optimized_path=optimized_path
-    )
+    options = session_options(threads, calibration=calibration, spinning=spinning, optimized_path=optimized_path)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
@@ -65,7 +56,7 @@ def ort_session(
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        what = model if isinstance(model, str) else "calibration: the model" if calibration else "model"
+        what = model if isinstance(model, str) else "calibration model" if calibration else "model"
         raise OnnxcompError(f"{what}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
 
 
@@ -110,3 +101,20 @@ def measure_latency(sessions: dict[str, ort.InferenceSession], feed: dict, runs:
         name: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": runs}
         for name, t in times.items()
     }
+
+
+def output_deviation(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:
+    """Worst max-abs error, relative L2 error and cosine over all outputs."""
+    worst = {"max_abs": 0.0, "rel_l2": 0.0, "cosine": 1.0}
+    for ref, act in zip(reference, actual):
+        ref = np.asarray(ref, dtype=np.float64).ravel()
+        act = np.asarray(act, dtype=np.float64).ravel()
+        if ref.size == 0:
+            continue
+        diff = act - ref
+        worst["max_abs"] = max(worst["max_abs"], float(np.abs(diff).max()))
+        worst["rel_l2"] = max(worst["rel_l2"], float(np.linalg.norm(diff) / max(np.linalg.norm(ref), 1e-30)))
+        denom = np.linalg.norm(ref) * np.linalg.norm(act)
+        cosine = float(ref @ act / denom) if denom > 0 else 1.0
+        worst["cosine"] = min(worst["cosine"], cosine)
+    return worst

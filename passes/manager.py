@@ -8,7 +8,6 @@ time, nodes added/removed, initializer bytes before/after, and the deviation.
 
 import time
 
-import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.calibration.runner import collect
@@ -17,24 +16,7 @@ from onnxcomp.ir.graph import initializer_bytes, op_histogram
 from onnxcomp.ir.modelio import check_model
 from onnxcomp.passes.base import CALIBRATION_HINT, CompressionPass, Context
 from onnxcomp.passes.calibrate import Calibrate
-from onnxcomp.runtime import ort_session
-
-
-def output_deviation(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:
-    """Worst max-abs error, relative L2 error and cosine over all outputs."""
-    worst = {"max_abs": 0.0, "rel_l2": 0.0, "cosine": 1.0}
-    for ref, act in zip(reference, actual):
-        ref = np.asarray(ref, dtype=np.float64).ravel()
-        act = np.asarray(act, dtype=np.float64).ravel()
-        if ref.size == 0:
-            continue
-        diff = act - ref
-        worst["max_abs"] = max(worst["max_abs"], float(np.abs(diff).max()))
-        worst["rel_l2"] = max(worst["rel_l2"], float(np.linalg.norm(diff) / max(np.linalg.norm(ref), 1e-30)))
-        denom = np.linalg.norm(ref) * np.linalg.norm(act)
-        cosine = float(ref @ act / denom) if denom > 0 else 1.0
-        worst["cosine"] = min(worst["cosine"], cosine)
-    return worst
+from onnxcomp.runtime import ort_session, output_deviation
 
 
 class Pipeline:

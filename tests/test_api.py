@@ -10,7 +10,7 @@ from onnx import helper as h
 import onnxcomp
 from onnxcomp.api import output_name_for
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.passes.manager import output_deviation
+from onnxcomp.runtime import output_deviation
 
 
 @pytest.fixture

@@ -3,18 +3,18 @@
 import os
 from pathlib import Path
 
+import onnx
+
+from onnxcomp import models
 from onnxcomp.calibration.readers import make_reader
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import input_specs
 from onnxcomp.ir.modelio import load_proto
-from onnxcomp.passes.manager import output_deviation
-from onnxcomp.runtime import measure_latency, ort_session, runner, synthetic_feed
+from onnxcomp.runtime import measure_latency, ort_session, output_deviation, runner, synthetic_feed
 
 
 def file_bytes(path: str | os.PathLike) -> int:
     """Size of the model file plus any external-data files beside it that it references."""
-    import onnx
-
     path = Path(path)
     total = path.stat().st_size
     proto = onnx.load(str(path), load_external_data=False)
@@ -76,8 +76,6 @@ def evaluate(
     }
     result["bytes"]["ratio"] = result["bytes"]["compressed"] / result["bytes"]["original"]
     if model_kind is not None:
-        from onnxcomp import models
-
         result["metric"] = models.get(model_kind).compare(runner(sessions["original"]), runner(sessions["compressed"]))
         result["metric"]["model_kind"] = model_kind
     elif data is not None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from onnxcomp import models
 from onnxcomp.api import compress
-from onnxcomp.evaluate import evaluate
 from onnxcomp.passes.recipes import load_recipe
+from onnxcomp.tools.evaluate import evaluate
 
 
 def run_demo(
