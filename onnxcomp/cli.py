@@ -270,10 +270,11 @@ def compress(
 
 
 def _weight_only_overrides(steps: list, recipe: str, options: dict) -> dict:
-    """The same options for every weight-only pass of the recipe (AWQ + GPTQ recipes have two)."""
+    """The same options for every pass of the recipe that takes them (the weight-only passes: AWQ +
+    GPTQ recipes have two)."""
 
     def weight_only_passes(passes) -> list[str]:
-        return sorted({name for name, _ in passes if name.startswith("quantize_weight_only")})
+        return sorted({name for name, _ in passes if set(options) <= set(PASSES[name].options)})
 
     names = weight_only_passes(steps)
     if not names:
