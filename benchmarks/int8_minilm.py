@@ -100,7 +100,7 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-def _pad_feeds(feeds: list[dict], pad_id: int) -> list[dict]:
+def pad_feeds(feeds: list[dict], pad_id: int) -> list[dict]:
     import numpy as np
 
     out = []
@@ -122,7 +122,7 @@ def activation_matmuls(proto) -> list[str]:
     return sorted(n.name for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] not in constants)
 
 
-def _ort_preprocess(src: str, dst: str) -> dict:
+def ort_preprocess(src: str, dst: str) -> dict:
     """ORT's recommended pre-processing; the default arguments fail on this export (see README)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -163,7 +163,7 @@ def worker(spec: dict) -> dict:
     src = str(zoo.onnx_path("minilm"))
     feeds = module.calibration_feeds(128)
     if spec.get("pad"):
-        feeds = _pad_feeds(feeds, module.tokenizer().pad_token_id)
+        feeds = pad_feeds(feeds, module.tokenizer().pad_token_id)
     out = spec["out"]
     info: dict = {
         "calibration_batches": len(feeds),
@@ -185,7 +185,7 @@ def worker(spec: dict) -> dict:
             quant_pre_process(src, out)
         else:
             pre = str(Path(out).with_suffix(".pre.onnx"))
-            info.update(_ort_preprocess(src, pre))
+            info.update(ort_preprocess(src, pre))
             if tool == "ort_dynamic":
                 quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8)
             else:

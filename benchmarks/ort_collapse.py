@@ -108,12 +108,12 @@ def main() -> int:
     module = zoo.get("minilm")
     src = str(zoo.onnx_path("minilm"))
     feeds = module.calibration_feeds(128)
-    padded = bench._pad_feeds(feeds, module.tokenizer().pad_token_id)
+    padded = bench.pad_feeds(feeds, module.tokenizer().pad_token_id)
     evaluation = module.evaluation_feeds()
     work = Path(tempfile.mkdtemp(prefix="ort_collapse."))
     os.chdir(work)  # onnxruntime.quantization writes external-data files into the cwd
     pre = str(work / "pre.onnx")
-    bench._ort_preprocess(src, pre)
+    bench.ort_preprocess(src, pre)
     pre_proto = onnx.load(pre)
     reference = runner(ort_session(src))
     cache = {}

@@ -1,8 +1,10 @@
 """onnxcomp: a compiler that makes ONNX models small and fast.
 
-import onnxcomp
-result = onnxcomp.compress("model.onnx", "int8", calibration="calib_dir/")
-result.save("model.int8.onnx"); print(result.report["passes"])
+    import onnxcomp
+    result = onnxcomp.compress("model.onnx", "int8", calibration="calib_dir/")
+    result.save("model.int8.onnx"); print(result.report["passes"])
+
+Layers and data flow: ARCHITECTURE.md.
 """
 
 from onnxcomp.api import CompressResult, compress

@@ -28,6 +28,7 @@ from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.manager import Pipeline
 from onnxcomp.passes.recipes import apply_overrides, load_recipe
+from onnxcomp.precision.plan import PrecisionPlan
 
 
 @dataclass
@@ -54,6 +55,7 @@ def compress(
     opset: int = DEFAULT_OPSET,
     tokenizer=None,
     use_cache: bool = True,
+    precision_plan: PrecisionPlan | None = None,
 ) -> CompressResult:
     """Compress an ONNX model with a recipe; identical inputs give byte-identical output.
 
@@ -62,6 +64,8 @@ def compress(
     folder of images, `module:function`, a callable or a list of feeds. options: per-pass
     overrides, e.g. {"quantize_qdq": {"method": "entropy"}}. verify: run the original and the
     current model in ONNX Runtime after every pass and record the output deviation.
+    precision_plan: an `onnxcomp.precision.PrecisionPlan` that sets each layer's scheme for the
+    weight-only passes instead of the presets' rule.
     """
     start = time.perf_counter()
     if output is not None:  # before any work: a bad output path fails fast
@@ -80,7 +84,7 @@ def compress(
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
-    context = Context(calibration=reader, use_cache=use_cache)
+    context = Context(calibration=reader, use_cache=use_cache, precision_plan=precision_plan)
     passes = [PASSES[name](context, **opts) for name, opts in steps]
     verify_feed = _verify_feed(reader) if verify else None
     if verify and verify_feed is None:

@@ -56,8 +56,12 @@ def ort_session(
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        what = model if isinstance(model, str) else "calibration model" if calibration else "model"
-        raise OnnxcompError(f"{what}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0]
+        if calibration:
+            raise OnnxcompError(f"calibration: ONNX Runtime cannot load the model: {first}") from None
+        raise OnnxcompError(
+            f"{model if isinstance(model, str) else 'model'}: ONNX Runtime cannot load it: {first}"
+        ) from None
 
 
 def calibration_session(model_bytes: bytes) -> ort.InferenceSession:

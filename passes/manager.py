@@ -22,8 +22,9 @@ from onnxcomp.runtime import ort_session, output_deviation
 class Pipeline:
     """Runs passes in order. Statistics are collected in steps, one pass over the data per step:
     a `calibrate` pass starts a step holding the passes up to the next `calibrate`, and collects
-    their `statistic_requests` (asked on the model as it is at that point) together; a pass with
-    requests that no `calibrate` step served gets them collected just before it runs."""
+    their `statistic_requests` (asked on the model as it is at that point) together. A pass with
+    requests that no step serves (no `calibrate` before it, or a pass since then rewrote the model)
+    gets them collected just before it runs, so every pass sees statistics of the model it rewrites."""
 
     def __init__(self, passes: list[CompressionPass], context: Context):
         self.passes = passes
@@ -44,15 +45,15 @@ class Pipeline:
         if verify_feed is not None:
             reference = ort_session(ir.to_proto(model)).run(None, verify_feed)
         entries = []
-        served: set[int] = set()
+        served: set[CompressionPass] = set()
         for index, compression_pass in enumerate(self.passes):
             ops_before, bytes_before = op_histogram(model), initializer_bytes(model)
             start = time.perf_counter()
             if isinstance(compression_pass, Calibrate):
                 step = self._step_of(index)
                 compression_pass.requests = sorted({r for p in step for r in p.statistic_requests(model)}, key=repr)
-                served.update(id(p) for p in step)
-            elif id(compression_pass) not in served:
+                served.update(step)
+            elif compression_pass not in served:
                 requests = compression_pass.statistic_requests(model)
                 if requests:
                     if self.context.calibration is None:
@@ -67,6 +68,7 @@ class Pipeline:
             ops_after = op_histogram(model)
             if result.modified:  # an unchanged model was already checked
                 check_model(result.model, f"model after pass {compression_pass.name!r}")
+                served.clear()  # statistics of the step describe the model before this rewrite
             entry = {
                 "pass": compression_pass.name,
                 "options": compression_pass.opts,

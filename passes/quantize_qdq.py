@@ -14,7 +14,8 @@ Rewrites, for each Conv / MatMul / Gemm not excluded (placement policy `ort`):
   so ONNX Runtime can drop the DQ→op→Q pair and keep the data in int8.
 MatMuls whose both inputs are activations (attention) are left in float unless
 `activation_matmul` is set.
-Requires: statistics from a preceding `calibrate` for every quantized activation.
+Requires: range statistics of every quantized activation (its `statistic_requests`), collected by
+the pass manager at the `calibrate` step before it, or just before it runs.
 Guarantees: a valid opset ≥ 13 model; weight error ≤ half a step per channel; activation error
 bounded by the calibrated range (values outside it are clipped).
 """
@@ -110,7 +111,8 @@ class QuantizeQDQ(CompressionPass):
         missing = self.context.statistics.missing(self.statistic_requests(model))
         if missing:
             raise self.fail(
-                f"calibration statistics missing for tensor {missing[0].tensor!r} (add a calibrate step before it)"
+                f"calibration statistics missing for tensor {missing[0].tensor!r} "
+                "(no calibrate step or pass manager collected them)"
             )
 
     @staticmethod

@@ -23,12 +23,12 @@ class QuantizeWeightOnly(WeightOnlyPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         names = NameAllocator(model.graph)
-        quantized: dict[tuple, tuple[BlockQuantized, dict]] = {}  # (weight, bits) → result, stored initializers
+        quantized: dict[tuple, tuple[BlockQuantized, dict]] = {}  # (weight, scheme) → result, stored initializers
         layers = []
         targets, skipped = self.targets(model)
         for linear in targets:
             scheme = self.scheme_for(linear)
-            key = (linear.weight, scheme.bits)
+            key = (linear.weight, scheme)
             weight = linear.weight_kn()
             if key not in quantized:
                 q = quantize_blockwise(

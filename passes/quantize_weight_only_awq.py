@@ -119,7 +119,7 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
             x_original = rows[linear]
             x = x_original if s is None else x_original / s.astype(np.float32)
             scheme = self.scheme_for(linear)
-            key = (linear.weight, scheme.bits)
+            key = (linear.weight, scheme)
             if key not in quantized:
                 if self.opts["clip_search"]:
                     q = quantize_with_clipping(

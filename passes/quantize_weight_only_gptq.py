@@ -1,10 +1,10 @@
 """quantize_weight_only_gptq: int4/int8 blockwise weights chosen by GPTQ; activations stay float.
 
-Same rewrite, formats (`matmulnbits`, `qdq`, `custom`), layout and report as
-`quantize_weight_only` (it reuses that pass's emission), but the codes come from GPTQ
-(`onnxcomp.algorithms.gptq`): each weight is quantized row by row along K with its rounding error pushed onto
-the rows not yet quantized, weighted by the inverse of H = 2XᵀX/rows of its calibration inputs X
-(dampening `damp`, optional `act_order`, lazy updates in blocks of `block` rows; group scales
+Same rewrite, formats (`matmulnbits`, `qdq`, `custom`: the shared emitter), layout and report as
+`quantize_weight_only`, but the codes come from GPTQ (`onnxcomp.algorithms.gptq`): each weight is
+quantized row by row along K with its rounding error pushed onto the rows not yet quantized,
+weighted by the inverse of H = 2XᵀX/rows of its calibration inputs X (dampening `damp`, optional
+`act_order`, lazy updates in blocks of `block` rows; group scales
 `static_groups` from the original weight or taken lazily from the updated one; optional
 `clip_search` of each group's range by its output error). Weights that read the same input (Q/K/V,
 gate/up) share its Hessian and are quantized as one matrix.
@@ -76,7 +76,7 @@ class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
         first_reader: dict = {}
         readers: dict = {}
         for linear in sorted(targets, key=lambda lin: (stage_of[lin.node.inputs[0].name], position[lin.node])):
-            key = (linear.weight, scheme_of[linear].bits)
+            key = (linear.weight, scheme_of[linear])
             first_reader.setdefault(key, linear)
             readers.setdefault(key, []).append(linear)
         # GPTQ treats the output columns independently, so weights that read the same input (Q/K/V,
@@ -107,7 +107,7 @@ class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
         layers = []
         for linear in targets:
             layers.append(reports[linear])
-            q, stored = quantized[(linear.weight, scheme_of[linear].bits)]
+            q, stored = quantized[(linear.weight, scheme_of[linear])]
             self.emit(graph, names, linear, q, stored)
         return self.finish(
             model,

@@ -10,11 +10,12 @@ A group without such a producer gets an explicit `Mul(X, 1/s)` in front of its l
 α is a number in [0, 1] or "auto": per group, the α on a 0.05 grid whose simulated W8A8 output
 error on calibration rows of X is smallest.
 
-Requires: per-channel statistics of each group input from a preceding `calibrate` (and the
-calibration data itself for α = auto). Guarantees: in exact arithmetic the model computes the
-same function; in float32 the outputs move by rounding only (tests bound the relative error by
-1e-4 on MiniLM and SmolLM2). Every later statistic of a smoothed tensor is stale: run
-`calibrate` again before quantizing.
+Requires: calibration data; per-channel maxima of each group input (and, for α = auto, calibration
+rows of it), requested from the pass manager and collected in one pass over the data. Guarantees:
+in exact arithmetic the model computes the same function; in float32 the outputs move by rounding
+only (tests bound the relative error by 1e-4 on MiniLM and SmolLM2). Statistics of a smoothed
+tensor change: the presets measure again (a second `calibrate`) before quantizing, and the pass
+manager re-collects for any later pass of the same step.
 """
 
 import numpy as np
@@ -88,7 +89,7 @@ class SmoothQuant(CompressionPass):
             if st is None or st.channel_absmax is None:
                 raise self.fail(
                     f"per-channel calibration statistics missing for tensor {group.input.name!r} "
-                    "(add a calibrate step before smoothquant)"
+                    "(no calibrate step or pass manager collected them)"
                 )
         stats.require([r for r in self.statistic_requests(model) if isinstance(r, RowsRequest)], self.name)
 

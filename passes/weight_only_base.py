@@ -104,7 +104,9 @@ class WeightOnlyPass(CompressionPass):
         self.plan = self.context.precision_plan or weight_only_plan(
             (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"]
         )
-        return targets, skipped
+        kept = [linear for linear in targets if self.scheme_for(linear).kind == "keep"]
+        skipped += [{"node": linear.name, "reason": "kept in float by the precision plan"} for linear in kept]
+        return [linear for linear in targets if linear not in kept], skipped
 
     def layer_report(self, linear: Linear, weight: np.ndarray, q: BlockQuantized) -> dict:
         return {

@@ -5,9 +5,9 @@ row's rounding error over the rows not yet quantized, weighted by the inverse He
 layer's squared output error, H = 2 XᵀX / rows (X: the calibration inputs [rows, K]). Here:
 
 - dampening: H + damp · mean(diag H) · I; inputs that are always 0 (diag 0) get weight rows 0;
-- groups: every block of `group` rows along K gets one scale (and zero point), stored in RTN's
-  layout and formats (`onnxcomp.algorithms.blockwise`). With `static_groups` they are fixed from the original
-  weight before any update (RTN's rule); otherwise ("lazy", the paper's choice) each block's are
+- groups: every block of `group` rows along K gets one scale (and zero point), in RTN's layout
+  (`onnxcomp.algorithms.blockwise.BlockQuantized`). With `static_groups` they are fixed from the
+  original weight before any update (RTN's rule); otherwise ("lazy", the paper's choice) each block's are
   taken from the partly updated weight when GPTQ reaches the block's first row. `act_order`
   visits the rows by decreasing diag(H) and always uses static groups (each row keeps its own
   block's scale, so no g_idx is needed). `clip_search` picks each block's range ratio from

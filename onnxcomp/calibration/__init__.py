@@ -3,7 +3,7 @@
 from onnxcomp.calibration.collectors import METHODS, TensorStats
 from onnxcomp.calibration.readers import make_reader
 from onnxcomp.calibration.requests import GramRequest, RangeRequest, RowsRequest, Statistics
-from onnxcomp.calibration.runner import collect, collect_statistics
+from onnxcomp.calibration.runner import collect
 
 __all__ = [
     "METHODS",
@@ -13,6 +13,5 @@ __all__ = [
     "Statistics",
     "TensorStats",
     "collect",
-    "collect_statistics",
     "make_reader",
 ]

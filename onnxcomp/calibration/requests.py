@@ -7,8 +7,9 @@ the pass manager collects every request of a step in one pass over the calibrati
 - `RangeRequest(tensor)`: running min/max, a 2048-bin |x| histogram and per-channel |x| maxima
   (`TensorStats`): activation ranges (every calibration method), SmoothQuant's maxima;
 - `RowsRequest(tensor, rows)`: up to `rows` vectors of the last axis spread evenly over the data
-  (SmoothQuant's α search, AWQ's scale and clip searches, sensitivity on a few rows);
-- `GramRequest(tensor)`: H = 2XᵀX/rows over the last axis (GPTQ's Hessian, least-squares refits).
+  (SmoothQuant's α search, AWQ's scale and clip searches);
+- `GramRequest(tensor)`: H = 2XᵀX/rows over the last axis, on the model as it is (the one-shot
+  Hessian; no preset asks for it yet: sensitivity proxies and pruning refits will).
 
 Staged Grams (each stage measured on the model with earlier stages already quantized) cannot be
 collected up front: `onnxcomp.calibration.staged.StagedHessians` serves them stage by stage.

@@ -94,7 +94,9 @@ def collect(
                 step = max(1, -(-len(flat) * len(feeds) // request.rows))
                 kept[request].append(flat[::step].copy())
             if name in gram_names:
-                grams.setdefault(name, GramAccumulator(np.shape(value)[-1])).add(value)
+                if name not in grams:
+                    grams[name] = GramAccumulator(np.shape(value)[-1])
+                grams[name].add(value)
         batches += 1
     if batches == 0:
         raise OnnxcompError("calibration data produced no samples")
@@ -108,13 +110,6 @@ def collect(
         rows={(r.tensor, r.rows): np.concatenate(parts)[: r.rows] for r, parts in kept.items()},
         grams={name: acc.hessian for name, acc in grams.items()},
     )
-
-
-def collect_statistics(
-    model: onnx.ModelProto | ir.Model, tensor_names: list[str], reader, use_cache: bool = True, num_bins: int = NUM_BINS
-) -> dict[str, TensorStats]:
-    """Range statistics of `tensor_names` (see `collect`)."""
-    return collect(model, [RangeRequest(n) for n in tensor_names], reader, use_cache, num_bins).ranges
 
 
 def _save(path, stats: dict[str, TensorStats]) -> None:

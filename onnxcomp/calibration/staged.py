@@ -81,7 +81,7 @@ class StagedHessians:
         self._cut = 0
         self._reader = reader
         self._frontiers: list[dict[str, np.ndarray]] | None = None
-        self._replaced: dict[int, dict[int, np.ndarray]] = {}  # node → {input index: array}
+        self._replaced: dict[ir.Node, dict[int, np.ndarray]] = {}  # node → {input index: array}
         self._position = position
         self.frontier_sizes: list[int] = []  # names kept at each cut, for the report and tests
         self.frontier_bytes = 0  # the largest frontier held, all feeds together
@@ -124,7 +124,9 @@ class StagedHessians:
                 x = np.asarray(values[n])
                 if x.dtype.kind != "f":
                     raise OnnxcompError(f"GPTQ: tensor {n!r} is {x.dtype}, not float")
-                acc.setdefault(n, GramAccumulator(x.shape[-1])).add(x)
+                if n not in acc:
+                    acc[n] = GramAccumulator(x.shape[-1])
+                acc[n].add(x)
             new_frontiers.append({n: values[n] for n in keep})
         if not count:
             raise OnnxcompError("GPTQ: calibration data produced no samples")

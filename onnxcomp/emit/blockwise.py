@@ -31,7 +31,8 @@ import onnx_ir as ir
 from onnxcomp.algorithms.blockwise import BlockQuantized, packed_codes, packed_zero_points, signed_codes_kn
 from onnxcomp.custom_ops.reference import DOMAIN as CUSTOM_DOMAIN
 from onnxcomp.custom_ops.reference import OP_TYPE as CUSTOM_OP
-from onnxcomp.ir.graph import NameAllocator, add_initializer, constant_array
+from onnxcomp.emit.targets import ORT_CPU
+from onnxcomp.ir.graph import NameAllocator, add_initializer
 from onnxcomp.ir.linears import Linear
 from onnxcomp.ir.patterns import row_gather_tables
 
@@ -146,7 +147,7 @@ class BlockwiseEmitter:
     def __init__(self, format_name: str, accuracy_level: int = 4):
         self.format = FORMATS[format_name]
         self.accuracy_level = accuracy_level
-        self._emitted: list[tuple[ir.Value, bool, BlockQuantized, dict]] = []  # (weight, transposed, q, stored)
+        self._emitted: list[tuple[Linear, BlockQuantized, dict]] = []  # one entry per stored weight
 
     @property
     def signed_scales(self) -> bool:
@@ -165,8 +166,8 @@ class BlockwiseEmitter:
         weight_name = node.inputs[1].name or node.name
         if "codes" not in stored:
             stored.update(fmt.store(graph, names, q, weight_name))
-        if not any(entry[3] is stored for entry in self._emitted):
-            self._emitted.append((node.inputs[1], linear.transposed, q, stored))
+        if not any(entry[2] is stored for entry in self._emitted):
+            self._emitted.append((linear, q, stored))
         activation, output = node.inputs[0], node.outputs[0]
         bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
         new_nodes = fmt.nodes(activation, stored, q, node.name, weight_name, names, self.accuracy_level)
@@ -180,18 +181,17 @@ class BlockwiseEmitter:
 
     def domains(self, model: ir.Model) -> list[str]:
         """Op domains the emitted nodes use (to declare in the model's opset imports)."""
-        return sorted({n.domain for n in model.graph} & {"com.microsoft", CUSTOM_DOMAIN})
+        return sorted({n.domain for n in model.graph} & (set(ORT_CPU.domains) - {""}))
 
     def share_tied_tables(self, model: ir.Model) -> list[dict]:
         """Rewrite row Gathers of a table that equals an emitted weight's transpose (see the module doc)."""
         names, report, tables = NameAllocator(model.graph), [], row_gather_tables(model)
-        for weight_value, transposed, q, stored in self._emitted:
-            weight = constant_array(weight_value)
-            weight_kn = weight.T if transposed else weight
+        for linear, q, stored in self._emitted:
+            weight_kn = linear.weight_kn()
             for gather, table in tables.get((q.n, q.k), []):
                 if gather.graph is None or not np.array_equal(weight_kn.T, table):
                     continue  # already rewritten, or a different table
-                entry = {"gather": gather.name, "table": gather.inputs[0].name, "shares": weight_value.name}
+                entry = {"gather": gather.name, "table": gather.inputs[0].name, "shares": linear.weight.name}
                 why = (
                     "the qdq format"
                     if not self.format_for(q.bits).gather_shares_codes

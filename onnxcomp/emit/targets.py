@@ -2,9 +2,10 @@
 
 A `Target` lists the op domains a runtime runs, the blockwise weight formats it has kernels for
 (`onnxcomp.emit.blockwise.FORMATS`; the first is the default) and the QDQ activation dtypes
-(the first is the default). Passes read these instead of hard-coding a runtime's rules. Today:
-ONNX Runtime on the CPU; ORT CUDA, TensorRT and portable standard ONNX are the next entries, with
-a conformance check of every output against `domains`.
+(the first is the default). Passes and emitters read these instead of hard-coding a runtime's
+rules. Today: ONNX Runtime on the CPU; ORT CUDA, TensorRT and portable standard ONNX are the next
+targets (a registry by name and a conformance check of every output against `domains` come with
+them).
 """
 
 from dataclasses import dataclass
@@ -15,26 +16,15 @@ from onnxcomp.custom_ops.reference import DOMAIN as CUSTOM_DOMAIN
 @dataclass(frozen=True)
 class Target:
     name: str
-    description: str
     domains: tuple[str, ...]  # op domains its runtime executes ("" is the ONNX default domain)
     weight_only_formats: tuple[str, ...]
     activation_dtypes: tuple[str, ...]
 
 
-TARGETS: dict[str, Target] = {}
-
-
-def register(target: Target) -> Target:
-    TARGETS[target.name] = target
-    return target
-
-
-ORT_CPU = register(
-    Target(
-        "ort-cpu",
-        "ONNX Runtime, CPU execution provider (ai.onnxcomp ops need the custom-op library)",
-        domains=("", "com.microsoft", CUSTOM_DOMAIN),
-        weight_only_formats=("matmulnbits", "qdq", "custom"),
-        activation_dtypes=("uint8", "int8"),
-    )
+# ONNX Runtime, CPU execution provider (ai.onnxcomp ops need the custom-op library registered)
+ORT_CPU = Target(
+    "ort-cpu",
+    domains=("", "com.microsoft", CUSTOM_DOMAIN),
+    weight_only_formats=("matmulnbits", "qdq", "custom"),
+    activation_dtypes=("uint8", "int8"),
 )

@@ -1,4 +1,4 @@
-"""Small read-only helpers over onnx_ir graphs, shared by the passes and the pipeline."""
+"""Small helpers over onnx_ir graphs: constants, input specs, exclusion filters, fresh names, new initializers."""
 
 import fnmatch
 from collections import Counter

@@ -170,7 +170,7 @@ def _trace_to_linear(value: ir.Value, path: list[ir.Node]) -> tuple[Linear, list
 
 def find_linear_groups(model: ir.Model) -> list[LinearGroup]:
     """Every group of linears sharing one activation input, in graph order, with its producer."""
-    groups: dict[int, LinearGroup] = {}
+    groups: dict[ir.Value, LinearGroup] = {}
     for node in model.graph:
         linear = matrix_linear(node)
         if linear is None or node.inputs[0] is None or constant_array(node.inputs[0]) is not None:

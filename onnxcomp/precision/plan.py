@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 
 import onnx_ir as ir
 
-KINDS = ("blockwise", "int8-channel", "fp16", "keep")
+from onnxcomp.errors import OnnxcompError
+
+KINDS = ("blockwise", "keep")  # int8 per-channel and fp16 arrive with the planner that chooses them
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,10 @@ class Scheme:
     bits: int = 4
     group: int = 128
     symmetric: bool = True
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise OnnxcompError(f"precision plan: unknown scheme kind {self.kind!r} (known: {', '.join(KINDS)})")
 
     def describe(self) -> str:
         if self.kind == "blockwise":
@@ -32,10 +38,13 @@ class Scheme:
 @dataclass
 class PrecisionPlan:
     default: Scheme
-    layers: dict[str, Scheme] = field(default_factory=dict)  # node name → scheme
+    layers: dict[str, Scheme] = field(default_factory=dict)  # by node name: plans written by hand or an analysis
+    nodes: dict[ir.Node, Scheme] = field(default_factory=dict)  # by node: exact for unnamed or repeated names
 
     def scheme_for(self, node: ir.Node) -> Scheme:
-        return self.layers.get(node.name, self.default)
+        if node in self.nodes:
+            return self.nodes[node]
+        return self.layers.get(node.name, self.default) if node.name else self.default
 
 
 def is_output_layer(node: ir.Node) -> bool:
@@ -54,5 +63,5 @@ def weight_only_plan(
     if output_layer_bits:
         for node in nodes:
             if is_output_layer(node):
-                plan.layers[node.name] = replace(default, bits=output_layer_bits, symmetric=True)
+                plan.nodes[node] = replace(default, bits=output_layer_bits, symmetric=True)
     return plan

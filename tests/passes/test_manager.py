@@ -81,3 +81,18 @@ def test_requirements_are_one_line_errors_from_requires(two_linears):
         awq(ir.from_proto(model))  # run directly: onnx-ir calls requires(); our error is not wrapped
     with pytest.raises(OnnxcompError, match=r"pass 'quantize_weight_only_gptq' needs calibration data"):
         Pipeline([PASSES["quantize_weight_only_gptq"](Context())], Context()).run(ir.from_proto(model))
+
+
+def test_a_rewrite_inside_a_step_makes_later_passes_collect_again(two_linears, recorded):
+    """calibrate → smoothquant (rewrites) → AWQ: AWQ's rows are sampled from the smoothed model, not
+    taken from the step's collection on the model before smoothing."""
+    model, feeds = two_linears
+    steps = [
+        ("calibrate", {}),
+        ("smoothquant", {"alpha": 0.9, "fallback": "mul"}),
+        ("quantize_weight_only_awq", {"samples": 16}),
+    ]
+    onnxcomp.compress(model, steps, feeds, use_cache=False)
+    assert len(recorded) == 2
+    assert {r.tensor for r in recorded[0] if isinstance(r, RowsRequest)} == {"x", "r"}  # at calibrate
+    assert {r.tensor for r in recorded[1]} == {"x_scaled", "r_scaled"}  # again, after the inserted Muls

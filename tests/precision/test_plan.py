@@ -41,3 +41,32 @@ def test_a_plan_in_the_context_sets_each_layer(tiny):
     assert (layers["body"]["bits"], layers["body"]["group_size"], layers["body"]["symmetric"]) == (8, 64, False)
     assert (layers["head"]["bits"], layers["head"]["group_size"]) == (4, 128)
     assert [n.op_type for n in model.graph] == ["MatMulNBits", "MatMulNBits"]
+
+
+def test_the_default_plan_holds_for_unnamed_nodes(tiny):
+    """The presets' rule keys nodes, not names: two unnamed MatMuls keep 4 bits and 8 bits (LM head)."""
+    rng = np.random.default_rng(2)
+    nodes = [h.make_node("MatMul", ["x", "w1"], ["a"]), h.make_node("MatMul", ["a", "w2"], ["logits"])]
+    inits = {
+        "w1": rng.standard_normal((64, 64)).astype(np.float32),
+        "w2": rng.standard_normal((64, 32)).astype(np.float32),
+    }
+    model = ir.from_proto(tiny.make_model(nodes, [("x", [2, 64])], [("logits", [2, 32])], inits, infer_shapes=True))
+    rtn = PASSES["quantize_weight_only"](Context())
+    rtn(model)
+    assert [layer["bits"] for layer in rtn.details["layers"]] == [4, 8]
+
+
+def test_keep_leaves_a_layer_in_float_and_unknown_kinds_are_refused(tiny):
+    import pytest
+
+    from onnxcomp.errors import OnnxcompError
+
+    model = lm_like(tiny)
+    plan = PrecisionPlan(Scheme("blockwise", 4, 128, True), {"head": Scheme("keep")})
+    rtn = PASSES["quantize_weight_only"](Context(precision_plan=plan))
+    rtn(model)
+    assert [n.op_type for n in model.graph] == ["MatMulNBits", "MatMul"]
+    assert rtn.details["skipped"] == [{"node": "head", "reason": "kept in float by the precision plan"}]
+    with pytest.raises(OnnxcompError, match="unknown scheme kind 'fp8'"):
+        Scheme("fp8")
