@@ -58,8 +58,10 @@ class CompressionPass(ir.passes.InPlacePass):
         return []
 
     def requires(self, model: ir.Model) -> None:
+        """Calibration data when the pass needs it, and an answer to each of its statistic requests."""
         if self.needs_calibration and self.context.calibration is None:
             raise OnnxcompError(f"pass {self.name!r} needs calibration data: {CALIBRATION_HINT}")
+        self.context.statistics.require(self.statistic_requests(model), self.name)
 
     @classmethod
     def summary(cls, details: dict) -> str | None:

@@ -63,10 +63,6 @@ class QuantizeWeightOnlyAWQ(WeightOnlyPass):
         targets, _ = self.targets(model)
         return [RowsRequest(linear.node.inputs[0].name, self.opts["samples"]) for linear in targets]
 
-    def requires(self, model: ir.Model) -> None:
-        super().requires(model)
-        self.context.statistics.require(self.statistic_requests(model), self.name)
-
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         targets, skipped = self.targets(model)
         if not targets:

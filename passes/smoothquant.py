@@ -82,16 +82,11 @@ class SmoothQuant(CompressionPass):
         return [RangeRequest(name) for name in inputs] + rows
 
     def requires(self, model: ir.Model) -> None:
-        super().requires(model)
-        stats = self.context.statistics
-        for group in self._plan(model)[0]:
-            st = stats.ranges.get(group.input.name)
-            if st is None or st.channel_absmax is None:
-                raise self.fail(
-                    f"per-channel calibration statistics missing for tensor {group.input.name!r} "
-                    "(no calibrate step or pass manager collected them)"
-                )
-        stats.require([r for r in self.statistic_requests(model) if isinstance(r, RowsRequest)], self.name)
+        super().requires(model)  # every request answered; the maxima must also be per channel
+        for request in self.statistic_requests(model):
+            stats = self.context.statistics.ranges.get(request.tensor) if isinstance(request, RangeRequest) else None
+            if stats is not None and stats.channel_absmax is None:
+                raise self.fail(f"calibration statistics of tensor {request.tensor!r} have no per-channel maxima")
 
     @classmethod
     def summary(cls, details: dict) -> str | None:

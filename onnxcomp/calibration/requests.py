@@ -66,8 +66,7 @@ class Statistics:
             what = {RangeRequest: "calibration statistics", RowsRequest: "calibration rows", GramRequest: "Gram matrix"}
             raise OnnxcompError(
                 f"pass {who!r}: {what[type(missing[0])]} missing for tensor {missing[0].tensor!r} "
-                "(not collected on the model as it is now: run the pass through the pass manager, "
-                "with no rewrite between its calibrate step and it)"
+                "(no calibrate step or pass manager collected them)"
             )
 
 
