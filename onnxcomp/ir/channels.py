@@ -12,7 +12,7 @@ Reshape/Unsqueeze/Squeeze/Identity (a reshape of the ids: head splits and merges
 operands computed (the value operand: positions mix, channels do not), and Mul of two computed
 tensors (the gated product of an MLP: either operand of the output's shape). An op without a rule
 stops the walk. Like onnxscript's per-op evaluators and Torch-Pruning's index mappings, adding an
-op is adding a rule, not a branch.
+op is registering a rule, not a branch.
 """
 
 from collections.abc import Callable
@@ -30,76 +30,54 @@ class ChannelRule:
     forward: Callable[[ir.Node, np.ndarray, tuple], np.ndarray]
 
 
+def _first_input(node: ir.Node, out: ir.Value) -> list[ir.Value]:
+    return [node.inputs[0]]
+
+
+def _value_operand(node: ir.Node, out: ir.Value) -> list[ir.Value]:
+    """probabilities · V: the sequence axis mixes, channels do not (a constant B is a linear)."""
+    return [node.inputs[1]] if constant_array(node.inputs[1]) is None else []
+
+
+def _gated_operands(node: ir.Node, out: ir.Value) -> list[ir.Value]:
+    """Either computed operand of the output's shape (the gated product of an MLP)."""
+    if any(constant_array(v) is not None for v in node.inputs):
+        return []
+    return [v for v in node.inputs if v.shape is not None and v.shape == out.shape]
+
+
+def _reshape(node: ir.Node, ids: np.ndarray, out_shape: tuple) -> np.ndarray:
+    return ids.reshape(out_shape)
+
+
+def _transpose(node: ir.Node, ids: np.ndarray, out_shape: tuple) -> np.ndarray:
+    perm = node.attributes.get("perm")
+    return np.transpose(ids, perm.as_ints() if perm is not None else None)
+
+
+def _broadcast(node: ir.Node, ids: np.ndarray, out_shape: tuple) -> np.ndarray:
+    """Expand, and MatMul(P, V) or Mul with dynamic dims set to 1: the ids are copied."""
+    return np.broadcast_to(ids, out_shape)
+
+
 RULES: dict[str, ChannelRule] = {}
 
 
-def register(*op_types: str):
-    """Register a rule (a class with static `carriers` and `forward`) for default-domain op types."""
+def register(rule: ChannelRule, *op_types: str) -> None:
+    """Use `rule` for these default-domain op types."""
+    for op_type in op_types:
+        RULES[op_type] = rule
 
-    def decorate(cls):
-        for op_type in op_types:
-            RULES[op_type] = ChannelRule(cls.carriers, cls.forward)
-        return cls
 
-    return decorate
+register(ChannelRule(_first_input, _reshape), "Reshape", "Unsqueeze", "Squeeze", "Identity")
+register(ChannelRule(_first_input, _transpose), "Transpose")
+register(ChannelRule(_first_input, _broadcast), "Expand")
+register(ChannelRule(_value_operand, _broadcast), "MatMul")
+register(ChannelRule(_gated_operands, _broadcast), "Mul")
 
 
 def rule_for(node: ir.Node) -> ChannelRule | None:
     return RULES.get(node.op_type) if node.domain == "" else None
-
-
-def _broadcast(node: ir.Node, ids: np.ndarray, out_shape: tuple) -> np.ndarray:
-    return np.broadcast_to(ids, out_shape)
-
-
-@register("Reshape", "Unsqueeze", "Squeeze", "Identity")
-class _Reshape:
-    @staticmethod
-    def carriers(node, out):
-        return [node.inputs[0]]
-
-    @staticmethod
-    def forward(node, ids, out_shape):
-        return ids.reshape(out_shape)
-
-
-@register("Transpose")
-class _Transpose:
-    @staticmethod
-    def carriers(node, out):
-        return [node.inputs[0]]
-
-    @staticmethod
-    def forward(node, ids, out_shape):
-        perm = node.attributes.get("perm")
-        return np.transpose(ids, perm.as_ints() if perm is not None else None)
-
-
-@register("Expand")
-class _Expand:
-    carriers = _Transpose.carriers
-    forward = staticmethod(_broadcast)
-
-
-@register("MatMul")
-class _ValueMatMul:
-    @staticmethod
-    def carriers(node, out):
-        """probabilities · V: the sequence axis mixes, channels do not (a constant B is a linear)."""
-        return [node.inputs[1]] if constant_array(node.inputs[1]) is None else []
-
-    forward = staticmethod(_broadcast)  # with one position (dynamic dims set to 1)
-
-
-@register("Mul")
-class _GatedMul:
-    @staticmethod
-    def carriers(node, out):
-        if any(constant_array(v) is not None for v in node.inputs):
-            return []
-        return [v for v in node.inputs if v.shape is not None and v.shape == out.shape]
-
-    forward = staticmethod(_broadcast)
 
 
 def concrete_shape(value: ir.Value) -> tuple[int, ...] | None:

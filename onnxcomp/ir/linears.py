@@ -80,7 +80,7 @@ class Linear:
     @property
     def transposed(self) -> bool:
         """The stored matrix is [N, K] (Gemm transB)."""
-        return self.in_axis > self.out_axis and self.node.op_type == "Gemm"
+        return self.node.op_type == "Gemm" and self.in_axis == 1
 
     @property
     def k(self) -> int:
