@@ -71,6 +71,10 @@ def compress(
     if output is not None:  # before any work: a bad output path fails fast
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
+    if precision_plan is not None and not isinstance(precision_plan, PrecisionPlan):
+        raise OnnxcompError(
+            f"precision_plan must be an onnxcomp.precision.PrecisionPlan, not {type(precision_plan).__name__}"
+        )
     if isinstance(model, onnx.ModelProto):
         proto, source = model, "<ModelProto>"
         input_digest = digest(serialize(model))

@@ -70,3 +70,21 @@ def test_keep_leaves_a_layer_in_float_and_unknown_kinds_are_refused(tiny):
     assert rtn.details["skipped"] == [{"node": "head", "reason": "kept in float by the precision plan"}]
     with pytest.raises(OnnxcompError, match="unknown scheme kind 'fp8'"):
         Scheme("fp8")
+
+
+def test_compress_refuses_a_plan_of_the_wrong_type(tiny, tmp_path):
+    import pytest
+
+    import onnxcomp
+    from onnxcomp.errors import OnnxcompError
+
+    proto = tiny.make_model(
+        [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [("x", [2, 64])],
+        [("y", [2, 8])],
+        {"w": np.ones((64, 8), np.float32)},
+    )
+    out = tmp_path / "out.onnx"
+    with pytest.raises(OnnxcompError, match=r"^precision_plan must be an onnxcomp.precision.PrecisionPlan, not dict$"):
+        onnxcomp.compress(proto, "w4a16-rtn", output=out, precision_plan={"mm": 8})
+    assert not out.exists()
