@@ -13,7 +13,7 @@ from onnx_ir.passes.common import ShapeInferencePass
 from onnxcomp.cache import digest
 from onnxcomp.calibration.readers import make_reader
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.graph import input_specs
+from onnxcomp.ir.graph import initializer_bytes, input_specs
 from onnxcomp.ir.modelio import (
     DEFAULT_OPSET,
     check_model,
@@ -28,6 +28,7 @@ from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.manager import Pipeline
 from onnxcomp.passes.recipes import apply_overrides, load_recipe
+from onnxcomp.precision.measure import model_error
 from onnxcomp.precision.plan import PrecisionPlan
 
 
@@ -88,7 +89,14 @@ def compress(
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
-    context = Context(calibration=reader, use_cache=use_cache, precision_plan=precision_plan)
+    input_bytes = proto.ByteSize()
+    context = Context(
+        calibration=reader,
+        use_cache=use_cache,
+        precision_plan=precision_plan,
+        input_bytes=input_bytes,
+        graph_bytes=max(0, input_bytes - initializer_bytes(ir_model)),
+    )
     passes = [PASSES[name](context, **opts) for name, opts in steps]
     verify_feed = _verify_feed(reader) if verify else None
     if verify and verify_feed is None:
@@ -103,11 +111,20 @@ def compress(
         "output": str(output) if output is not None else None,
         "recipe": [{"pass": name, **opts} for name, opts in steps],
         "passes": entries,
-        "input_bytes": proto.ByteSize(),
+        "input_bytes": input_bytes,
         "output_bytes": len(data),
         "seconds": round(time.perf_counter() - start, 3),
         "process_peak_rss_bytes": _peak_rss_bytes(),
     }
+    if context.size_budget is not None:
+        report["size_budget"] = {
+            "bytes": context.size_budget,
+            "output_bytes": len(data),
+            "met": len(data) <= context.size_budget,
+        }
+    if context.error_feeds:  # a planned model: its error is measured, not predicted
+        error, metric = model_error(proto, data, context.error_feeds)
+        report["final_error"] = {"metric": metric, "value": error, "feeds": len(context.error_feeds)}
     if output is not None:
         write_bytes_atomic(output, data)
     return CompressResult(result_proto, report)

@@ -14,6 +14,7 @@ from onnxcomp.custom_ops.build import BuildError, build_library
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, write_bytes_atomic
 from onnxcomp.passes import PASSES
+from onnxcomp.passes.plan_precision import parse_size_budget
 from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names
 from onnxcomp.tools.demo import run_demo
 from onnxcomp.tools.evaluate import evaluate, summary_rows
@@ -153,6 +154,20 @@ def export(source, output, opset, as_json):
     "[recipe default: auto]",
 )
 @click.option(
+    "--size-budget",
+    help="Mixed-precision recipes (w4a16-mixed): the output file size, as a fraction of the input (0.19x) or in "
+    "bytes (120MB). [recipe default: uniform = the size of the uniform int4 g128 preset]",
+)
+@click.option(
+    "--max-error",
+    type=float,
+    help="Mixed-precision recipes: instead of a size, the largest predicted output error (mean KL in nats for "
+    "logits, else relative squared L2); the smallest model within it is chosen.",
+)
+@click.option(
+    "--strict", is_flag=True, help="Exit 1 when the written model misses its size budget (it is written anyway)."
+)
+@click.option(
     "--exclude",
     multiple=True,
     help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.",
@@ -177,6 +192,9 @@ def compress(
     group_size,
     asymmetric,
     alpha,
+    size_budget,
+    max_error,
+    strict,
     exclude,
     verify,
     report_path,
@@ -231,6 +249,15 @@ def compress(
     }
     if weight_only:
         overrides.update(_weight_only_overrides(steps, recipe, weight_only))
+    if size_budget is not None or max_error is not None:
+        if "plan_precision" not in {name for name, _ in steps}:
+            raise OnnxcompError(
+                f"--size-budget/--max-error apply to mixed-precision recipes (w4a16-mixed), not {recipe!r}"
+            )
+        if size_budget is not None and max_error is not None:
+            raise OnnxcompError("give --size-budget or --max-error, not both")
+        parse_size_budget(size_budget if size_budget is not None else "uniform")
+        overrides["plan_precision"] = {"size_budget": size_budget} if size_budget else {"max_error": max_error}
     result = run_compress(
         model,
         steps,
@@ -266,7 +293,18 @@ def compress(
         f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
         f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s"
     )
+    if "final_error" in report:
+        final = report["final_error"]
+        text += f"\nmeasured output error of the written model: {final['value']:.4g} ({final['metric']})"
+    budget = report.get("size_budget")
+    if budget:
+        over = budget["output_bytes"] / budget["bytes"] - 1
+        text += f"\nsize budget {_mb(budget['bytes'])}: " + ("met" if budget["met"] else f"missed by {over:.1%}")
     _emit(as_json, report, text)
+    if budget and not budget["met"]:
+        click.echo(f"warning: {output} is {over:.1%} over its size budget", err=True)
+        if strict:
+            sys.exit(1)
 
 
 def _weight_only_overrides(steps: list, recipe: str, options: dict) -> dict:

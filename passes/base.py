@@ -19,6 +19,10 @@ class Context:
     statistics: Statistics = field(default_factory=Statistics)
     use_cache: bool = True
     precision_plan: Any = None  # an onnxcomp.precision.PrecisionPlan that overrides the presets' rule
+    input_bytes: int | None = None  # the input file's size (size budgets given as a fraction of it)
+    graph_bytes: int = 0  # the input file's bytes outside initializer data (nodes, names, shapes)
+    size_budget: int | None = None  # bytes the written model may take (set by plan_precision, checked by compress)
+    error_feeds: list | None = None  # feeds on which compress measures the final model's output error
 
 
 class CompressionPass(ir.passes.InPlacePass):

@@ -56,6 +56,17 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
         ("quantize_embedding", {}),
         ("remove_unused", {}),
     ],
+    # Mixed precision: each layer's scheme (int4 g32/64/128, sym/asym, or int8) chosen from its measured
+    # sensitivity to fit the size of the uniform preset (or `size_budget`); codes from AWQ scales + GPTQ.
+    "w4a16-mixed": [
+        *CANONICALIZE,
+        ("calibrate", {}),
+        ("plan_precision", {}),
+        ("quantize_weight_only_awq", {"scale_only": True}),
+        ("quantize_weight_only_gptq", {}),
+        ("quantize_embedding", {}),
+        ("remove_unused", {}),
+    ],
 }
 
 

@@ -1,0 +1,309 @@
+"""plan_precision: measure each layer's sensitivity and choose its scheme under a budget (analysis only).
+
+For every unit (`onnxcomp.precision.units`: the linears reading one input — Q/K/V, gate/up — with a
+tied embedding table counted in its LM head's unit) and every candidate scheme (int4/int8 blocks,
+group 32/64/128, symmetric or not, or `keep` in float):
+- the stored bytes, from round-to-nearest codes in the emitter's layout;
+- the proxy tr(ΔWᵀ H ΔW), H the Gram of the unit's calibration input (`GramRequest`);
+- measured sensitivity: the model's output error in ONNX Runtime with only this unit at the
+  `reference` scheme, on the last `measure_feeds` calibration feeds cut to `measure_sequence`
+  (mean KL of next-token distributions for logits, relative squared L2 otherwise), for every unit
+  (`measure: "all"`), the N with the largest proxy (`measure: N`; the rest scaled by the median
+  measured/proxy ratio) or none (`measure: 0`: proxies alone).
+A unit's predicted error under scheme s is its measured error × proxy(s) / proxy(reference); errors
+add over units. The allocator (`onnxcomp.algorithms.budget`) then picks one scheme per unit:
+fewest predicted error within `size_budget` (a fraction of the input file "0.19x", bytes "120MB",
+or "uniform": the bytes of the presets' rule — every layer at the reference scheme, output layers
+int8), or fewest bytes within `max_error` (predicted, in the metric's units).
+
+Requires: calibration data. Guarantees: the graph is unchanged; `context.precision_plan` holds the
+chosen scheme per linear for the weight-only passes that follow (AWQ, GPTQ, RTN read it);
+`context.size_budget` the file-size bound that `compress` checks on the written model, and
+`context.error_feeds` the feeds on which it measures the final model's error. The report lists per
+unit the bytes, proxy and predicted error of every candidate, the measured error, the choice, the
+Pareto front of the relaxation and the rank correlation of the proxy with the measurement.
+"""
+
+import re
+import time
+from dataclasses import replace
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.algorithms.budget import Option, allocate_bytes, allocate_error, pareto_front, total
+from onnxcomp.algorithms.sensitivity import spearman, weighted_error
+from onnxcomp.calibration.requests import GramRequest
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import initializer_bytes
+from onnxcomp.ir.patterns import row_gather_tables
+from onnxcomp.passes.base import CompressionPass
+from onnxcomp.precision.measure import OverrideRunner
+from onnxcomp.precision.plan import PrecisionPlan, is_output_layer
+from onnxcomp.precision.units import Unit, find_units, parse_scheme, quantize_unit, scheme_name
+from onnxcomp.progress import progress
+
+DEFAULT_CANDIDATES = [
+    "int4-g128-sym",
+    "int4-g128-asym",
+    "int4-g64-sym",
+    "int4-g32-sym",
+    "int4-g32-asym",
+    "int8-g128-sym",
+]
+NODE_BYTES = 400  # a quantized layer's extra nodes, attributes and initializer names (≈ 300 measured on tiny graphs)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(x|b|kb|mb|gb)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_size_budget(value) -> tuple[str, float]:
+    """'0.19x' → ('fraction', 0.19); '120MB' / 120000000 → ('bytes', 1.2e8); 'uniform' → ('uniform', 0)."""
+    if value == "uniform":
+        return "uniform", 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = f"{value}x" if value < 1 else f"{value}b"
+    match = _SIZE.match(str(value))
+    if not match:
+        raise OnnxcompError(
+            f"size budget {value!r}: write a fraction of the input file (0.19x), "
+            "a size (120MB, 2GB, 5000000) or uniform"
+        )
+    number, unit = float(match.group(1)), (match.group(2) or "b").lower()
+    if unit == "x":
+        if not 0 < number <= 1:
+            raise OnnxcompError(f"size budget {value!r}: a fraction must be in (0, 1]")
+        return "fraction", number
+    if number <= 0:
+        raise OnnxcompError(f"size budget {value!r}: must be positive")
+    return "bytes", number * _UNITS[unit]
+
+
+class PlanPrecision(CompressionPass):
+    name = "plan_precision"
+    options = {
+        "size_budget": "uniform",
+        "max_error": None,
+        "candidates": DEFAULT_CANDIDATES,
+        "reference": "int4-g128-sym",
+        "output_layer_bits": 8,  # the "uniform" budget's rule for output layers (as the presets)
+        "measure": "all",
+        "measure_feeds": 1,
+        "measure_sequence": 128,
+        "embedding_tables": "int8",  # untied word tables predicted as quantize_embedding stores them
+        "exclude": [],
+    }
+    needs_calibration = True
+
+    def validate_options(self) -> None:
+        o = self.opts
+        if o["max_error"] is not None:
+            if isinstance(o["max_error"], bool) or not isinstance(o["max_error"], (int, float)) or o["max_error"] <= 0:
+                raise self.fail(f"max_error must be a positive number, not {o['max_error']!r}")
+        else:
+            parse_size_budget(o["size_budget"])
+        if not isinstance(o["candidates"], list) or not o["candidates"]:
+            raise self.fail(f"candidates must be a non-empty list of schemes, not {o['candidates']!r}")
+        self.candidates = [parse_scheme(c) for c in o["candidates"]]
+        self.reference = parse_scheme(o["reference"])
+        if self.reference not in self.candidates or self.reference.kind == "keep":
+            raise self.fail(f"reference {o['reference']!r} must be one of the blockwise candidates")
+        m = o["measure"]
+        if m != "all" and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
+            raise self.fail(f"measure must be 'all' or a number of units ≥ 0, not {m!r}")
+        for key in ("measure_feeds", "measure_sequence"):
+            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
+                raise self.fail(f"{key} must be a positive integer, not {o[key]!r}")
+        if o["embedding_tables"] not in ("int8", "float"):
+            raise self.fail(f"embedding_tables must be 'int8' or 'float', not {o['embedding_tables']!r}")
+        if o["output_layer_bits"] not in (0, 4, 8):
+            raise self.fail(f"output_layer_bits must be 0, 4 or 8, not {o['output_layer_bits']!r}")
+
+    def statistic_requests(self, model: ir.Model) -> list:
+        units, _ = find_units(model, self.opts["exclude"])
+        return [GramRequest(name) for unit in units for name in unit.inputs]
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        start = time.perf_counter()
+        self.holdout = self._holdout()
+        units, skipped = find_units(model, self.opts["exclude"])
+        if not units:
+            raise self.fail("no linear layer with a constant 2-D float weight to plan")
+        grams = self.context.statistics.grams
+        schemes = [self._candidates(unit) for unit in units]
+        costs, proxies, backs = [], [], []
+        for unit, unit_schemes in progress(list(zip(units, schemes)), desc="sensitivity proxies", unit="unit"):
+            row_bytes, row_proxy = [], []
+            for scheme in unit_schemes:
+                q = quantize_unit(unit, scheme)
+                row_bytes.append(q.bytes)
+                row_proxy.append(
+                    sum(
+                        weighted_error(q.dequantized[lin.weight] - lin.weight_kn(), grams[lin.node.inputs[0].name])
+                        for lin in unit.linears
+                    )
+                )
+                if scheme == self.reference:
+                    backs.append(q.dequantized)
+            costs.append(row_bytes)
+            proxies.append(row_proxy)
+        ref_index = [unit_schemes.index(self.reference) for unit_schemes in schemes]
+        measured, metric = self._measure(model, units, backs, [p[i] for p, i in zip(proxies, ref_index)])
+        del backs
+        scale = [
+            measured[u] / proxies[u][ref_index[u]] if proxies[u][ref_index[u]] > 0 else 0.0 for u in range(len(units))
+        ]
+        options = [[Option(b, p * scale[u]) for b, p in zip(costs[u], proxies[u])] for u in range(len(units))]
+        fixed = self._fixed_bytes(model, units)
+        choice, budget = self._allocate(model, units, schemes, options, fixed)
+        plan = PrecisionPlan(self.reference)
+        for unit, unit_schemes, c in zip(units, schemes, choice):
+            for linear in unit.linears:
+                plan.nodes[linear.node] = unit_schemes[c]
+        self.context.precision_plan = plan
+        unit_bytes, predicted = total(options, choice)
+        if budget.get("file_bytes"):
+            self.context.size_budget = budget["file_bytes"]
+        self.context.error_feeds = self.holdout
+        measured_units = [u for u in range(len(units)) if u in self._measured]
+        self.details = {
+            "metric": metric,
+            "reference": scheme_name(self.reference),
+            "budget": budget,
+            "predicted_unit_bytes": unit_bytes,
+            "predicted_file_bytes": fixed + unit_bytes,
+            "predicted_error": predicted,
+            "chosen": dict(sorted(_count(schemes[u][c] for u, c in enumerate(choice)).items())),
+            "units": [
+                {
+                    "unit": unit.name,
+                    "linears": [lin.name for lin in unit.linears],
+                    "tied_tables": unit.tied_tables,
+                    "parameters": unit.parameters,
+                    "measured_error": measured[u] if u in self._measured else None,
+                    "choice": scheme_name(schemes[u][choice[u]]),
+                    "candidates": {
+                        scheme_name(s): {"bytes": o.bytes, "proxy": proxies[u][i], "predicted_error": o.error}
+                        for i, (s, o) in enumerate(zip(schemes[u], options[u]))
+                    },
+                }
+                for u, unit in enumerate(units)
+            ],
+            "pareto": [
+                {"unit_bytes": b, "file_bytes": fixed + b, "predicted_error": e} for b, e in pareto_front(options)
+            ],
+            "proxy_rank_correlation": spearman(
+                [proxies[u][ref_index[u]] for u in measured_units], [measured[u] for u in measured_units]
+            )
+            if len(measured_units) > 2
+            else None,
+            "skipped": skipped,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        return ir.passes.PassResult(model, modified=False)
+
+    def _candidates(self, unit: Unit):
+        if unit.tied_tables:  # the shared table needs symmetric blocks (see onnxcomp.precision.units)
+            return [s for s in self.candidates if s.kind == "blockwise" and s.symmetric] or [
+                replace(self.reference, symmetric=True)
+            ]
+        return list(self.candidates)
+
+    def _fixed_bytes(self, model: ir.Model, units: list[Unit]) -> int:
+        """Predicted bytes of everything but the units' weights: the input's graph bytes, plus
+        NODE_BYTES per weight for the nodes, attributes and names a quantized layer adds; tied tables
+        go (stored with their LM head's codes); with `embedding_tables: int8`, other word tables
+        (≥ 1M elements, quantize_embedding's default) count as int8 codes plus a float32 scale per row."""
+        tied = {name for unit in units for name in unit.tied_tables}
+        fixed = self.context.graph_bytes + initializer_bytes(model)
+        fixed += sum(NODE_BYTES * len(unit.weights()) - unit.float_bytes for unit in units)
+        for shape_tables in row_gather_tables(model).values():
+            for gather, table in {g.inputs[0].name: (g, t) for g, t in shape_tables}.values():
+                if gather.inputs[0].name in tied:
+                    fixed -= table.nbytes
+                elif self.opts["embedding_tables"] == "int8" and table.size >= 1_000_000:
+                    fixed -= table.nbytes - table.size - 4 * table.shape[0]
+        return fixed
+
+    def _holdout(self) -> list[dict]:
+        """The last `measure_feeds` calibration feeds, token inputs cut to `measure_sequence`."""
+        feeds = list(self.context.calibration)[-self.opts["measure_feeds"] :]
+        n = self.opts["measure_sequence"]
+        return [{k: (v[:, :n] if v.ndim == 2 and v.dtype.kind in "iu" else v) for k, v in f.items()} for f in feeds]
+
+    def _measure(self, model, units, backs, ref_proxies) -> tuple[list[float], str]:
+        """Measured error of each unit at the reference scheme; the rest scaled from their proxy."""
+        m = self.opts["measure"]
+        order = sorted(range(len(units)), key=lambda u: -ref_proxies[u])
+        self._measured = set(order if m == "all" else order[:m])
+        measured = [0.0] * len(units)
+        metric = "proxy"
+        if self._measured:
+            names = [lin.weight.name for unit in units for lin in unit.weights()]
+            names += [t for unit in units for t in unit.tied_tables]
+            runner = OverrideRunner(model, sorted(set(names)), self.holdout)
+            metric = runner.metric
+            for u in progress(sorted(self._measured), desc="measured sensitivity", unit="unit"):
+                overrides = {}
+                for lin in units[u].weights():
+                    overrides[lin.weight.name] = lin.from_kn(backs[u][lin.weight])
+                    for table in units[u].tied_tables:
+                        overrides[table] = np.ascontiguousarray(backs[u][lin.weight].T)
+                measured[u] = runner.error(overrides)
+            del runner
+        ratios = [measured[u] / ref_proxies[u] for u in self._measured if ref_proxies[u] > 0]
+        factor = float(np.median(ratios)) if ratios else 1.0
+        for u in range(len(units)):
+            if u not in self._measured:
+                measured[u] = ref_proxies[u] * factor
+        return measured, metric
+
+    def _allocate(self, model, units, schemes, options, fixed) -> tuple[list[int], dict]:
+        o = self.opts
+        if o["max_error"] is not None:
+            return allocate_error(options, float(o["max_error"])), {"max_error": float(o["max_error"])}
+        kind, value = parse_size_budget(o["size_budget"])
+        if kind == "uniform":
+            unit_budget = sum(
+                self._uniform_bytes(unit, unit_schemes, opts)
+                for unit, unit_schemes, opts in zip(units, schemes, options)
+            )
+            file_budget = None
+        else:
+            file_budget = int(value * self._input_bytes(model)) if kind == "fraction" else int(value)
+            unit_budget = file_budget - fixed
+        smallest = fixed + sum(min(x.bytes for x in opts) for opts in options)
+        if unit_budget < smallest - fixed:
+            raise self.fail(
+                f"size budget {o['size_budget']!r} ({(file_budget or fixed + unit_budget) / 1e6:.2f} MB) is below the "
+                f"smallest model these candidates reach, {smallest / 1e6:.2f} MB"
+            )
+        choice = allocate_bytes(options, unit_budget)
+        return choice, {"size_budget": str(o["size_budget"]), "unit_bytes": unit_budget, "file_bytes": file_budget}
+
+    def _uniform_bytes(self, unit: Unit, unit_schemes, opts) -> int:
+        """The unit's bytes under the presets' rule: the reference scheme, output layers at output_layer_bits sym."""
+        target = self.reference
+        if any(is_output_layer(lin.node) for lin in unit.linears) and self.opts["output_layer_bits"]:
+            target = replace(target, bits=self.opts["output_layer_bits"], symmetric=True)
+        if target in unit_schemes:
+            return opts[unit_schemes.index(target)].bytes
+        return quantize_unit(unit, target).bytes
+
+    def _input_bytes(self, model: ir.Model) -> int:
+        return self.context.input_bytes or initializer_bytes(model)
+
+    @classmethod
+    def summary(cls, details: dict) -> str | None:
+        chosen = ", ".join(f"{n} {name}" for name, n in details["chosen"].items())
+        predicted = details["predicted_file_bytes"] / 1e6
+        text = f"plan_precision: {len(details['units'])} units ({chosen}); predicted file {predicted:.1f} MB"
+        if details.get("proxy_rank_correlation") is not None:
+            text += f", proxy/measured rank correlation {details['proxy_rank_correlation']:.2f}"
+        return text
+
+
+def _count(schemes) -> dict:
+    counts: dict[str, int] = {}
+    for s in schemes:
+        counts[scheme_name(s)] = counts.get(scheme_name(s), 0) + 1
+    return counts

@@ -1,0 +1,120 @@
+"""plan_precision: units, bytes as emitted, budgets honoured, bad budgets refused (a tiny tied LM)."""
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import numpy_helper
+
+from onnxcomp.api import compress
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.passes.plan_precision import parse_size_budget
+from onnxcomp.precision.units import find_units, parse_scheme
+
+VOCAB, HIDDEN = 256, 128
+
+
+def tiny_lm(tiny) -> onnx.ModelProto:
+    """ids → Gather(table) → q/k MatMuls (one input) → Add → o MatMul → Relu → +x → head (tableᵀ) → logits."""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32)
+    h = tiny.helper
+    nodes = [
+        h.make_node("Gather", ["table", "ids"], ["x"], name="embed"),
+        h.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
+        h.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
+        h.make_node("Add", ["q", "k"], ["qk"]),
+        h.make_node("MatMul", ["qk", "wo"], ["o"], name="o_proj"),
+        h.make_node("Relu", ["o"], ["r"]),
+        h.make_node("Add", ["r", "x"], ["res"]),
+        h.make_node("MatMul", ["res", "head"], ["logits"], name="lm_head"),
+    ]
+    inits = {name: rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.1 for name in ("wq", "wk", "wo")}
+    inits.update(table=table, head=table.T.copy())
+    ids = h.make_tensor_value_info("ids", tiny.TensorProto.INT64, [1, 16])
+    return tiny.make_model(nodes, [ids], [("logits", [1, 16, VOCAB])], inits, infer_shapes=True)
+
+
+def feeds(n: int = 4) -> list[dict]:
+    rng = np.random.default_rng(1)
+    return [{"ids": rng.integers(0, VOCAB, size=(1, 16), dtype=np.int64)} for _ in range(n)]
+
+
+def mixed(model, **plan_options):
+    return compress(model, "w4a16-mixed", feeds(), options={"plan_precision": plan_options}, use_cache=False)
+
+
+def plan_details(report: dict) -> dict:
+    return next(p for p in report["passes"] if p["pass"] == "plan_precision")["details"]
+
+
+def blockwise_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the distinct initializers that MatMulNBits nodes read (codes, scales, zero points)."""
+    inits = {i.name: numpy_helper.to_array(i).nbytes for i in model.graph.initializer}
+    read = {name for n in model.graph.node if n.op_type == "MatMulNBits" for name in n.input[1:] if name in inits}
+    return sum(inits[name] for name in read)
+
+
+def test_units_group_by_input_and_keep_tied_tables_with_the_head(tiny):
+    units, skipped = find_units(ir.from_proto(tiny_lm(tiny)))
+    assert [[lin.name for lin in u.linears] for u in units] == [["q_proj", "k_proj"], ["o_proj"], ["lm_head"]]
+    assert units[2].tied_tables == ["table"] and not skipped
+
+
+@pytest.mark.parametrize("text", ["int4-g16-sym", "int3-g128-sym", "fp16", "int4-128-sym"])
+def test_unknown_schemes_are_refused(text):
+    with pytest.raises(OnnxcompError, match="unknown scheme"):
+        parse_scheme(text)
+
+
+@pytest.mark.parametrize("text", ["abc", "0x", "1.5x", "-3MB", "12 parsecs", True])
+def test_malformed_size_budgets_are_refused(text):
+    with pytest.raises(OnnxcompError, match="size budget"):
+        parse_size_budget(text)
+
+
+def test_size_budget_forms():
+    assert parse_size_budget("0.19x") == ("fraction", 0.19)
+    assert parse_size_budget("120MB") == ("bytes", 120e6)
+    assert parse_size_budget(5000) == ("bytes", 5000)
+
+
+def test_predicted_bytes_are_the_emitted_bytes_and_the_budget_is_met(tiny):
+    model = tiny_lm(tiny)
+    uniform = mixed(model)
+    details = plan_details(uniform.report)
+    assert details["predicted_unit_bytes"] == blockwise_bytes(uniform.model)
+    assert details["predicted_unit_bytes"] <= details["budget"]["unit_bytes"]
+    front = details["pareto"]
+    budget = (front[0]["file_bytes"] + front[-1]["file_bytes"]) // 2
+    result = mixed(model, size_budget=budget)
+    planned = plan_details(result.report)
+    assert planned["predicted_file_bytes"] <= budget
+    assert result.report["size_budget"]["met"] and result.report["output_bytes"] <= budget
+    assert abs(result.report["output_bytes"] - planned["predicted_file_bytes"]) <= 0.01 * budget
+    assert result.report["size_budget"]["bytes"] == budget
+    assert len(planned["chosen"]) >= 1 and len(planned["units"]) == 3
+    assert all(u["measured_error"] > 0 for u in planned["units"])
+    assert result.report["final_error"]["metric"] == "kl" and result.report["final_error"]["value"] > 0
+
+
+def test_a_larger_budget_buys_a_smaller_error(tiny):
+    model = tiny_lm(tiny)
+    small, large = mixed(model, size_budget="0.12x"), mixed(model, size_budget="0.9x")
+    assert large.report["output_bytes"] > small.report["output_bytes"]
+    assert plan_details(large.report)["predicted_error"] < plan_details(small.report)["predicted_error"]
+    assert large.report["final_error"]["value"] < small.report["final_error"]["value"]
+
+
+def test_a_budget_below_the_smallest_model_names_the_minimum_and_writes_nothing(tiny, tmp_path):
+    out = tmp_path / "out.onnx"
+    with pytest.raises(OnnxcompError, match="below the smallest model these candidates reach"):
+        compress(
+            tiny_lm(tiny),
+            "w4a16-mixed",
+            feeds(),
+            output=out,
+            options={"plan_precision": {"size_budget": "0.01x"}},
+            use_cache=False,
+        )
+    assert not out.exists()
