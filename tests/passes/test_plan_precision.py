@@ -17,7 +17,7 @@ VOCAB, HIDDEN = 256, 128
 def tiny_lm(tiny) -> onnx.ModelProto:
     """ids → Gather(table) → q/k MatMuls (one input) → Add → o MatMul → Relu → +x → head (tableᵀ) → logits."""
     rng = np.random.default_rng(0)
-    table = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32)
+    table = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32) * 0.2  # logits not saturated
     h = tiny.helper
     nodes = [
         h.make_node("Gather", ["table", "ids"], ["x"], name="embed"),
@@ -29,7 +29,7 @@ def tiny_lm(tiny) -> onnx.ModelProto:
         h.make_node("Add", ["r", "x"], ["res"]),
         h.make_node("MatMul", ["res", "head"], ["logits"], name="lm_head"),
     ]
-    inits = {name: rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.1 for name in ("wq", "wk", "wo")}
+    inits = {name: rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.2 for name in ("wq", "wk", "wo")}
     inits.update(table=table, head=table.T.copy())
     ids = h.make_tensor_value_info("ids", tiny.TensorProto.INT64, [1, 16])
     return tiny.make_model(nodes, [ids], [("logits", [1, 16, VOCAB])], inits, infer_shapes=True)
