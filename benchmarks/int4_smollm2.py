@@ -94,6 +94,13 @@ def onnxcomp_plan(recipe: str, group_size: int, symmetric: bool) -> tuple[dict, 
     return {name: {"group_size": group_size, "symmetric": symmetric} for name in names}, needs
 
 
+def _resolve(target: str):
+    import importlib
+
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def worker(spec: dict) -> dict:
     """Compile one row of `spec["model"]` (a zoo name) to `spec["out"]`; returns timings and the error."""
     import logging
@@ -112,7 +119,10 @@ def worker(spec: dict) -> dict:
     try:  # resolve the recipe and build the feeds before the clock; a failure is the row's error
         if spec["tool"] == "onnxcomp":
             options, needs = onnxcomp_plan(spec["recipe"], spec["group_size"], spec["symmetric"])
+            for pass_name, extra in spec.get("options", {}).items():  # e.g. plan_precision's size_budget
+                options.setdefault(pass_name, {}).update(extra)
             calib = module.calibration_feeds() if needs else None
+            plan = _resolve(spec["plan"])(src) if "plan" in spec else None  # "module:function" → PrecisionPlan
         else:
             from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
@@ -124,7 +134,13 @@ def worker(spec: dict) -> dict:
     def compile_model():
         if spec["tool"] == "onnxcomp":
             onnxcomp.compress(
-                src, spec["recipe"], calibration=calib, options=options, output=spec["out"], use_cache=False
+                src,
+                spec["recipe"],
+                calibration=calib,
+                options=options,
+                output=spec["out"],
+                use_cache=False,
+                precision_plan=plan,
             )
             return
         if spec["algo"] == "rtn":

@@ -16,6 +16,7 @@ from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, write_bytes_at
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.plan_precision import parse_size_budget
 from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names
+from onnxcomp.tools import html_report
 from onnxcomp.tools.demo import run_demo
 from onnxcomp.tools.evaluate import evaluate, summary_rows
 from onnxcomp.tools.export import export_entry, export_module, upgrade_file
@@ -177,7 +178,12 @@ def export(source, output, opset, as_json):
     is_flag=True,
     help="Run original and current model in ONNX Runtime after every pass; record the deviation.",
 )
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Write the report here: JSON, or one self-contained HTML page with plots when the name ends in .html.",
+)
 @click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Convert the input to this opset first.")
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
 @_json_option
@@ -270,7 +276,9 @@ def compress(
         use_cache=not no_cache,
     )
     report = result.report
-    if report_path:
+    if report_path and Path(report_path).suffix.lower() in (".html", ".htm"):
+        write_bytes_atomic(report_path, html_report.render(report).encode())
+    elif report_path:
         write_bytes_atomic(report_path, json.dumps(report, indent=2, default=str).encode())
     rows = []
     for entry in report["passes"]:

@@ -1,13 +1,17 @@
 """The command line as a user meets it: happy paths, --json, and every kind of bad input."""
 
+import base64
 import hashlib
+import io
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from onnxcomp.cli import cli
 from onnxcomp.models import get, onnx_path
@@ -167,6 +171,37 @@ def test_group_size_and_asymmetric_flags_reach_every_weight_only_pass(digits_mod
     assert "w4a16-awq-gptq" in result.output and not (tmp_path / "bad.onnx").exists()
 
 
+def image_sources(page: str) -> list[str]:
+    """The src of every <img> of an HTML page, read by a real HTML parser."""
+    sources = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                sources.append(dict(attrs)["src"])
+
+    Images().feed(page)
+    return sources
+
+
+def test_mixed_precision_under_a_size_budget(digits_model, calib_dir, tmp_path):
+    out = tmp_path / "d.mixed.onnx"
+    args = ("compress", digits_model, "-o", out, "--calib", calib_dir, "--recipe", "w4a16-mixed")
+    page = tmp_path / "report.html"
+    result = run(*args, "--size-budget", "0.9x", "--strict", "--report", page)
+    assert result.exit_code == 0, result.output
+    assert "plan_precision: 2 units" in result.output and "measured output error" in result.output
+    assert "size budget" in result.output and "met" in result.output
+    images = image_sources(page.read_text())
+    assert len(images) == 3
+    for src in images:  # every plot decodes as a PNG
+        assert src.startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+    payload = json.loads(run(*args, "--max-error", "1e-3", "--json").output)
+    plan = next(p["details"] for p in payload["passes"] if p["pass"] == "plan_precision")
+    assert plan["predicted_error"] <= 1e-3 and payload["final_error"]["value"] > 0
+
+
 # -- bad input: one clear line, exit 2, nothing written, input untouched ----------------------
 
 
@@ -196,6 +231,10 @@ def write_calib(folder: Path, **feed) -> Path:
         ("alpha_range", ["alpha must be a number in [0, 1]", "1.5"]),
         ("alpha_text", ["--alpha", "'strong'"]),
         ("alpha_without_smoothquant", ["'smoothquant'", "does not run"]),
+        ("budget_malformed", ["size budget", "'abc'"]),
+        ("budget_without_mixed", ["--size-budget", "mixed-precision recipes", "'int8'"]),
+        ("budget_below_minimum", ["below the smallest model these candidates reach"]),
+        ("budget_and_error", ["not both"]),
     ],
 )
 def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
@@ -245,6 +284,14 @@ def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
         extra = ["--recipe", "w8a8-smoothquant", "--alpha", "strong"]
     elif case == "alpha_without_smoothquant":
         extra = ["--alpha", "0.5"]
+    elif case == "budget_malformed":
+        extra = ["--recipe", "w4a16-mixed", "--size-budget", "abc"]
+    elif case == "budget_without_mixed":
+        extra = ["--size-budget", "0.5x"]
+    elif case == "budget_below_minimum":
+        extra = ["--recipe", "w4a16-mixed", "--size-budget", "0.01x"]
+    elif case == "budget_and_error":
+        extra = ["--recipe", "w4a16-mixed", "--size-budget", "0.5x", "--max-error", "0.1"]
     before = sha(model) if model.exists() else None
     result = run("compress", model, "-o", out, "--calib", calib, *extra)
     assert_error(result, *needles)
