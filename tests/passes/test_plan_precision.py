@@ -118,3 +118,13 @@ def test_a_budget_below_the_smallest_model_names_the_minimum_and_writes_nothing(
             use_cache=False,
         )
     assert not out.exists()
+
+
+def test_shortlisted_measurement_scales_the_rest_by_the_measured_ratio(tiny):
+    model = tiny_lm(tiny)
+    details = plan_details(mixed(model, measure=1).report)
+    measured = [u for u in details["units"] if u["measured_error"] is not None]
+    assert len(measured) == 1
+    proxies_only = plan_details(mixed(model, measure=0).report)
+    assert all(u["measured_error"] is None for u in proxies_only["units"])
+    assert proxies_only["metric"] == "proxy" and proxies_only["proxy_rank_correlation"] is None
