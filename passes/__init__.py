@@ -3,6 +3,7 @@
 from onnxcomp.passes.calibrate import Calibrate
 from onnxcomp.passes.fold_batchnorm import FoldBatchNorm
 from onnxcomp.passes.fold_constants import FoldConstants
+from onnxcomp.passes.plan_fallback import PlanFallback
 from onnxcomp.passes.plan_precision import PlanPrecision
 from onnxcomp.passes.quantize_embedding import QuantizeEmbedding
 from onnxcomp.passes.quantize_qdq import QuantizeQDQ
@@ -28,6 +29,7 @@ PASSES = {
         QuantizeWeightOnlyAWQ,
         QuantizeWeightOnlyGPTQ,
         PlanPrecision,
+        PlanFallback,
     )
 }
 

@@ -38,7 +38,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import initializer_bytes
 from onnxcomp.ir.patterns import row_gather_tables
 from onnxcomp.passes.base import CompressionPass
-from onnxcomp.precision.measure import OverrideRunner
+from onnxcomp.precision.measure import OverrideRunner, holdout_feeds
 from onnxcomp.precision.plan import PrecisionPlan, is_output_layer
 from onnxcomp.precision.units import Unit, find_units, parse_scheme, quantize_unit, scheme_name
 from onnxcomp.progress import progress
@@ -124,7 +124,9 @@ class PlanPrecision(CompressionPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         start = time.perf_counter()
-        self.holdout = self._holdout()
+        self.holdout = holdout_feeds(
+            self.context.calibration, self.opts["measure_feeds"], self.opts["measure_sequence"]
+        )
         units, skipped = find_units(model, self.opts["exclude"])
         if not units:
             raise self.fail("no linear layer with a constant 2-D float weight to plan")
@@ -223,12 +225,6 @@ class PlanPrecision(CompressionPass):
                 elif self.opts["embedding_tables"] == "int8" and table.size >= 1_000_000:
                     fixed -= table.nbytes - table.size - 4 * table.shape[0]
         return fixed
-
-    def _holdout(self) -> list[dict]:
-        """The last `measure_feeds` calibration feeds, token inputs cut to `measure_sequence`."""
-        feeds = list(self.context.calibration)[-self.opts["measure_feeds"] :]
-        n = self.opts["measure_sequence"]
-        return [{k: (v[:, :n] if v.ndim == 2 and v.dtype.kind in "iu" else v) for k, v in f.items()} for f in feeds]
 
     def _measure(self, model, units, backs, ref_proxies) -> tuple[list[float], str]:
         """Measured error of each unit at the reference scheme; the rest scaled from their proxy."""

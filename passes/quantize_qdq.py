@@ -14,6 +14,7 @@ Rewrites, for each Conv / MatMul / Gemm not excluded (placement policy `ort`):
   so ONNX Runtime can drop the DQ→op→Q pair and keep the data in int8.
 MatMuls whose both inputs are activations (attention) are left in float unless
 `activation_matmul` is set.
+Layers a precision plan marks `keep` (`plan_fallback`) stay in float, like excluded ones.
 Requires: range statistics of every quantized activation (its `statistic_requests`), collected by
 the pass manager at the `calibrate` step before it, or just before it runs.
 Guarantees: a valid opset ≥ 13 model; weight error ≤ half a step per channel; activation error
@@ -69,10 +70,12 @@ class QuantizeQDQ(CompressionPass):
         node_filter = NodeFilter(self.opts["exclude"])
         node_filter.check_all_match(model)
         targets, excluded = [], []
+        plan = self.context.precision_plan
         for node in model.graph:
             if node.domain != "" or node.op_type not in self.opts["op_types"]:
                 continue
-            (excluded if node_filter.excludes(node) else targets).append(node)
+            kept = plan is not None and plan.scheme_for(node).kind == "keep"  # e.g. plan_fallback's choice
+            (excluded if node_filter.excludes(node) or kept else targets).append(node)
         self.details["excluded"] = [n.name for n in excluded]
         return targets
 

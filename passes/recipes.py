@@ -56,6 +56,18 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
         ("quantize_embedding", {}),
         ("remove_unused", {}),
     ],
+    # W8A8 with per-layer float fallback: SmoothQuant, then the layers whose int8 error (measured one
+    # by one) is largest stay float until the rest carry ≤ 30 % of the summed error (≤ 25 % of layers).
+    "w8a8-mixed": [
+        *CANONICALIZE,
+        ("calibrate", {}),
+        ("smoothquant", {"alpha": "auto", "fallback": "mul"}),
+        ("calibrate", {}),
+        ("plan_fallback", {}),
+        ("quantize_qdq", {}),
+        ("quantize_embedding", {}),
+        ("remove_unused", {}),
+    ],
     # Mixed precision: each layer's scheme (int4 g32/64/128, sym/asym, or int8) chosen from its measured
     # sensitivity to fit the size of the uniform preset (or `size_budget`); codes from AWQ scales + GPTQ.
     "w4a16-mixed": [

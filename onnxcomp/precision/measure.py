@@ -14,6 +14,12 @@ from onnxcomp.algorithms.sensitivity import kl_from_log_probs, log_softmax, rela
 from onnxcomp.runtime import ort_session
 
 
+def holdout_feeds(reader, count: int, sequence: int) -> list[dict]:
+    """The last `count` feeds of a calibration reader, 2-D integer (token) inputs cut to `sequence`."""
+    feeds = list(reader)[-count:]
+    return [{k: (v[:, :sequence] if v.ndim == 2 and v.dtype.kind in "iu" else v) for k, v in f.items()} for f in feeds]
+
+
 def output_metric(output_names: list[str]) -> str:
     """'kl' for language-model logits (an output named *logits*), else 'relative_l2'."""
     return "kl" if any("logits" in name for name in output_names) else "relative_l2"

@@ -1,0 +1,92 @@
+"""A probe model for int8 QDQ sensitivity: any subset of layers quantized, in one ONNX Runtime session.
+
+For each candidate layer (a Conv/MatMul/Gemm with a constant weight), its activation input `a` is
+replaced, for that layer only, by `a + g·(DQ(Q(a)) − a)` with `g` a scalar graph input (0: float,
+1: int8 with the calibrated scale and zero point), and its weight is declared an overridable
+initializer so a run can feed the int8-dequantized weight. `error(layers)` runs the feeds with
+those layers switched on and returns the output error against the float model.
+"""
+
+import numpy as np
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
+from onnxcomp.algorithms.sensitivity import kl_from_log_probs, log_softmax, relative_squared_error
+from onnxcomp.ir.linears import Linear
+from onnxcomp.precision.measure import output_metric
+from onnxcomp.runtime import ort_session
+
+
+class QDQProbe:
+    def __init__(self, model: ir.Model, layers: list[Linear], qparams: dict[str, tuple], feeds: list[dict]):
+        """layers: named linears; qparams: activation input name → (scale, zero point) as numpy scalars."""
+        proto = ir.to_proto(model)
+        by_name = {node.name: i for i, node in enumerate(proto.graph.node)}
+        inits = {init.name: init for init in proto.graph.initializer}
+        inserted: dict[int, list] = {}
+        self.gates: dict[str, str] = {}
+        self.weights: dict[str, tuple[str, np.ndarray]] = {}
+        for k, linear in enumerate(layers):
+            node = proto.graph.node[by_name[linear.name]]
+            a = node.input[0]
+            scale, zero_point = qparams[a]
+            gate, p = f"probe_gate_{k}", f"probe_{k}"
+            proto.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(np.asarray(scale), f"{p}_s"),
+                    numpy_helper.from_array(np.asarray(zero_point), f"{p}_z"),
+                ]
+            )
+            proto.graph.input.append(helper.make_tensor_value_info(gate, TensorProto.FLOAT, []))
+            inserted[by_name[linear.name]] = [
+                helper.make_node("QuantizeLinear", [a, f"{p}_s", f"{p}_z"], [f"{p}_q"]),
+                helper.make_node("DequantizeLinear", [f"{p}_q", f"{p}_s", f"{p}_z"], [f"{p}_dq"]),
+                helper.make_node("Sub", [f"{p}_dq", a], [f"{p}_d"]),
+                helper.make_node("Mul", [f"{p}_d", gate], [f"{p}_m"]),
+                helper.make_node("Add", [a, f"{p}_m"], [f"{p}_a"]),
+            ]
+            node.input[0] = f"{p}_a"
+            self.gates[linear.name] = gate
+            w = node.input[1]
+            if w not in {i.name for i in proto.graph.input}:
+                init = inits[w]
+                proto.graph.input.append(helper.make_tensor_value_info(w, init.data_type, list(init.dims)))
+            q, scales = quantize_weight_per_channel(linear.array, linear.out_axis)
+            shape = [1] * q.ndim
+            shape[linear.out_axis] = -1
+            self.weights[linear.name] = (w, (q.astype(np.float32) * scales.reshape(shape)).astype(np.float32))
+        nodes = []
+        for i, node in enumerate(proto.graph.node):
+            nodes += inserted.get(i, [])
+            nodes.append(node)
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+        self.session = ort_session(proto.SerializeToString(), spinning=False)
+        del proto
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.metric = output_metric(self.output_names)
+        self.feeds = feeds
+        off = {gate: np.zeros((), np.float32) for gate in self.gates.values()}
+        self.reference = [self._prepared(self.session.run(None, {**feed, **off})) for feed in feeds]
+
+    def _is_kl(self, name: str) -> bool:
+        return self.metric == "kl" and "logits" in name
+
+    def _prepared(self, outputs):
+        return [log_softmax(x) if self._is_kl(n) else x for n, x in zip(self.output_names, outputs)]
+
+    def error(self, layers: list[str]) -> float:
+        """Mean output error with `layers` (names) at int8 and the rest in float."""
+        on = set(layers)
+        gates = {gate: np.full((), name in on, np.float32) for name, gate in self.gates.items()}
+        weights = dict(self.weights[name] for name in on)
+        values = []
+        for feed, reference in zip(self.feeds, self.reference):
+            actual = self.session.run(None, {**feed, **gates, **weights})
+            for name, ref, act in zip(self.output_names, reference, actual):
+                if self._is_kl(name):
+                    values.append(kl_from_log_probs(ref, act))
+                elif self.metric == "relative_l2":
+                    values.append(relative_squared_error(ref, act))
+        return float(np.mean(values))

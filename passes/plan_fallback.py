@@ -1,0 +1,134 @@
+"""plan_fallback: choose which layers int8 QDQ leaves in float, from their measured sensitivity (analysis only).
+
+For every Conv/MatMul/Gemm that `quantize_qdq` would quantize (a constant float weight, a float
+activation input, a unique node name), the model's output error with only that layer at int8
+(activation per tensor with the calibrated range, weight per channel) is measured in ONNX Runtime
+on the last `measure_feeds` calibration feeds (`onnxcomp.precision.probe.QDQProbe`: one session,
+one run per layer). Errors are taken as additive: the most sensitive layers are kept in float
+until the remaining layers' summed error is at most `error_ratio` × the sum over all layers, and
+never more than `max_fallback` (a fraction) of them. The error of the chosen mix is then measured.
+
+Requires: calibration ranges of the layers' activation inputs (its `statistic_requests`; use the
+same `method`, `percentile` and `activation_dtype` as the `quantize_qdq` that follows).
+Guarantees: the graph is unchanged; `context.precision_plan` marks the chosen layers `keep`, which
+`quantize_qdq` honours; the report lists every layer's measured error, the fallback set, and the
+measured error of all-int8 and of the chosen mix.
+"""
+
+import onnx_ir as ir
+
+from onnxcomp.algorithms.quant_math import activation_qparams
+from onnxcomp.calibration.collectors import METHODS
+from onnxcomp.calibration.requests import RangeRequest
+from onnxcomp.ir.graph import NodeFilter, is_float32_activation
+from onnxcomp.ir.linears import Linear, linear_of
+from onnxcomp.passes.base import CompressionPass
+from onnxcomp.precision.measure import holdout_feeds
+from onnxcomp.precision.plan import PrecisionPlan, Scheme
+from onnxcomp.precision.probe import QDQProbe
+from onnxcomp.progress import progress
+
+
+class PlanFallback(CompressionPass):
+    name = "plan_fallback"
+    options = {
+        "error_ratio": 0.3,
+        "max_fallback": 0.25,
+        "method": "percentile",
+        "percentile": 99.999,
+        "activation_dtype": "uint8",
+        "measure_feeds": 1,
+        "measure_sequence": 128,
+        "exclude": [],
+    }
+    needs_calibration = True
+
+    def validate_options(self) -> None:
+        o = self.opts
+        for key in ("error_ratio", "max_fallback"):
+            if isinstance(o[key], bool) or not isinstance(o[key], (int, float)) or not 0 <= o[key] <= 1:
+                raise self.fail(f"{key} must be a number in [0, 1], not {o[key]!r}")
+        if o["method"] not in METHODS:
+            raise self.fail(f"unknown calibration method {o['method']!r} (choose from {', '.join(METHODS)})")
+        if o["activation_dtype"] not in ("uint8", "int8"):
+            raise self.fail(f"activation_dtype must be uint8 or int8, not {o['activation_dtype']!r}")
+        for key in ("measure_feeds", "measure_sequence"):
+            if o[key] < 1:
+                raise self.fail(f"{key} must be a positive integer, not {o[key]!r}")
+
+    def _layers(self, model: ir.Model) -> list[Linear]:
+        node_filter = NodeFilter(self.opts["exclude"])
+        node_filter.check_all_match(model)
+        names = [node.name for node in model.graph]
+        layers = []
+        for node in model.graph:
+            if node.domain or node.op_type not in ("Conv", "MatMul", "Gemm") or node_filter.excludes(node):
+                continue
+            linear = linear_of(node)
+            if (
+                linear is not None
+                and node.name
+                and names.count(node.name) == 1
+                and linear.array.dtype.kind == "f"
+                and linear.array.ndim >= 2
+                and is_float32_activation(node.inputs[0])
+            ):
+                layers.append(linear)
+        return layers
+
+    def statistic_requests(self, model: ir.Model) -> list[RangeRequest]:
+        return sorted({RangeRequest(linear.node.inputs[0].name) for linear in self._layers(model)})
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        o = self.opts
+        layers = self._layers(model)
+        if not layers:
+            raise self.fail("no Conv/MatMul/Gemm with a constant weight to plan")
+        scheme = "asymmetric" if o["activation_dtype"] == "uint8" else "symmetric"
+        qparams = {}
+        for linear in layers:
+            name = linear.node.inputs[0].name
+            lo, hi = self.context.statistics.ranges[name].range(o["method"], float(o["percentile"]), scheme)
+            qparams[name] = activation_qparams(lo, hi, o["activation_dtype"])
+        probe = QDQProbe(
+            model,
+            layers,
+            qparams,
+            holdout_feeds(self.context.calibration, self.opts["measure_feeds"], self.opts["measure_sequence"]),
+        )
+        errors = {
+            linear.name: probe.error([linear.name])
+            for linear in progress(layers, desc="int8 sensitivity", unit="layer")
+        }
+        order = sorted(errors, key=lambda name: -errors[name])
+        total = sum(errors.values())
+        fallback: list[str] = []
+        remaining = total
+        while order[len(fallback) :] and remaining > o["error_ratio"] * total:
+            if len(fallback) + 1 > o["max_fallback"] * len(layers):
+                break
+            remaining -= errors[order[len(fallback)]]
+            fallback.append(order[len(fallback)])
+        quantized = [linear.name for linear in layers if linear.name not in fallback]
+        plan = self.context.precision_plan or PrecisionPlan(Scheme("blockwise", 8, 128, True))
+        for linear in layers:
+            if linear.name in fallback:
+                plan.nodes[linear.node] = Scheme("keep")
+        self.context.precision_plan = plan
+        self.details = {
+            "metric": probe.metric,
+            "layers": [{"node": name, "measured_error": errors[name]} for name in order],
+            "fallback": fallback,
+            "predicted_error": remaining,
+            "measured_error_all_int8": probe.error([linear.name for linear in layers]),
+            "measured_error_mixed": probe.error(quantized),
+        }
+        return ir.passes.PassResult(model, modified=False)
+
+    @classmethod
+    def summary(cls, details: dict) -> str | None:
+        return (
+            f"plan_fallback: {len(details['fallback'])} of {len(details['layers'])} layers kept in float; "
+            f"measured error {details['measured_error_all_int8']:.4g} all int8 → {details['measured_error_mixed']:.4g}"
+            f" ({details['metric']})"
+        )
