@@ -149,7 +149,9 @@ class PlanPrecision(CompressionPass):
             costs.append(row_bytes)
             proxies.append(row_proxy)
         ref_index = [unit_schemes.index(self.reference) for unit_schemes in schemes]
-        measured, metric = self._measure(model, units, backs, [p[i] for p, i in zip(proxies, ref_index)])
+        measured, measured_units, metric = self._measure(
+            model, units, backs, [p[i] for p, i in zip(proxies, ref_index)]
+        )
         del backs
         scale = [
             measured[u] / proxies[u][ref_index[u]] if proxies[u][ref_index[u]] > 0 else 0.0 for u in range(len(units))
@@ -166,7 +168,6 @@ class PlanPrecision(CompressionPass):
         if budget.get("file_bytes"):
             self.context.size_budget = budget["file_bytes"]
         self.context.error_feeds = self.holdout
-        measured_units = [u for u in range(len(units)) if u in self._measured]
         self.details = {
             "metric": metric,
             "reference": scheme_name(self.reference),
@@ -181,7 +182,7 @@ class PlanPrecision(CompressionPass):
                     "linears": [lin.name for lin in unit.linears],
                     "tied_tables": unit.tied_tables,
                     "parameters": unit.parameters,
-                    "measured_error": measured[u] if u in self._measured else None,
+                    "measured_error": measured[u] if u in measured_units else None,
                     "choice": scheme_name(schemes[u][choice[u]]),
                     "candidates": {
                         scheme_name(s): {"bytes": o.bytes, "proxy": proxies[u][i], "predicted_error": o.error}
@@ -226,19 +227,20 @@ class PlanPrecision(CompressionPass):
                     fixed -= table.nbytes - table.size - 4 * table.shape[0]
         return fixed
 
-    def _measure(self, model, units, backs, ref_proxies) -> tuple[list[float], str]:
-        """Measured error of each unit at the reference scheme; the rest scaled from their proxy."""
+    def _measure(self, model, units, backs, ref_proxies) -> tuple[list[float], list[int], str]:
+        """Measured error of each unit at the reference scheme (the rest scaled from their proxy),
+        the indices of the units measured, and the metric."""
         m = self.opts["measure"]
         order = sorted(range(len(units)), key=lambda u: -ref_proxies[u])
-        self._measured = set(order if m == "all" else order[:m])
+        chosen = sorted(order if m == "all" else order[:m])
         measured = [0.0] * len(units)
         metric = "proxy"
-        if self._measured:
+        if chosen:
             names = [lin.weight.name for unit in units for lin in unit.weights()]
             names += [t for unit in units for t in unit.tied_tables]
             runner = OverrideRunner(model, sorted(set(names)), self.holdout)
             metric = runner.metric
-            for u in progress(sorted(self._measured), desc="measured sensitivity", unit="unit"):
+            for u in progress(chosen, desc="measured sensitivity", unit="unit"):
                 overrides = {}
                 for lin in units[u].weights():
                     overrides[lin.weight.name] = lin.from_kn(backs[u][lin.weight])
@@ -246,12 +248,11 @@ class PlanPrecision(CompressionPass):
                         overrides[table] = np.ascontiguousarray(backs[u][lin.weight].T)
                 measured[u] = runner.error(overrides)
             del runner
-        ratios = [measured[u] / ref_proxies[u] for u in self._measured if ref_proxies[u] > 0]
+        ratios = [measured[u] / ref_proxies[u] for u in chosen if ref_proxies[u] > 0]
         factor = float(np.median(ratios)) if ratios else 1.0
-        for u in range(len(units)):
-            if u not in self._measured:
-                measured[u] = ref_proxies[u] * factor
-        return measured, metric
+        for u in set(range(len(units))) - set(chosen):
+            measured[u] = ref_proxies[u] * factor
+        return measured, chosen, metric
 
     def _allocate(self, model, units, schemes, options, fixed) -> tuple[list[int], dict]:
         o = self.opts
