@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.extras import require
 from onnxcomp.ir.graph import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -103,8 +104,7 @@ class ImageFolderReader:
         self.spec = specs[0]
 
     def __iter__(self) -> Iterator[dict]:
-        from PIL import Image
-
+        Image = require("PIL.Image", "images", "image calibration")
         _, channels, height, width = self.spec.shape
         for path in self.files:
             try:

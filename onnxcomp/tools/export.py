@@ -9,6 +9,7 @@ import onnx
 
 from onnxcomp.calibration.readers import load_callable
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.extras import require
 from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, check_proto, load_proto, save_model, upgrade_opset
 
 
@@ -30,8 +31,7 @@ def export_entry(entry: str, output: str | os.PathLike, opset: int = DEFAULT_OPS
 def export_module(
     model, inputs: dict, output, dynamic_axes: dict, opset: int = DEFAULT_OPSET, output_names: list[str] | None = None
 ) -> onnx.ModelProto:
-    import torch
-
+    torch = require("torch", "export", "export of a PyTorch module")
     if not isinstance(inputs, dict) or not inputs:
         raise OnnxcompError("export: example inputs must be a non-empty dict of input name -> tensor")
     dims: dict[str, torch.export.Dim] = {}
