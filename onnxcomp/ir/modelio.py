@@ -4,6 +4,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx.external_data_helper
 import onnx_ir as ir
@@ -13,6 +14,8 @@ from onnx_ir.passes.common import CheckerPass
 from onnxcomp.errors import OnnxcompError
 
 DEFAULT_OPSET = 21
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) need 13; the exporter writes ≥ 18
+MAX_OPSET = onnx.defs.onnx_opset_version()  # the newest the installed onnx knows
 
 
 def load_proto(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
@@ -42,7 +45,44 @@ def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
         raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     if not proto.graph.node and not proto.graph.output:
         raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
+    if model_opset(proto) > MAX_OPSET:
+        raise OnnxcompError(
+            f"{path}: opset {model_opset(proto)} is newer than the installed onnx knows ({MAX_OPSET}); upgrade onnx"
+        )
     return proto, data
+
+
+def to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
+    """The model in onnx_ir; a graph it cannot represent (a name produced twice, …) is one line."""
+    try:
+        return ir.from_proto(proto)
+    except Exception as exc:
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        text = str(cause).strip()
+        raise OnnxcompError(
+            f"{what}: not a valid ONNX graph ({text.splitlines()[0] if text else type(cause).__name__})"
+        ) from None
+
+
+LINEAR_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+
+
+def check_weights(model: ir.Model, what: str) -> None:
+    """The constant weights of linear layers hold at least one value and no NaN or Inf: a quantizer
+    cannot pick a scale for them (masks and other constants may hold Inf; they are not checked)."""
+    for node in model.graph:
+        if node.op_type not in LINEAR_OPS or len(node.inputs) < 2 or node.inputs[1] is None:
+            continue
+        tensor = node.inputs[1].const_value
+        if tensor is None or tensor.dtype is None or not tensor.dtype.is_floating_point():
+            continue
+        name = f"{what}: weight {node.inputs[1].name!r} of node {node.name!r} ({node.op_type})"
+        if tensor.size == 0:
+            raise OnnxcompError(f"{name} has no elements (shape {tuple(tensor.shape)})")
+        if not np.isfinite(tensor.numpy()).all():
+            raise OnnxcompError(f"{name} contains NaN or Inf")
 
 
 def check_model(model: ir.Model, what: str) -> None:
@@ -71,9 +111,12 @@ def model_opset(proto: onnx.ModelProto) -> int:
     return 0
 
 
-def upgrade_opset(proto: onnx.ModelProto, target: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Convert the default-domain opset up to `target` (never down)."""
+def upgrade_opset(proto: onnx.ModelProto, target: int = DEFAULT_OPSET, exact: bool = False) -> onnx.ModelProto:
+    """Convert the default-domain opset up to `target` (never down). exact: the caller asked for
+    exactly `target` (an explicit --opset), so a model above it is refused instead of kept."""
     current = model_opset(proto)
+    if current > target and exact:
+        raise OnnxcompError(f"--opset {target}: the model is at opset {current}; converting down is not supported")
     if current >= target:
         return proto
     try:
