@@ -45,7 +45,7 @@ class CompressionPass(ir.passes.InPlacePass):
         for key, value in options.items():  # types that follow from the default (others: validate_options)
             expected = _expected_type(self.options[key])
             if expected is not None and not _has_type(value, expected):
-                raise OnnxcompError(f"pass {self.name!r}: option {key!r} must be {expected}, not {value!r}")
+                raise OnnxcompError(f"pass {self.name!r}: {key} must be {expected}, not {value!r}")
         self.context = context or Context()
         self.opts = {**self.options, **options}
         self.details: dict[str, Any] = {}
