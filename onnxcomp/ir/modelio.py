@@ -1,6 +1,7 @@
 """Loading, checking, upgrading and atomically saving ONNX models."""
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -40,9 +41,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
     data = path.read_bytes()
     try:
         proto = onnx.load_model_from_string(data)
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
     except Exception as exc:  # protobuf raises DecodeError and others; all mean "not ONNX"
         raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    check_external_data(proto, path)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise OnnxcompError(f"{path}: cannot read its external data ({type(exc).__name__}: {first})") from None
     if not proto.graph.node and not proto.graph.output:
         raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
     if model_opset(proto) > MAX_OPSET:
@@ -50,6 +56,65 @@ def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
             f"{path}: opset {model_opset(proto)} is newer than the installed onnx knows ({MAX_OPSET}); upgrade onnx"
         )
     return proto, data
+
+
+def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Every tensor of the model (initializers, Constant/attribute tensors, subgraphs) whose data
+    lives in another file."""
+    found: list[onnx.TensorProto] = []
+
+    def graph(g: onnx.GraphProto) -> None:
+        tensors = [*g.initializer, *(sparse.values for sparse in g.sparse_initializer)]
+        for node in g.node:
+            for attr in node.attribute:
+                tensors += [attr.t] if attr.HasField("t") else []
+                tensors += list(attr.tensors)
+                for sub in [attr.g] if attr.HasField("g") else []:
+                    graph(sub)
+                for sub in attr.graphs:
+                    graph(sub)
+        found.extend(t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL)
+
+    graph(proto.graph)
+    for function in proto.functions:
+        for node in function.node:
+            for attr in node.attribute:
+                if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                    found.append(attr.t)
+    return found
+
+
+def external_location(tensor: onnx.TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def check_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
+    """Every external-data file must lie inside the model's folder: a relative location without
+    `..`, not reaching outside through a symlink, a regular file, long enough for offset + length.
+    Returns the files (sorted, unique). Refusal is one line naming the tensor and the location."""
+    folder = path.parent.resolve()
+    files = set()
+    for tensor in external_tensors(proto):
+        info = external_location(tensor)
+        location = info.get("location", "")
+        what = f"{path}: tensor {tensor.name!r} has external data at {location!r}"
+        if not location or location.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", location):  # POSIX, UNC, drive
+            raise OnnxcompError(f"{what}: only a path relative to the model's folder is allowed")
+        if ".." in Path(location.replace("\\", "/")).parts:
+            raise OnnxcompError(f"{what}: '..' would leave the model's folder")
+        target = (path.parent / location).resolve()
+        if not target.is_relative_to(folder):
+            raise OnnxcompError(f"{what}: it leads outside the model's folder (to {target})")
+        if not target.is_file():
+            raise OnnxcompError(f"{what}: no such file")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", 0))
+        except ValueError:
+            raise OnnxcompError(f"{what}: offset and length must be integers") from None
+        if offset < 0 or length < 0 or offset + length > target.stat().st_size:
+            raise OnnxcompError(f"{what}: offset {offset} + length {length} is past the end of the file")
+        files.add(target)
+    return sorted(files)
 
 
 def to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
