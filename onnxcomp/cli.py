@@ -1,6 +1,7 @@
 """The `onnxcomp` command line: export, compress, inspect, eval, demo, recipes."""
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -58,6 +59,17 @@ class _Group(click.Group):
         except KeyboardInterrupt:  # outputs are written by rename: nothing half-written is left
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:  # a bug of ours: still one line (status 1); ONNXCOMP_DEBUG=1 shows where
+            if os.environ.get("ONNXCOMP_DEBUG"):
+                raise
+            text = str(exc).strip()
+            click.echo(
+                f"error: internal error, please report it: {type(exc).__name__}"
+                + (f": {text.splitlines()[0]}" if text else "")
+                + " (ONNXCOMP_DEBUG=1 prints the traceback)",
+                err=True,
+            )
+            sys.exit(1)
 
 
 def _terminate(signum, frame):

@@ -220,6 +220,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a normal file gets
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a file-size limit, a folder removed meanwhile
+        Path(tmp).unlink(missing_ok=True)
+        raise OnnxcompError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

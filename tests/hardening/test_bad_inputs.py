@@ -707,3 +707,38 @@ def test_signal_during_compress_exits_cleanly(name, code, tmp_path, monkeypatch,
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error: "), proc.stderr
     assert ws.snapshot() == before
+
+
+def compress_process(ws, output: Path, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ws.inp), str(REPO)])}
+    argv = ["compress", str(ws.model), "-o", str(output), "--recipe", "w4a16-rtn"]
+    code = "from onnxcomp.cli import main; main()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen
+    )
+
+
+def test_output_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import resource
+
+    ws = Workspace(tmp_path, monkeypatch)
+    ws.model.write_bytes(tiny_model(np.ones((512, 512), np.float32)).SerializeToString())
+    limit = 16 * 1024  # the int4 output is ~140 kB: the write fails part-way (EFBIG, as on a full disk)
+    before = ws.snapshot()
+    proc = compress_process(
+        ws, ws.out / "o.onnx", preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.strip().count("\n") == 0 and err.startswith("error: ") and "o.onnx" in err, err
+    assert ws.snapshot() == before
+
+
+def test_two_processes_writing_the_same_output(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path, monkeypatch)
+    procs = [compress_process(ws, ws.out / "o.onnx") for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert [p.name for p in ws.out.iterdir()] == ["o.onnx"], "temporary files left behind"
+    onnx.checker.check_model(onnx.load(str(ws.out / "o.onnx")), full_check=True)
