@@ -67,14 +67,14 @@ def trained_net():
     return net
 
 
-def train(epochs: int = 30):
+def train(epochs: int = 30, samples: int | None = None):
     """A freshly trained CNN. The seed is set before the network is built, so its initial weights
     (drawn from torch's global generator) and the batch order are the same on every run."""
     torch = require("torch", "zoo", "the digits CNN")
     torch.manual_seed(SEED)
     net = build_net()
     x_train, _, y_train, _ = dataset()
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    x, y = torch.from_numpy(x_train[:samples]), torch.from_numpy(y_train[:samples])
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(SEED)
     net.train()
