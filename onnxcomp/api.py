@@ -18,6 +18,7 @@ from onnxcomp.ir.modelio import (
     DEFAULT_OPSET,
     check_model,
     check_output_path,
+    check_size,
     check_weights,
     read_model_file,
     save_model,
@@ -80,9 +81,11 @@ def compress(
         )
     if isinstance(model, onnx.ModelProto):
         proto, source = model, "<ModelProto>"
+        check_size(proto, source)
         input_digest = digest(serialize(model))
     else:
         (proto, data), source = read_model_file(model), str(model)
+        check_size(proto, source)
         input_digest = digest(data)
         del data
     upgraded = upgrade_opset(proto, opset or DEFAULT_OPSET, exact=opset is not None)

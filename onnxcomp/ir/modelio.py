@@ -131,6 +131,27 @@ def to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
         ) from None
 
 
+PROTOBUF_LIMIT = 2**31 - 1  # bytes: one serialized ModelProto
+_ITEM_BYTES = {"float_data": 4, "int32_data": 4, "int64_data": 8, "double_data": 8, "uint64_data": 8}
+
+
+def tensor_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the top graph's initializer data as loaded (external data included)."""
+    return sum(
+        len(t.raw_data) + sum(len(getattr(t, f)) * n for f, n in _ITEM_BYTES.items()) for t in proto.graph.initializer
+    )
+
+
+def check_size(proto: onnx.ModelProto, what: str) -> None:
+    """Refuse, before any work, a model whose weights alone pass protobuf's 2 GB limit: calibration
+    and the output are serialized as one ModelProto, which would fail only after minutes of work."""
+    size = tensor_bytes(proto)
+    if size >= PROTOBUF_LIMIT:
+        raise OnnxcompError(
+            f"{what}: {size / 2**30:.2f} GiB of weights; models over protobuf's 2 GiB limit are not supported yet"
+        )
+
+
 LINEAR_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
 

@@ -121,3 +121,14 @@ def test_cli_refusal_is_one_line_and_writes_nothing(model_dir, tmp_path):
     assert result.output.strip().count("\n") == 0 and result.output.startswith("error: "), result.output
     assert "'W'" in result.output and "/etc/hostname" in result.output
     assert sorted(p.name for p in model_dir.iterdir()) == before
+
+
+def test_model_over_the_protobuf_limit_is_refused_before_any_work(model_dir, monkeypatch):
+    import onnxcomp
+    from onnxcomp.ir import modelio
+
+    path = external_model(model_dir)
+    monkeypatch.setattr(modelio, "PROTOBUF_LIMIT", 64 * 64 * 4)  # this model's weight: stands in for 2 GiB
+    with pytest.raises(OnnxcompError, match="over protobuf's 2 GiB limit"):
+        onnxcomp.compress(path, "w4a16-rtn", output=model_dir / "o.onnx")
+    assert not (model_dir / "o.onnx").exists()
