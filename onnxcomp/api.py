@@ -19,6 +19,7 @@ from onnxcomp.ir.modelio import (
     check_model,
     check_output_path,
     check_size,
+    check_tensor_data,
     check_weights,
     read_model_file,
     save_model,
@@ -82,10 +83,12 @@ def compress(
     if isinstance(model, onnx.ModelProto):
         proto, source = model, "<ModelProto>"
         check_size(proto, source)
+        check_tensor_data(proto, source)
         input_digest = digest(serialize(model))
     else:
         (proto, data), source = read_model_file(model), str(model)
         check_size(proto, source)
+        check_tensor_data(proto, source)
         input_digest = digest(data)
         del data
     upgraded = upgrade_opset(proto, opset or DEFAULT_OPSET, exact=opset is not None)

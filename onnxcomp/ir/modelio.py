@@ -142,6 +142,32 @@ def tensor_bytes(proto: onnx.ModelProto) -> int:
     )
 
 
+def check_tensor_data(proto: onnx.ModelProto, what: str) -> None:
+    """Each initializer's raw bytes match its dims and dtype (the checker does not look)."""
+    for tensor in proto.graph.initializer:
+        if not tensor.HasField("raw_data") or tensor.data_type == onnx.TensorProto.STRING:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            raise OnnxcompError(
+                f"{what}: initializer {tensor.name!r} has unknown data type {tensor.data_type}"
+            ) from None
+        count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+        packed = tensor.data_type in _FOUR_BIT
+        expected = (count + 1) // 2 if packed else count * itemsize
+        if min(tensor.dims, default=0) < 0 or len(tensor.raw_data) != expected:
+            raise OnnxcompError(
+                f"{what}: initializer {tensor.name!r} holds {len(tensor.raw_data)} bytes, its shape "
+                f"{list(tensor.dims)} and type need {expected}"
+            )
+
+
+_FOUR_BIT = {
+    getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name)
+}
+
+
 def check_size(proto: onnx.ModelProto, what: str) -> None:
     """Refuse, before any work, a model whose weights alone pass protobuf's 2 GB limit: calibration
     and the output are serialized as one ModelProto, which would fail only after minutes of work."""
