@@ -1,5 +1,6 @@
 """Loading, checking, upgrading and atomically saving ONNX models."""
 
+import logging
 import os
 import re
 import tempfile
@@ -119,6 +120,9 @@ def check_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
 
 def to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
     """The model in onnx_ir; a graph it cannot represent (a name produced twice, …) is one line."""
+    serde_log = logging.getLogger("onnx_ir.serde")
+    level = serde_log.level
+    serde_log.setLevel(logging.ERROR)  # its warnings (a dangling input, …) precede the checker's one line
     try:
         return ir.from_proto(proto)
     except Exception as exc:
@@ -129,6 +133,8 @@ def to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
         raise OnnxcompError(
             f"{what}: not a valid ONNX graph ({text.splitlines()[0] if text else type(cause).__name__})"
         ) from None
+    finally:
+        serde_log.setLevel(level)
 
 
 PROTOBUF_LIMIT = 2**31 - 1  # bytes: one serialized ModelProto
@@ -207,7 +213,9 @@ def check_model(model: ir.Model, what: str) -> None:
         CheckerPass(full_check=True)(model)
     except Exception as exc:
         cause = exc.__cause__ or exc
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        # the checker's message may run over lines ("... of node: \nname: mm OpType: MatMul\n is not ..."): join them
+        first = " ".join(line.strip() for line in str(cause).strip().splitlines()) or type(cause).__name__
+        first = first if len(first) <= 400 else first[:400] + " …"
         raise OnnxcompError(f"{what}: rejected by the ONNX checker: {first}") from None
 
 

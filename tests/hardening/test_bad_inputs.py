@@ -742,3 +742,23 @@ def test_two_processes_writing_the_same_output(tmp_path, monkeypatch):
         assert proc.returncode == 0, err
     assert [p.name for p in ws.out.iterdir()] == ["o.onnx"], "temporary files left behind"
     onnx.checker.check_model(onnx.load(str(ws.out / "o.onnx")), full_check=True)
+
+
+@pytest.mark.parametrize("case", ["dangling", "token-out-of-vocabulary"])
+def test_real_process_stderr_is_exactly_one_line(case, tmp_path, monkeypatch):
+    """In a real process, library loggers (onnx_ir) and ONNX Runtime's own log add no lines."""
+    ws = Workspace(tmp_path, monkeypatch)
+    if case == "dangling":
+        model = tiny_model()
+        model.graph.node[0].input[0] = "dangling"
+        ws.model.write_bytes(model.SerializeToString())
+        extra = ["--recipe", "w4a16-rtn"]
+    else:
+        ws.model.write_bytes(gather_model().SerializeToString())
+        extra = ["--calib", str(ws.npz_dir("ids", [{"ids": np.array([[1, 2, 500]], np.int64)}]))]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = "from onnxcomp.cli import main; main()"
+    argv = ["compress", str(ws.model), "-o", str(ws.out / "o.onnx"), *extra]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
