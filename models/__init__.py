@@ -23,9 +23,10 @@ def get(kind: str):
 
 def onnx_path(kind: str) -> Path:
     """The fp32 ONNX export of a zoo model, built into the cache at first use."""
-    path = cache_dir("models") / f"{kind}_v{EXPORT_VERSION}.onnx"
+    module = get(kind)
+    version = getattr(module, "EXPORT_VERSION", EXPORT_VERSION)  # a kind may bump its own
+    path = cache_dir("models") / f"{kind}_v{version}.onnx"
     if not path.exists():
-        module = get(kind)
         model, inputs, dynamic_axes = module.load_for_export()
         export_module(model, inputs, path, dynamic_axes, output_names=list(module.OUTPUTS))
     return path

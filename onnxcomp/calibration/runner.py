@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcomp.cache import cache_dir, digest
+from onnxcomp.cache import cache_dir, digest, read_cached, write_atomic
 from onnxcomp.calibration.collectors import NUM_BINS, GramAccumulator, TensorStats
 from onnxcomp.calibration.requests import GramRequest, RangeRequest, Request, RowsRequest, Statistics
 from onnxcomp.errors import OnnxcompError
@@ -80,7 +80,13 @@ def collect(
     grams: dict[str, GramAccumulator] = {}
     batches = 0
     for feed in progress(feeds, desc="calibrating", unit="batch"):
-        values = dict(zip(names, session.run(names, feed)))
+        try:
+            values = dict(zip(names, session.run(names, feed)))
+        except Exception as exc:  # e.g. a token id past the vocabulary: ORT's error, one line
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OnnxcompError(
+                f"calibration batch {batches}: ONNX Runtime cannot run the model on it ({message})"
+            ) from None
         for name in names:
             value = values.pop(name)  # drop each output once counted
             if name in stats:
@@ -118,12 +124,14 @@ def _save(path, stats: dict[str, TensorStats]) -> None:
         for field, value in st.to_arrays().items():
             arrays[f"{i}/{field}"] = value
     arrays["names"] = np.array(sorted(stats))
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    write_atomic(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _load(path, names: list[str]) -> dict[str, TensorStats]:
+    return read_cached(path, lambda p: _read(p, names))
+
+
+def _read(path, names: list[str]) -> dict[str, TensorStats]:
     with np.load(path, allow_pickle=False) as data:
         stored = list(data["names"])
         out = {}

@@ -116,7 +116,16 @@ class StagedHessians:
         count = 0
         for frontier in source:
             count += 1
-            values = dict(zip(outputs, session.run(outputs, {n: frontier[n] for n in feeds_used}))) if session else {}
+            try:
+                values = (
+                    dict(zip(outputs, session.run(outputs, {n: frontier[n] for n in feeds_used}))) if session else {}
+                )
+            except Exception as exc:  # ORT refusing a batch (shapes the checker could not see): one line
+                text = str(exc).strip()
+                raise OnnxcompError(
+                    f"calibration batch {count - 1}: ONNX Runtime cannot run the model on it "
+                    f"({text.splitlines()[0] if text else type(exc).__name__})"
+                ) from None
             for n in wanted:
                 if n not in values:
                     values[n] = frontier[n]

@@ -1,9 +1,12 @@
 """Loading, checking, upgrading and atomically saving ONNX models."""
 
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx.external_data_helper
 import onnx_ir as ir
@@ -13,6 +16,8 @@ from onnx_ir.passes.common import CheckerPass
 from onnxcomp.errors import OnnxcompError
 
 DEFAULT_OPSET = 21
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) need 13; the exporter writes ≥ 18
+MAX_OPSET = onnx.defs.onnx_opset_version()  # the newest the installed onnx knows
 
 
 def load_proto(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
@@ -37,12 +42,165 @@ def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
     data = path.read_bytes()
     try:
         proto = onnx.load_model_from_string(data)
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
     except Exception as exc:  # protobuf raises DecodeError and others; all mean "not ONNX"
         raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    check_external_data(proto, path)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise OnnxcompError(f"{path}: cannot read its external data ({type(exc).__name__}: {first})") from None
     if not proto.graph.node and not proto.graph.output:
         raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
+    if model_opset(proto) > MAX_OPSET:
+        raise OnnxcompError(
+            f"{path}: opset {model_opset(proto)} is newer than the installed onnx knows ({MAX_OPSET}); upgrade onnx"
+        )
     return proto, data
+
+
+def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Every tensor of the model (initializers, Constant/attribute tensors, subgraphs) whose data
+    lives in another file."""
+    found: list[onnx.TensorProto] = []
+
+    def graph(g: onnx.GraphProto) -> None:
+        tensors = [*g.initializer, *(sparse.values for sparse in g.sparse_initializer)]
+        for node in g.node:
+            for attr in node.attribute:
+                tensors += [attr.t] if attr.HasField("t") else []
+                tensors += list(attr.tensors)
+                for sub in [attr.g] if attr.HasField("g") else []:
+                    graph(sub)
+                for sub in attr.graphs:
+                    graph(sub)
+        found.extend(t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL)
+
+    graph(proto.graph)
+    for function in proto.functions:
+        for node in function.node:
+            for attr in node.attribute:
+                if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                    found.append(attr.t)
+    return found
+
+
+def external_location(tensor: onnx.TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def check_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
+    """Every external-data file must lie inside the model's folder: a relative location without
+    `..`, not reaching outside through a symlink, a regular file, long enough for offset + length.
+    Returns the files (sorted, unique). Refusal is one line naming the tensor and the location."""
+    folder = path.parent.resolve()
+    files = set()
+    for tensor in external_tensors(proto):
+        info = external_location(tensor)
+        location = info.get("location", "")
+        what = f"{path}: tensor {tensor.name!r} has external data at {location!r}"
+        if not location or location.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", location):  # POSIX, UNC, drive
+            raise OnnxcompError(f"{what}: only a path relative to the model's folder is allowed")
+        if ".." in Path(location.replace("\\", "/")).parts:
+            raise OnnxcompError(f"{what}: '..' would leave the model's folder")
+        target = (path.parent / location).resolve()
+        if not target.is_relative_to(folder):
+            raise OnnxcompError(f"{what}: it leads outside the model's folder (to {target})")
+        if not target.is_file():
+            raise OnnxcompError(f"{what}: no such file")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", 0))
+        except ValueError:
+            raise OnnxcompError(f"{what}: offset and length must be integers") from None
+        if offset < 0 or length < 0 or offset + length > target.stat().st_size:
+            raise OnnxcompError(f"{what}: offset {offset} + length {length} is past the end of the file")
+        files.add(target)
+    return sorted(files)
+
+
+def to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
+    """The model in onnx_ir; a graph it cannot represent (a name produced twice, …) is one line."""
+    serde_log = logging.getLogger("onnx_ir.serde")
+    level = serde_log.level
+    serde_log.setLevel(logging.ERROR)  # its warnings (a dangling input, …) precede the checker's one line
+    try:
+        return ir.from_proto(proto)
+    except Exception as exc:
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        text = str(cause).strip()
+        raise OnnxcompError(
+            f"{what}: not a valid ONNX graph ({text.splitlines()[0] if text else type(cause).__name__})"
+        ) from None
+    finally:
+        serde_log.setLevel(level)
+
+
+PROTOBUF_LIMIT = 2**31 - 1  # bytes: one serialized ModelProto
+_ITEM_BYTES = {"float_data": 4, "int32_data": 4, "int64_data": 8, "double_data": 8, "uint64_data": 8}
+
+
+def tensor_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the top graph's initializer data as loaded (external data included)."""
+    return sum(
+        len(t.raw_data) + sum(len(getattr(t, f)) * n for f, n in _ITEM_BYTES.items()) for t in proto.graph.initializer
+    )
+
+
+def check_tensor_data(proto: onnx.ModelProto, what: str) -> None:
+    """Each initializer's raw bytes match its dims and dtype (the checker does not look)."""
+    for tensor in proto.graph.initializer:
+        if not tensor.HasField("raw_data") or tensor.data_type == onnx.TensorProto.STRING:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            raise OnnxcompError(
+                f"{what}: initializer {tensor.name!r} has unknown data type {tensor.data_type}"
+            ) from None
+        count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+        packed = tensor.data_type in _FOUR_BIT
+        expected = (count + 1) // 2 if packed else count * itemsize
+        if min(tensor.dims, default=0) < 0 or len(tensor.raw_data) != expected:
+            raise OnnxcompError(
+                f"{what}: initializer {tensor.name!r} holds {len(tensor.raw_data)} bytes, its shape "
+                f"{list(tensor.dims)} and type need {expected}"
+            )
+
+
+_FOUR_BIT = {
+    getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name)
+}
+
+
+def check_size(proto: onnx.ModelProto, what: str) -> None:
+    """Refuse, before any work, a model whose weights alone pass protobuf's 2 GB limit: calibration
+    and the output are serialized as one ModelProto, which would fail only after minutes of work."""
+    size = tensor_bytes(proto)
+    if size >= PROTOBUF_LIMIT:
+        raise OnnxcompError(
+            f"{what}: {size / 2**30:.2f} GiB of weights; models over protobuf's 2 GiB limit are not supported yet"
+        )
+
+
+LINEAR_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+
+
+def check_weights(model: ir.Model, what: str) -> None:
+    """The constant weights of linear layers hold at least one value and no NaN or Inf: a quantizer
+    cannot pick a scale for them (masks and other constants may hold Inf; they are not checked)."""
+    for node in model.graph:
+        if node.op_type not in LINEAR_OPS or len(node.inputs) < 2 or node.inputs[1] is None:
+            continue
+        tensor = node.inputs[1].const_value
+        if tensor is None or tensor.dtype is None or not tensor.dtype.is_floating_point():
+            continue
+        name = f"{what}: weight {node.inputs[1].name!r} of node {node.name!r} ({node.op_type})"
+        if tensor.size == 0:
+            raise OnnxcompError(f"{name} has no elements (shape {tuple(tensor.shape)})")
+        if not np.isfinite(tensor.numpy()).all():
+            raise OnnxcompError(f"{name} contains NaN or Inf")
 
 
 def check_model(model: ir.Model, what: str) -> None:
@@ -55,7 +213,9 @@ def check_model(model: ir.Model, what: str) -> None:
         CheckerPass(full_check=True)(model)
     except Exception as exc:
         cause = exc.__cause__ or exc
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        # the checker's message may run over lines ("... of node: \nname: mm OpType: MatMul\n is not ..."): join them
+        first = " ".join(line.strip() for line in str(cause).strip().splitlines()) or type(cause).__name__
+        first = first if len(first) <= 400 else first[:400] + " …"
         raise OnnxcompError(f"{what}: rejected by the ONNX checker: {first}") from None
 
 
@@ -71,9 +231,12 @@ def model_opset(proto: onnx.ModelProto) -> int:
     return 0
 
 
-def upgrade_opset(proto: onnx.ModelProto, target: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Convert the default-domain opset up to `target` (never down)."""
+def upgrade_opset(proto: onnx.ModelProto, target: int = DEFAULT_OPSET, exact: bool = False) -> onnx.ModelProto:
+    """Convert the default-domain opset up to `target` (never down). exact: the caller asked for
+    exactly `target` (an explicit --opset), so a model above it is refused instead of kept."""
     current = model_opset(proto)
+    if current > target and exact:
+        raise OnnxcompError(f"--opset {target}: the model is at opset {current}; converting down is not supported")
     if current >= target:
         return proto
     try:
@@ -112,6 +275,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a normal file gets
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a file-size limit, a folder removed meanwhile
+        Path(tmp).unlink(missing_ok=True)
+        raise OnnxcompError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -58,8 +58,24 @@ def evaluate(
     specs = input_specs(original_proto)
     if [s.name for s in specs] != [s.name for s in input_specs(compressed_proto)]:
         raise OnnxcompError(f"{compressed}: inputs differ from {original}'s; these are not the same model")
+    if model_kind is not None:
+        zoo = models.get(model_kind)
+        wanted = sorted(getattr(zoo, "INPUTS", None) or (zoo.INPUT,))
+        if sorted(s.name for s in specs) != wanted:
+            raise OnnxcompError(
+                f"{original}: --model-kind {model_kind} feeds inputs {wanted}, the model takes "
+                f"{sorted(s.name for s in specs)}: not a {model_kind} model"
+            )
     sessions = {"original": ort_session(original, threads), "compressed": ort_session(compressed, threads)}
-    latency = measure_latency(sessions, synthetic_feed(specs, batch, sequence), runs=runs)
+    try:
+        latency = measure_latency(sessions, synthetic_feed(specs, batch, sequence), runs=runs)
+    except OnnxcompError:
+        raise
+    except Exception as exc:  # ONNX Runtime refusing the shape (a sequence past the model's positions, …)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxcompError(
+            f"{original}: ONNX Runtime cannot run it at batch {batch}, sequence {sequence} ({message})"
+        ) from None
     if not any(dim is None for spec in specs for dim in spec.shape[1:]):
         sequence = None  # no dynamic non-batch axis: the sequence length played no part
     result = {

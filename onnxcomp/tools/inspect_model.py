@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcomp.ir.graph import constant_array
-from onnxcomp.ir.modelio import load_proto
+from onnxcomp.ir.modelio import external_location, external_tensors, load_proto
 
 
 def _weight_precision(value: ir.Value) -> tuple[str, ir.Value]:
@@ -26,18 +26,11 @@ def _weight_precision(value: ir.Value) -> tuple[str, ir.Value]:
 
 
 def inspect(path) -> dict:
-    proto = load_proto(path)
+    proto = load_proto(path)  # checked, external data safe and inline
+    stub = onnx.load(str(path), load_external_data=False)  # where the data lives (loading moved it inline)
+    external = sorted({external_location(t)["location"] for t in external_tensors(stub)})
     model = ir.from_proto(proto)
     graph = model.graph
-    external = sorted(
-        {
-            entry.value
-            for init in proto.graph.initializer
-            if init.data_location == onnx.TensorProto.EXTERNAL
-            for entry in init.external_data
-            if entry.key == "location"
-        }
-    )
     quantized_activations = [
         n.inputs[0].name for n in graph if n.op_type == "QuantizeLinear" and constant_array(n.inputs[0]) is None
     ]
@@ -85,7 +78,8 @@ def inspect(path) -> dict:
     params = sum(int(np.prod(v.const_value.shape)) for v in graph.initializers.values() if v.const_value is not None)
     return {
         "path": str(path),
-        "file_bytes": Path(path).stat().st_size,
+        "file_bytes": Path(path).stat().st_size + sum((Path(path).parent / loc).stat().st_size for loc in external),
+        "onnx_file_bytes": Path(path).stat().st_size,
         "ir_version": proto.ir_version,
         "opsets": {(e.domain or "ai.onnx"): e.version for e in proto.opset_import},
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),

@@ -175,7 +175,7 @@ def test_save_is_atomic_and_cleans_up_on_failure(tmp_path, good_model, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(modelio.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OnnxcompError, match="disk full"):  # one line, not an OSError traceback
         save_model(good_model, target)
     assert listing(tmp_path) == ["out.onnx"], "no temp file left behind"
     assert target.read_bytes() == b"previous version", "the old file is untouched"
