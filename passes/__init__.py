@@ -3,6 +3,7 @@
 from onnxcomp.passes.calibrate import Calibrate
 from onnxcomp.passes.fold_batchnorm import FoldBatchNorm
 from onnxcomp.passes.fold_constants import FoldConstants
+from onnxcomp.passes.prune_structured import PruneStructured
 from onnxcomp.passes.quantize_embedding import QuantizeEmbedding
 from onnxcomp.passes.quantize_qdq import QuantizeQDQ
 from onnxcomp.passes.quantize_weight_only import QuantizeWeightOnly
@@ -26,6 +27,7 @@ PASSES = {
         QuantizeWeightOnly,
         QuantizeWeightOnlyAWQ,
         QuantizeWeightOnlyGPTQ,
+        PruneStructured,
     )
 }
 
