@@ -1,0 +1,178 @@
+"""Structured pruning: dependency groups on tiny graphs, the cut itself, the pass and its refusals.
+
+The guarantee under test: cutting a group computes exactly what the unpruned model computes with
+the removed channels' activations forced to zero (so removing channels that are zero anyway does
+not change the output), the result passes the checker with strict shape inference, and recovery
+lowers the error measured in ONNX Runtime.
+"""
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import helper as h
+
+import onnxcomp
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.modelio import check_model
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.base import Context
+from onnxcomp.pruning.apply import apply_group
+from onnxcomp.pruning.groups import find_groups
+
+HID, FFN = 8, 16
+
+
+def gated_mlp(tiny, seed=0):
+    """x → gate/up → silu(gate)·up → down → + x (a LLaMA MLP with its residual)."""
+    rng = np.random.default_rng(seed)
+    init = {
+        "wg": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wu": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wd": rng.standard_normal((FFN, HID)).astype(np.float32) * 0.5,
+    }
+    nodes = [
+        h.make_node("MatMul", ["x", "wg"], ["g"], name="gate"),
+        h.make_node("Sigmoid", ["g"], ["sg"], name="sig"),
+        h.make_node("Mul", ["g", "sg"], ["silu"], name="silu"),
+        h.make_node("MatMul", ["x", "wu"], ["u"], name="up"),
+        h.make_node("Mul", ["silu", "u"], ["gu"], name="gated"),
+        h.make_node("MatMul", ["gu", "wd"], ["d"], name="down"),
+        h.make_node("Add", ["x", "d"], ["y"], name="residual"),
+    ]
+    return tiny.make_model(nodes, [("x", ["b", 4, HID])], [("y", ["b", 4, HID])], init, infer_shapes=True)
+
+
+def small_cnn(tiny, seed=0):
+    """Conv(+B) → Relu → Conv → Relu → MaxPool → Reshape[-1, C·4·4] → Gemm(transB)."""
+    rng = np.random.default_rng(seed)
+    init = {
+        "w1": rng.standard_normal((6, 1, 3, 3)).astype(np.float32),
+        "b1": rng.standard_normal(6).astype(np.float32),
+        "w2": rng.standard_normal((5, 6, 3, 3)).astype(np.float32) * 0.3,
+        "b2": rng.standard_normal(5).astype(np.float32),
+        "shape": np.array([-1, 5 * 16], np.int64),
+        "w3": rng.standard_normal((3, 5 * 16)).astype(np.float32) * 0.3,
+        "b3": rng.standard_normal(3).astype(np.float32),
+    }
+    nodes = [
+        h.make_node("Conv", ["img", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        h.make_node("MaxPool", ["r2"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        h.make_node("Reshape", ["p", "shape"], ["flat"], name="flatten"),
+        h.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1),
+    ]
+    return tiny.make_model(nodes, [("img", ["b", 1, 8, 8])], [("logits", ["b", 3])], init, infer_shapes=True)
+
+
+def _ir(proto):
+    return ir.serde.deserialize_model(proto)
+
+
+def test_gated_mlp_is_one_group_and_the_residual_producer_is_skipped(tiny):
+    groups = find_groups(_ir(gated_mlp(tiny)))
+    ok = [g for g in groups if not g.reason]
+    assert len(ok) == 1 and {p.name for p in ok[0].producers} == {"gate", "up"}
+    assert [c.name for c in ok[0].consumers] == ["down"] and ok[0].kind == "ffn"
+    skipped = {g.name: g.reason for g in groups if g.reason}
+    assert "residual" in skipped["down"]
+
+
+def test_cutting_a_group_equals_zeroing_its_channels(tiny):
+    proto = gated_mlp(tiny)
+    keep = np.array([0, 2, 3, 7, 8, 11, 15])
+    model = _ir(proto)
+    group = next(g for g in find_groups(model) if not g.reason)
+    apply_group(group, keep)
+    check_model(model, "pruned")
+    pruned = ir.to_proto(model)
+    zeroed = onnx.ModelProto.FromString(proto.SerializeToString())
+    wd = next(i for i in zeroed.graph.initializer if i.name == "wd")
+    array = onnx.numpy_helper.to_array(wd).copy()
+    array[np.setdiff1d(np.arange(FFN), keep)] = 0
+    wd.CopyFrom(onnx.numpy_helper.from_array(array, "wd"))
+    x = {"x": np.random.default_rng(3).standard_normal((2, 4, HID)).astype(np.float32)}
+    assert np.allclose(tiny.run(pruned, x)[0], tiny.run(zeroed, x)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "wg").shape == (HID, len(keep))
+
+
+def test_cnn_groups_slice_filters_biases_and_the_flatten_shape(tiny):
+    proto = small_cnn(tiny)
+    model = _ir(proto)
+    groups = [g for g in find_groups(model) if not g.reason]
+    assert [(g.name, g.kind, g.repeat) for g in groups] == [("conv1", "channels", 1), ("conv2", "channels", 16)]
+    # conv2's filters 1 and 3 read nothing: zero them, then removing them changes nothing
+    w3 = tiny.initializer(proto, "w3").reshape(3, 5, 16).copy()
+    w3[:, [1, 3]] = 0
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("w3")].CopyFrom(
+        onnx.numpy_helper.from_array(w3.reshape(3, 80), "w3")
+    )
+    model = _ir(proto)
+    apply_group([g for g in find_groups(model) if not g.reason][1], np.array([0, 2, 4]))
+    check_model(model, "pruned cnn")
+    pruned = ir.to_proto(model)
+    assert tiny.initializer(pruned, "shape").tolist() == [-1, 48]
+    img = {"img": np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)}
+    assert np.allclose(tiny.run(pruned, img)[0], tiny.run(proto, img)[0], atol=1e-5)
+
+
+def _feeds(n=8):
+    rng = np.random.default_rng(5)
+    return [{"x": rng.standard_normal((4, 4, HID)).astype(np.float32)} for _ in range(n)]
+
+
+def test_the_pass_prunes_and_refit_beats_plain_slicing(tiny, tmp_path):
+    """Least squares on the calibration statistics lowers the output's mean squared error there."""
+    proto = gated_mlp(tiny)
+    reference = [tiny.run(proto, feed)[0] for feed in _feeds()]
+    errors = {}
+    for recovery in ("none", "refit"):
+        out = tmp_path / f"{recovery}.onnx"
+        options = {"prune_structured": {"sparsity": 0.5, "recovery": recovery}}
+        result = onnxcomp.compress(proto, "prune", _feeds(), output=out, options=options, use_cache=False)
+        entry = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")
+        assert 0.45 <= entry["details"]["sparsity"] <= 0.55
+        pruned = onnx.load(out)
+        assert tiny.initializer(pruned, "wd").shape[0] == 8
+        outputs = [tiny.run(pruned, feed)[0] for feed in _feeds()]
+        errors[recovery] = np.mean([np.square(o - r).mean() for o, r in zip(outputs, reference)])
+        group = entry["details"]["groups"][0]
+        assert group["error_after"] <= group["error_before"] + 1e-9
+    assert errors["refit"] < 0.8 * errors["none"]
+
+
+def test_bad_sparsity_and_too_much_sparsity_are_refused_with_the_maximum(tiny):
+    with pytest.raises(OnnxcompError, match=r"sparsity must be a number in \[0, 1\)"):
+        PASSES["prune_structured"](Context(), sparsity=1.0)
+    with pytest.raises(OnnxcompError, match="the maximum is"):
+        PASSES["prune_structured"](Context(), sparsity=0.99, multiple=8, importance="magnitude", recovery="none")(
+            _ir(gated_mlp(tiny))
+        )
+
+
+def test_a_model_without_prunable_groups_gets_a_report_not_a_crash(tiny):
+    proto = tiny.make_model(
+        [h.make_node("MatMul", ["x", "w"], ["y"], name="only")],
+        [("x", [2, HID])],
+        [("y", [2, 3])],
+        {"w": np.ones((HID, 3), np.float32)},
+    )
+    prune = PASSES["prune_structured"](Context(), importance="magnitude", recovery="none")
+    result = prune(_ir(proto))
+    assert not result.modified and prune.details["note"] == "no prunable group"
+    assert "graph output" in prune.details["skipped"][0]["reason"]
+
+
+@pytest.mark.slow
+def test_digits_cnn_half_the_filters_recovery_keeps_accuracy(digits, digits_path, tmp_path):
+    accuracy = {}
+    for recovery in ("none", "refit"):
+        out = tmp_path / f"{recovery}.onnx"
+        options = {"prune_structured": {"sparsity": 0.5, "recovery": recovery, "damp": 0.1}}
+        onnxcomp.compress(digits_path, "prune", digits.calibration_feeds(1024), output=out, options=options)
+        session = onnxcomp.runtime.ort_session(onnx.load(out).SerializeToString())
+        accuracy[recovery] = digits.accuracy(lambda f, s=session: s.run(None, f)[0])
+        assert out.stat().st_size < 0.6 * digits_path.stat().st_size
+    assert accuracy["refit"] > accuracy["none"] + 0.03
