@@ -153,6 +153,18 @@ def export(source, output, opset, as_json):
     "[recipe default: auto]",
 )
 @click.option(
+    "--sparsity",
+    type=float,
+    help="Pruning recipes (prune, prune-w4a16, prune-int8): fraction in [0, 1) of the prunable "
+    "parameters to remove. [recipe default: 0.2]",
+)
+@click.option("--prune", "prune_kinds", help="Pruning recipes: what to prune, e.g. 'ffn,channels'.")
+@click.option(
+    "--importance",
+    type=click.Choice(["flap", "wanda", "magnitude"]),
+    help="Pruning recipes: channel importance. [recipe default: flap]",
+)
+@click.option(
     "--exclude",
     multiple=True,
     help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.",
@@ -177,6 +189,9 @@ def compress(
     group_size,
     asymmetric,
     alpha,
+    sparsity,
+    prune_kinds,
+    importance,
     exclude,
     verify,
     report_path,
@@ -231,6 +246,13 @@ def compress(
     }
     if weight_only:
         overrides.update(_weight_only_overrides(steps, recipe, weight_only))
+    pruning = {
+        k: v for k, v in {"sparsity": sparsity, "prune": prune_kinds, "importance": importance}.items() if v is not None
+    }
+    if pruning:
+        if "prune_structured" not in {name for name, _ in steps}:
+            raise OnnxcompError(f"--sparsity/--prune/--importance apply to pruning recipes; recipe {recipe!r} has none")
+        overrides["prune_structured"] = pruning
     result = run_compress(
         model,
         steps,
