@@ -39,6 +39,7 @@ from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.recipes import load_recipe
 from onnxcomp.pruning.groups import find_groups
+from onnxcomp.pruning.params import ParamCounter
 from onnxcomp.runtime import measure_latency, ort_session, runner, synthetic_feed
 from onnxcomp.tools.export import export_module
 
@@ -71,7 +72,7 @@ def block_params(model: ir.Model) -> int:
 
 
 def prunable_params(model: ir.Model) -> int:
-    return sum(g.params for g in find_groups(model) if not g.reason)
+    return ParamCounter([g for g in find_groups(model) if not g.reason]).total
 
 
 def filters(path) -> int:

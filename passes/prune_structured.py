@@ -34,6 +34,7 @@ from onnxcomp.calibration.requests import GramRequest, RowsRequest
 from onnxcomp.passes.base import CompressionPass
 from onnxcomp.pruning.apply import apply_group, consumer_rows
 from onnxcomp.pruning.groups import PruneGroup, find_groups
+from onnxcomp.pruning.params import ParamCounter
 
 KINDS = ("heads", "ffn", "channels")
 IMPORTANCE = ("flap", "wanda", "magnitude")
@@ -142,27 +143,25 @@ class PruneStructured(CompressionPass):
         if not groups:
             self.details["note"] = "no prunable group"
             return ir.passes.PassResult(model, modified=False)
-        sizes = [g.channels for g in groups]
-        costs = [g.params_per_channel for g in groups]
+        counter = ParamCounter(groups)
         min_keep = [min(max(1, o["multiple"]), g.channels) for g in groups]
-        total = sum(s * c for s, c in zip(sizes, costs))
+        total = counter.total
         target = int(round(o["sparsity"] * total))
-        most = imp.max_removable(sizes, costs, min_keep)
+        most = counter.removed_for(min_keep)
         if target > most:
             raise self.fail(
                 f"sparsity {o['sparsity']} would remove a whole layer; the maximum is {most / total:.4f} "
                 f"({len(groups)} groups keeping at least {max(1, o['multiple'])} channel(s) each)"
             )
         scores = [imp.standardize(self._scores(g)) for g in groups]
-        selection = imp.select_global(scores, costs, target, min_keep, o["multiple"])
+        selection = imp.select_global(scores, counter.cost, target, min_keep, o["multiple"], counter.remove)
+        removed = counter.removed_for([len(k) for k in selection.keep])
         for group, keep in zip(groups, selection.keep):
             self.details["groups"].append(self._prune(group, keep))
         self.details.update(
-            prunable_params=total,
-            removed_params=selection.removed_params,
-            sparsity=round(selection.removed_params / total, 4) if total else 0.0,
+            prunable_params=total, removed_params=removed, sparsity=round(removed / total, 4) if total else 0.0
         )
-        return ir.passes.PassResult(model, modified=selection.removed_params > 0)
+        return ir.passes.PassResult(model, modified=removed > 0)
 
     def _prune(self, group: PruneGroup, keep: np.ndarray) -> dict:
         entry = {"group": group.name, "kind": group.kind, "channels": group.channels, "kept": int(len(keep))}

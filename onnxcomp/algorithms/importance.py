@@ -15,6 +15,7 @@ parameters is gone, so layers get non-uniform ratios, each group keeping at leas
 channels and, optionally, a multiple of `multiple` channels.
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,21 +54,29 @@ class Selection:
 
 
 def max_removable(sizes: list[int], costs: list[int], min_keep: list[int]) -> int:
-    """Parameters removed when every group is cut down to its minimum."""
+    """Parameters removed when every group is cut down to its minimum (constant costs)."""
     return int(sum(max(s - m, 0) * c for s, c, m in zip(sizes, costs, min_keep)))
 
 
 def select_global(
-    scores: list[np.ndarray], costs: list[int], target_params: int, min_keep: list[int], multiple: int = 1
+    scores: list[np.ndarray],
+    costs: Sequence[int] | Callable[[int], int],
+    target_params: int,
+    min_keep: list[int],
+    multiple: int = 1,
+    on_remove: Callable[[int], None] | None = None,
 ) -> Selection:
     """Remove the globally lowest-scored channels until `target_params` parameters are gone.
 
-    `scores[g]` are group g's (standardized) channel scores, `costs[g]` the parameters one of its
-    channels owns. Channels are taken in ascending score order (ties: group, then channel index)
-    and skipped once their group is down to `min_keep[g]`. With `multiple` > 1 each group's kept
-    count is then rounded up to a multiple (never above the group's size), keeping its
-    best-scored channels: a few fewer parameters than asked may be removed.
+    `scores[g]` are group g's (standardized) channel scores; `costs` the parameters one of its
+    channels owns: a list, or a function of g asked before each removal (then `on_remove(g)` is
+    told of it, so costs can follow shapes that shrink). Channels are taken in ascending score
+    order (ties: group, then channel index) and skipped once their group is down to
+    `min_keep[g]`. With `multiple` > 1 each group's kept count is then rounded up to a multiple
+    (never above the group's size), keeping its best-scored channels: a few fewer parameters
+    than asked may be removed (`removed_params` counts before rounding).
     """
+    cost = costs if callable(costs) else costs.__getitem__
     order = sorted((float(s), g, c) for g, group in enumerate(scores) for c, s in enumerate(group))
     remaining = [len(s) for s in scores]
     removed = [np.zeros(len(s), dtype=bool) for s in scores]
@@ -79,7 +88,9 @@ def select_global(
             continue
         removed[g][c] = True
         remaining[g] -= 1
-        total += costs[g]
+        total += cost(g)
+        if on_remove is not None:
+            on_remove(g)
     keep = []
     for g, group in enumerate(scores):
         kept = np.flatnonzero(~removed[g])
@@ -88,5 +99,4 @@ def select_global(
             best = np.argsort(-np.asarray(group), kind="stable")[:count]
             kept = np.sort(best)
         keep.append(kept)
-    removed_params = int(sum((len(s) - len(k)) * c for s, k, c in zip(scores, keep, costs)))
-    return Selection(keep, removed_params, int(target_params))
+    return Selection(keep, int(total), int(target_params))

@@ -71,20 +71,6 @@ class PruneGroup:
     def name(self) -> str:
         return "+".join(p.name for p in self.producers)
 
-    @property
-    def params_per_channel(self) -> int:
-        """Weight and bias entries one channel owns in producers and consumers."""
-        total = 0
-        for p in self.producers:
-            total += p.array.size // p.array.shape[p.out_axis] + (1 if p.bias is not None else 0)
-        for c in self.consumers:
-            total += c.array.size // c.array.shape[c.in_axis] * self.repeat
-        return total + len(self.constants)
-
-    @property
-    def params(self) -> int:
-        return self.params_per_channel * self.channels
-
 
 class _Skip(Exception):
     pass

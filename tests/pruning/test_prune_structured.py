@@ -19,6 +19,7 @@ from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.pruning.apply import apply_group
 from onnxcomp.pruning.groups import find_groups
+from onnxcomp.pruning.params import ParamCounter
 
 HID, FFN = 8, 16
 
@@ -114,6 +115,9 @@ def test_cnn_groups_slice_filters_biases_and_the_flatten_shape(tiny):
     check_model(model, "pruned cnn")
     pruned = ir.to_proto(model)
     assert tiny.initializer(pruned, "shape").tolist() == [-1, 48]
+    counter = ParamCounter(groups)
+    assert counter.total == sum(int(np.prod(i.dims)) for i in proto.graph.initializer if i.name not in ("shape", "b3"))
+    assert counter.removed_for([6, 3]) == 2 * (16 * 3 + 1 + 6 * 9)  # two filters of conv2, their fc rows
     img = {"img": np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)}
     assert np.allclose(tiny.run(pruned, img)[0], tiny.run(proto, img)[0], atol=1e-5)
 
@@ -136,6 +140,9 @@ def test_the_pass_prunes_and_refit_beats_plain_slicing(tiny, tmp_path):
         assert 0.45 <= entry["details"]["sparsity"] <= 0.55
         pruned = onnx.load(out)
         assert tiny.initializer(pruned, "wd").shape[0] == 8
+        if recovery == "none":  # the report counts exactly the parameters that left the file
+            size = lambda m: sum(int(np.prod(i.dims)) for i in m.graph.initializer)  # noqa: E731
+            assert entry["details"]["removed_params"] == size(proto) - size(pruned)
         outputs = [tiny.run(pruned, feed)[0] for feed in _feeds()]
         errors[recovery] = np.mean([np.square(o - r).mean() for o, r in zip(outputs, reference)])
         group = entry["details"]["groups"][0]
