@@ -6,7 +6,8 @@ groups of the kinds asked for (`prune`: "ffn", "channels"; "heads" is recognised
 not grouped yet) are scored per channel (`importance`: "magnitude", "wanda" or "flap", see
 `onnxcomp.algorithms.importance`), standardized per group and ranked globally; the lowest go
 until `sparsity` × the groups' parameters are removed (`multiple`: kept counts rounded up to a
-multiple, e.g. 8). Apply: `onnxcomp.pruning.apply.apply_group` slices the initializers.
+multiple, e.g. 8; `allocation: uniform` takes the same fraction from every group instead).
+Apply: `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
 Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least
 squares against the unpruned layer's output on calibration statistics, "bias" only moves the
@@ -39,6 +40,7 @@ from onnxcomp.pruning.params import ParamCounter
 KINDS = ("heads", "ffn", "channels")
 IMPORTANCE = ("flap", "wanda", "magnitude")
 RECOVERY = ("refit", "bias", "none")
+ALLOCATION = ("global", "uniform")
 
 
 def _kinds(value) -> list[str]:
@@ -56,6 +58,7 @@ class PruneStructured(CompressionPass):
         "damp": 0.01,
         "multiple": 1,
         "rows": 2048,
+        "allocation": "global",
     }
 
     def validate_options(self) -> None:
@@ -70,6 +73,8 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"importance must be one of {', '.join(IMPORTANCE)}, not {o['importance']!r}")
         if o["recovery"] not in RECOVERY:
             raise self.fail(f"recovery must be one of {', '.join(RECOVERY)}, not {o['recovery']!r}")
+        if o["allocation"] not in ALLOCATION:
+            raise self.fail(f"allocation must be one of {', '.join(ALLOCATION)}, not {o['allocation']!r}")
         for key in ("multiple", "rows"):
             if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
                 raise self.fail(f"{key} must be a positive integer, not {o[key]!r}")
@@ -154,14 +159,35 @@ class PruneStructured(CompressionPass):
                 f"({len(groups)} groups keeping at least {max(1, o['multiple'])} channel(s) each)"
             )
         scores = [imp.standardize(self._scores(g)) for g in groups]
-        selection = imp.select_global(scores, counter.cost, target, min_keep, o["multiple"], counter.remove)
-        removed = counter.removed_for([len(k) for k in selection.keep])
-        for group, keep in zip(groups, selection.keep):
+        if o["allocation"] == "global":
+            keeps = imp.select_global(scores, counter.cost, target, min_keep, o["multiple"], counter.remove).keep
+        else:
+            keeps = self._uniform(groups, scores, counter, target, min_keep)
+        removed = counter.removed_for([len(k) for k in keeps])
+        for group, keep in zip(groups, keeps):
             self.details["groups"].append(self._prune(group, keep))
         self.details.update(
             prunable_params=total, removed_params=removed, sparsity=round(removed / total, 4) if total else 0.0
         )
         return ir.passes.PassResult(model, modified=removed > 0)
+
+    def _uniform(self, groups, scores, counter, target: int, min_keep: list[int]) -> list[np.ndarray]:
+        """The same fraction of every group's channels (its best-scored kept), the fraction
+        bisected until the exact parameter count reaches `target`."""
+        multiple = self.opts["multiple"]
+
+        def counts(ratio: float) -> list[int]:
+            out = []
+            for g, m in zip(groups, min_keep):
+                kept = max(m, int(round((1 - ratio) * g.channels)))
+                out.append(min(g.channels, -(-kept // multiple) * multiple))
+            return out
+
+        low, high = 0.0, 1.0
+        for _ in range(40):
+            mid = (low + high) / 2
+            low, high = (mid, high) if counter.removed_for(counts(mid)) < target else (low, mid)
+        return [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts(high))]
 
     def _prune(self, group: PruneGroup, keep: np.ndarray) -> dict:
         entry = {"group": group.name, "kind": group.kind, "channels": group.channels, "kept": int(len(keep))}
