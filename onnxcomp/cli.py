@@ -334,6 +334,7 @@ def inspect_command(model, layers, as_json):
         f"{info['quantized_activations']} quantized activation tensors; "
         f"external data: {', '.join(info['external_data']) or 'none'}",
         "operators: " + ", ".join(f"{op} {n}" for op, n in info["operators"].items()),
+        f"weight MACs per token/image (float MatMul/Gemm/Conv): {info['weight_macs']:,}",
     ]
     if layers and info["layers"]:
         rows = [

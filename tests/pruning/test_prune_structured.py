@@ -14,6 +14,7 @@ from onnx import helper as h
 
 import onnxcomp
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.flops import weight_macs
 from onnxcomp.ir.modelio import check_model
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
@@ -183,3 +184,10 @@ def test_digits_cnn_half_the_filters_recovery_keeps_accuracy(digits, digits_path
         accuracy[recovery] = digits.accuracy(lambda f, s=session: s.run(None, f)[0])
         assert out.stat().st_size < 0.6 * digits_path.stat().st_size
     assert accuracy["refit"] > accuracy["none"] + 0.03
+
+
+def test_weight_macs_count_convs_per_output_pixel_and_shrink_with_pruning(tiny):
+    model = _ir(small_cnn(tiny))
+    assert weight_macs(model) == 6 * 9 * 64 + 5 * 6 * 9 * 64 + 3 * 80
+    apply_group(next(g for g in find_groups(model) if not g.reason), np.array([0, 1, 2]))
+    assert weight_macs(model) == 3 * 9 * 64 + 5 * 3 * 9 * 64 + 3 * 80
