@@ -2,8 +2,8 @@
 
 Plan: `onnxcomp.pruning.groups.find_groups` finds the dependency groups (a producer's output
 channels, its consumers' input rows, per-channel constants and flatten shapes on the way);
-groups of the kinds asked for (`prune`: "ffn", "channels"; "heads" is recognised and reported as
-not grouped yet) are scored per channel (`importance`: "magnitude", "wanda" or "flap", see
+groups of the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel
+(`importance`: "magnitude", "wanda" or "flap", see
 `onnxcomp.algorithms.importance`), standardized per group and ranked globally; the lowest go
 until `sparsity` × the groups' parameters are removed (`multiple`: kept counts rounded up to a
 multiple, e.g. 8; `allocation: uniform` takes the same fraction from every group instead).
@@ -52,7 +52,7 @@ class PruneStructured(CompressionPass):
     name = "prune_structured"
     options = {
         "sparsity": 0.2,
-        "prune": "ffn,channels",
+        "prune": "heads,ffn,channels",
         "importance": "flap",
         "recovery": "refit",
         "damp": 0.01,
@@ -129,7 +129,7 @@ class PruneStructured(CompressionPass):
                 used = True
         if used:
             return total
-        pieces = [np.moveaxis(p.array, p.out_axis, 0) for p in group.producers]
+        pieces = [np.moveaxis(p.array, p.out_axis, 0).reshape(c, -1) for p in group.producers]
         pieces += [np.moveaxis(k.array, k.in_axis, 0).reshape(c, -1) for k in group.consumers]
         return imp.magnitude(pieces)
 
@@ -137,8 +137,6 @@ class PruneStructured(CompressionPass):
         o = self.opts
         groups, skipped = self._groups(model)
         skipped_report = [{"producer": g.name, "kind": g.kind, "reason": g.reason} for g in skipped]
-        if "heads" in _kinds(o["prune"]):
-            skipped_report.append({"producer": "*", "kind": "heads", "reason": "attention heads are not grouped yet"})
         self.details = {
             "groups": [],
             "skipped": skipped_report,
@@ -149,7 +147,8 @@ class PruneStructured(CompressionPass):
             self.details["note"] = "no prunable group"
             return ir.passes.PassResult(model, modified=False)
         counter = ParamCounter(groups)
-        min_keep = [min(max(1, o["multiple"]), g.channels) for g in groups]
+        multiples = [1 if g.kind == "heads" else o["multiple"] for g in groups]  # a head is its own unit
+        min_keep = [min(m, g.channels) for m, g in zip(multiples, groups)]
         total = counter.total
         target = int(round(o["sparsity"] * total))
         most = counter.removed_for(min_keep)
@@ -160,9 +159,9 @@ class PruneStructured(CompressionPass):
             )
         scores = [imp.standardize(self._scores(g)) for g in groups]
         if o["allocation"] == "global":
-            keeps = imp.select_global(scores, counter.cost, target, min_keep, o["multiple"], counter.remove).keep
+            keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
         else:
-            keeps = self._uniform(groups, scores, counter, target, min_keep)
+            keeps = self._uniform(groups, scores, counter, target, min_keep, multiples)
         removed = counter.removed_for([len(k) for k in keeps])
         for group, keep in zip(groups, keeps):
             self.details["groups"].append(self._prune(group, keep))
@@ -171,14 +170,13 @@ class PruneStructured(CompressionPass):
         )
         return ir.passes.PassResult(model, modified=removed > 0)
 
-    def _uniform(self, groups, scores, counter, target: int, min_keep: list[int]) -> list[np.ndarray]:
+    def _uniform(self, groups, scores, counter, target: int, min_keep: list[int], multiples) -> list[np.ndarray]:
         """The same fraction of every group's channels (its best-scored kept), the fraction
         bisected until the exact parameter count reaches `target`."""
-        multiple = self.opts["multiple"]
 
         def counts(ratio: float) -> list[int]:
             out = []
-            for g, m in zip(groups, min_keep):
+            for g, m, multiple in zip(groups, min_keep, multiples):
                 kept = max(m, int(round((1 - ratio) * g.channels)))
                 out.append(min(g.channels, -(-kept // multiple) * multiple))
             return out

@@ -63,7 +63,7 @@ def select_global(
     costs: Sequence[int] | Callable[[int], int],
     target_params: int,
     min_keep: list[int],
-    multiple: int = 1,
+    multiple: int | Sequence[int] = 1,
     on_remove: Callable[[int], None] | None = None,
 ) -> Selection:
     """Remove the globally lowest-scored channels until `target_params` parameters are gone.
@@ -72,7 +72,8 @@ def select_global(
     channels owns: a list, or a function of g asked before each removal (then `on_remove(g)` is
     told of it, so costs can follow shapes that shrink). Channels are taken in ascending score
     order (ties: group, then channel index) and skipped once their group is down to
-    `min_keep[g]`. With `multiple` > 1 each group's kept count is then rounded up to a multiple
+    `min_keep[g]`. With `multiple` > 1 (one for all, or per group) each group's kept count is
+    then rounded up to a multiple
     (never above the group's size), keeping its best-scored channels: a few fewer parameters
     than asked may be removed (`removed_params` counts before rounding).
     """
@@ -91,11 +92,12 @@ def select_global(
         total += cost(g)
         if on_remove is not None:
             on_remove(g)
+    multiples = [multiple] * len(scores) if isinstance(multiple, int) else list(multiple)
     keep = []
     for g, group in enumerate(scores):
         kept = np.flatnonzero(~removed[g])
-        if multiple > 1:
-            count = min(len(group), -(-len(kept) // multiple) * multiple)
+        if multiples[g] > 1:
+            count = min(len(group), -(-len(kept) // multiples[g]) * multiples[g])
             best = np.argsort(-np.asarray(group), kind="stable")[:count]
             kept = np.sort(best)
         keep.append(kept)

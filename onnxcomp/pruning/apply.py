@@ -36,10 +36,11 @@ def apply_group(group: PruneGroup, keep: np.ndarray, new_consumers: dict | None 
     (kept rows as [k, N] float64, bias change [N] or None) from recovery."""
     keep = np.asarray(keep, dtype=np.int64)
     count = len(keep)
+    columns = (keep[:, None] * group.block + np.arange(group.block)[None, :]).reshape(-1)
     for producer in group.producers:
-        _take(producer.weight, keep, producer.out_axis)
+        _take(producer.weight, columns, producer.out_axis)
         if producer.bias is not None:
-            _take(producer.bias, keep, 0)
+            _take(producer.bias, columns, 0)
     rows = consumer_rows(group, keep)
     for consumer in group.consumers:
         new = (new_consumers or {}).get(consumer)

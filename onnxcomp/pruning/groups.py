@@ -18,17 +18,17 @@ So the groups found are CNN filters (Conv → Relu → Conv, Conv → Relu → M
 Gemm) and MLP neurons (BERT intermediate → Gelu → output; LLaMA gate/up → SiLU·Mul → down).
 Anything else on the way (a residual Add, a norm, a head reshape, a graph output, a depthwise or
 grouped conv, a weight or constant shared with nodes outside the group) makes the group
-*skipped*, with the reason, and it is left alone. Attention heads are not grouped yet: the path
-from Q/K/V runs through head Reshapes, so those producers are reported as skipped.
+*skipped*, with the reason, and it is left alone. Attention heads (Q/K/V → heads → O) are
+found first by `onnxcomp.pruning.heads` (kind "heads": a channel is a whole head).
 """
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.ir.graph import constant_array
 from onnxcomp.ir.linears import Linear, linear_of
+from onnxcomp.pruning.group import ConstantSlice, PruneGroup, ShapeRewrite
+from onnxcomp.pruning.heads import heads_of
 
 ELEMENTWISE = {
     "Relu", "Gelu", "Sigmoid", "Tanh", "Erf", "Softplus", "Elu", "Selu", "LeakyRelu", "HardSigmoid",
@@ -36,40 +36,6 @@ ELEMENTWISE = {
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
 }  # fmt: skip
 POOLS = {"MaxPool", "AveragePool"}
-
-
-@dataclass
-class ConstantSlice:
-    """A constant sliced with the group: `value` along `axis` (a per-channel vector or bias)."""
-
-    value: ir.Value
-    axis: int
-
-
-@dataclass
-class ShapeRewrite:
-    """A Reshape's constant shape whose entry `index` is `per_channel` × the channel count."""
-
-    value: ir.Value
-    index: int
-    per_channel: int
-
-
-@dataclass
-class PruneGroup:
-    kind: str  # "ffn" (MatMul/Gemm producers) or "channels" (Conv producers)
-    channels: int
-    producers: list[Linear] = field(default_factory=list)
-    consumers: list[Linear] = field(default_factory=list)
-    repeat: int = 1  # consumer input rows per channel (H·W after a flatten)
-    constants: list[ConstantSlice] = field(default_factory=list)
-    shapes: list[ShapeRewrite] = field(default_factory=list)
-    values: dict[ir.Value, tuple[int, int]] = field(default_factory=dict)  # value → (axis from end, per channel)
-    reason: str = ""  # why the group is skipped ("" when it can be pruned)
-
-    @property
-    def name(self) -> str:
-        return "+".join(p.name for p in self.producers)
 
 
 class _Skip(Exception):
@@ -145,7 +111,10 @@ class _Walker:
             self.add_value(node.outputs[0], axis, 1)
         elif node.op_type in ("Flatten", "Reshape"):
             if per != 1 or value.shape is None or len(value.shape) + axis != 1:
-                raise _Skip(f"{node.op_type} {node.name} reshapes the channels (a head split: heads are not grouped)")
+                raise _Skip(
+                    f"{node.op_type} {node.name} reshapes the channels "
+                    "(a head split that is not plain multi-head attention)"
+                )
             self.flatten(node, value, axis, per)
         else:
             for i, operand in enumerate(node.inputs):
@@ -234,8 +203,8 @@ def find_groups(model: ir.Model) -> list[PruneGroup]:
     `reason`. A producer belongs to at most one group."""
     linears = [lin for node in model.graph if (lin := linear_of(node)) is not None]
     outputs = {lin.output: lin for lin in linears}
-    taken: set[ir.Node] = set()
-    groups = []
+    groups = heads_of(model, linears)
+    taken: set[ir.Node] = {p.node for g in groups for p in g.producers}
     for linear in linears:
         if linear.node in taken or constant_array(linear.node.inputs[0]) is not None:
             continue
