@@ -191,3 +191,57 @@ def test_weight_macs_count_convs_per_output_pixel_and_shrink_with_pruning(tiny):
     assert weight_macs(model) == 6 * 9 * 64 + 5 * 6 * 9 * 64 + 3 * 80
     apply_group(next(g for g in find_groups(model) if not g.reason), np.array([0, 1, 2]))
     assert weight_macs(model) == 3 * 9 * 64 + 5 * 3 * 9 * 64 + 3 * 80
+
+
+def attention(tiny, heads=4, dim=2, seed=0):
+    """x → Q/K/V (+bias) → split [0, 0, −1, d] → softmax(QKᵀ·s + mask) V → merge [0, 0, −1] → O → + x."""
+    rng = np.random.default_rng(seed)
+    hid = heads * dim
+    init = {f"w{n}": rng.standard_normal((hid, hid)).astype(np.float32) * 0.5 for n in "qkvo"}
+    init.update({f"b{n}": rng.standard_normal(hid).astype(np.float32) for n in "qkv"})
+    init.update(split=np.array([0, 0, -1, dim], np.int64), merge=np.array([0, 0, -1], np.int64))
+    init["scale"] = np.array(dim**-0.5, np.float32)
+    nodes = []
+    for n in "qkv":
+        nodes += [
+            h.make_node("MatMul", ["x", f"w{n}"], [f"{n}0"], name=f"{n}_proj"),
+            h.make_node("Add", [f"{n}0", f"b{n}"], [f"{n}1"], name=f"{n}_bias"),
+            h.make_node("Reshape", [f"{n}1", "split"], [f"{n}2"], name=f"{n}_split"),
+            h.make_node(
+                "Transpose", [f"{n}2"], [f"{n}3"], name=f"{n}_t", perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3]
+            ),
+        ]
+    nodes += [
+        h.make_node("MatMul", ["q3", "k3"], ["s0"], name="scores"),
+        h.make_node("Mul", ["s0", "scale"], ["s1"], name="scaled"),
+        h.make_node("Add", ["s1", "mask"], ["s2"], name="masked"),
+        h.make_node("Softmax", ["s2"], ["p"], name="softmax", axis=-1),
+        h.make_node("MatMul", ["p", "v3"], ["a0"], name="context"),
+        h.make_node("Transpose", ["a0"], ["a1"], name="merge_t", perm=[0, 2, 1, 3]),
+        h.make_node("Reshape", ["a1", "merge"], ["a2"], name="merge"),
+        h.make_node("MatMul", ["a2", "wo"], ["o"], name="o_proj"),
+        h.make_node("Add", ["x", "o"], ["y"], name="residual"),
+    ]
+    inputs = [("x", ["b", "s", hid]), ("mask", ["b", 1, "s", "s"])]
+    return tiny.make_model(nodes, inputs, [("y", ["b", "s", hid])], init, infer_shapes=True)
+
+
+def test_attention_heads_are_one_group_and_cutting_them_equals_zeroing_their_o_rows(tiny):
+    proto = attention(tiny)
+    model = _ir(proto)
+    heads = [g for g in find_groups(model) if g.kind == "heads"]
+    assert len(heads) == 1 and not heads[0].reason
+    assert (heads[0].channels, heads[0].block, [c.name for c in heads[0].consumers]) == (4, 2, ["o_proj"])
+    wo = tiny.initializer(proto, "wo").copy()
+    wo[[2, 3, 6, 7]] = 0  # heads 1 and 3 contribute nothing
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("wo")].CopyFrom(
+        onnx.numpy_helper.from_array(wo, "wo")
+    )
+    model = _ir(proto)
+    apply_group(next(g for g in find_groups(model) if g.kind == "heads"), np.array([0, 2]))
+    check_model(model, "pruned attention")
+    pruned = ir.to_proto(model)
+    rng = np.random.default_rng(1)
+    feed = {"x": rng.standard_normal((2, 3, 8)).astype(np.float32), "mask": np.zeros((2, 1, 3, 3), np.float32)}
+    assert np.allclose(tiny.run(pruned, feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "wq").shape == (8, 4) and tiny.initializer(pruned, "wo").shape == (4, 8)
