@@ -71,48 +71,70 @@ def block_params(model: ir.Model) -> int:
     return total
 
 
-def prunable_params(model: ir.Model) -> int:
-    return ParamCounter([g for g in find_groups(model) if not g.reason]).total
+def prunable_params(model: ir.Model, kinds: str) -> int:
+    return ParamCounter([g for g in find_groups(model) if not g.reason and g.kind in kinds.split(",")]).total
 
 
 def filters(path) -> int:
     return sum(int(i.dims[0]) for i in onnx.load(str(path)).graph.initializer if len(i.dims) == 4)
 
 
-def ours(kind, path, feeds, out, sparsity, importance, recovery, damp) -> dict:
-    options = {"prune_structured": {"sparsity": sparsity, "importance": importance, "recovery": recovery, "damp": damp}}
+def ours(kind, path, feeds, out, sparsity, importance, recovery, damp, extra) -> dict:
+    options = {
+        "prune_structured": {
+            "sparsity": sparsity,
+            "importance": importance,
+            "recovery": recovery,
+            "damp": damp,
+            **extra,
+        }
+    }
     start = time.perf_counter()
     result = onnxcomp.compress(path, "prune", feeds, output=out, options=options, use_cache=False)
     entry = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")
     return {"seconds": round(time.perf_counter() - start, 1), "groups": entry["details"]["groups"]}
 
 
-def torch_pruning(kind, block, ffn_params, target, out) -> dict:
+def _tp_prune(kind, ratio):
     import torch
     import torch_pruning as tp
 
     module = models.get(kind)
+    net, inputs, axes = module.load_for_export()
     if kind == "digits":
-        net, inputs, axes = module.load_for_export()
         ignored = [net.layers[-1]]
     else:
-        net, inputs, axes = module.load_for_export()
-        ignored = [
-            m for name, m in net.named_modules() if isinstance(m, torch.nn.Linear) and not name.endswith(FFN_FIRST)
-        ]
+        ignored = [m for n, m in net.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith(FFN_FIRST)]
         ignored += [m for m in net.modules() if isinstance(m, torch.nn.Embedding)]
     before = sum(p.numel() for p in net.parameters())
-    # uniform ratio giving the target reduction (the pruned kinds' parameters scale with it)
-    ratio = min(target / ffn_params, 0.95) if ffn_params else 0.0
-    start = time.perf_counter()
     pruner = tp.pruner.MetaPruner(
         net, inputs, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio, ignored_layers=ignored
     )
     pruner.step()
+    return net, inputs, axes, before - sum(p.numel() for p in net.parameters())
+
+
+def torch_pruning(kind, block, ffn_params, target, out) -> dict:
+    """Magnitude pruning with Torch-Pruning at a uniform ratio removing `target` parameters: for
+    the transformers (MLP only) the ratio is target / MLP parameters; for the CNN (both sides of
+    a layer shrink) it is bisected."""
+    start = time.perf_counter()
+    if kind == "digits":
+        low, high = 0.0, 0.95
+        for _ in range(12):
+            mid = (low + high) / 2
+            low, high = (mid, high) if _tp_prune(kind, mid)[3] < target else (low, mid)
+        ratio = high
+    else:
+        ratio = min(target / ffn_params, 0.95)
+    net, inputs, axes, removed = _tp_prune(kind, ratio)
     seconds = time.perf_counter() - start
-    removed = before - sum(p.numel() for p in net.parameters())
-    export_module(net, inputs, out, axes, output_names=list(module.OUTPUTS))
-    return {"seconds": round(seconds, 1), "ratio": round(ratio, 4), "removed_block_fraction": round(removed / block, 4)}
+    export_module(net, inputs, out, axes, output_names=list(models.get(kind).OUTPUTS))
+    return {
+        "seconds": round(seconds, 1),
+        "ratio": round(ratio, 4),
+        "tp_removed_block_fraction": round(removed / block, 4),
+    }
 
 
 def main() -> None:
@@ -120,18 +142,22 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--sparsities", default="0.1,0.2,0.3,0.4,0.5")
     parser.add_argument("--methods", default="ours,ours-norecovery,magnitude,torch-pruning")
+    parser.add_argument("--prune", default="heads,ffn,channels", help="What onnxcomp prunes.")
+    parser.add_argument("--allocation", default="global", choices=["global", "uniform"])
     parser.add_argument("--out", type=Path, help="Markdown table here (and .json beside it).")
     args = parser.parse_args()
     kind, settings = args.model, SETTINGS[args.model]
     module = models.get(kind)
     path = models.onnx_path(kind)
     base = canonical(path)
-    block, prunable = block_params(base), prunable_params(base)
+    block, prunable = block_params(base), prunable_params(base, args.prune)
+    ffn = prunable_params(base, "ffn")
     del base
     feeds = settings["calib"](module)
     batch, sequence, runs = settings["latency"]
     fp32 = ort_session(str(path))
     feed = synthetic_feed(input_specs(onnx.load(str(path), load_external_data=False)), batch, sequence)
+    extra = {"prune": args.prune, "allocation": args.allocation}
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="onnxcomp-prune-"))
     print(f"{kind}: block parameters {block}, prunable (onnxcomp groups) {prunable}", file=sys.stderr)
@@ -139,15 +165,19 @@ def main() -> None:
         for method in args.methods.split(","):
             out = tmp / f"{method}-{s}.onnx"
             row = {"model": kind, "sparsity_block": s, "method": method}
+            if method != "torch-pruning":
+                row.update(extra)
             try:
                 if method == "torch-pruning":
-                    row.update(torch_pruning(kind, block, prunable, s * block, out))
+                    row.update(torch_pruning(kind, block, ffn, s * block, out))
                 else:
                     importance = "magnitude" if method == "magnitude" else "flap"
                     recovery = "refit" if method == "ours" else "none"
                     option = s * block / prunable
                     row["sparsity_option"] = round(option, 4)
-                    row.update(ours(kind, str(path), feeds, str(out), option, importance, recovery, settings["damp"]))
+                    row.update(
+                        ours(kind, str(path), feeds, str(out), option, importance, recovery, settings["damp"], extra)
+                    )
                     row.pop("groups")
                 pruned = canonical(out)
                 row["removed_block_fraction"] = round(1 - block_params(pruned) / block, 4)
