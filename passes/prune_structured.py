@@ -30,7 +30,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.algorithms import importance as imp
-from onnxcomp.algorithms.refit import bias_compensation, least_squares, relative_error
+from onnxcomp.algorithms.refit import Moments, bias_compensation, least_squares, relative_error
 from onnxcomp.calibration.requests import GramRequest, RowsRequest
 from onnxcomp.passes.base import CompressionPass
 from onnxcomp.pruning.apply import apply_group, consumer_rows
@@ -103,14 +103,14 @@ class PruneStructured(CompressionPass):
                     requests += [GramRequest(tensor), RowsRequest(tensor, self.opts["rows"])]
         return requests
 
-    def _moments(self, consumer) -> tuple[np.ndarray, np.ndarray] | None:
-        """(E[xxᵀ], E[x]) of the consumer's input, or None (Conv, or no statistics)."""
+    def _moments(self, consumer) -> Moments | None:
+        """E[xxᵀ] and E[x] of the consumer's input, or None (Conv, or no statistics)."""
         stats = self.context.statistics
         tensor = consumer.node.inputs[0].name
         key = (tensor, self.opts["rows"])
         if consumer.node.op_type == "Conv" or tensor not in stats.grams or key not in stats.rows:
             return None
-        return stats.grams[tensor] / 2.0, stats.rows[key].astype(np.float64).mean(axis=0)
+        return Moments(stats.grams[tensor] / 2.0, stats.rows[key].astype(np.float64).mean(axis=0))
 
     def _scores(self, group: PruneGroup) -> np.ndarray:
         c, method = group.channels, self.opts["importance"]
@@ -121,10 +121,9 @@ class PruneStructured(CompressionPass):
                 moments = self._moments(consumer)
                 if moments is None:
                     continue
-                h, mean = moments
                 w = consumer.weight_kn()
-                diag = np.diag(h)
-                rows = imp.wanda_sp(w, diag) if method == "wanda" else imp.flap(w, diag - mean**2)
+                diag = np.diag(moments.second)
+                rows = imp.wanda_sp(w, diag) if method == "wanda" else imp.flap(w, diag - moments.mean**2)
                 total += rows.reshape(c, group.repeat).sum(axis=1)
                 used = True
         if used:
@@ -197,18 +196,17 @@ class PruneStructured(CompressionPass):
             moments = self._moments(consumer)
             if moments is None:
                 continue
-            h, mean = moments
             w = consumer.weight_kn().astype(np.float64)
             rows = consumer_rows(group, keep)
-            before = relative_error(w, h, mean, rows, w[rows], np.zeros(w.shape[1]))
+            before = relative_error(w, moments, rows, w[rows], np.zeros(w.shape[1]))
             if self.opts["recovery"] == "none":
                 errors.append((before, before))
                 continue
             if self.opts["recovery"] == "bias":
-                kept, delta = w[rows], bias_compensation(w, mean, rows)
+                kept, delta = w[rows], bias_compensation(w, moments, rows)
             else:
-                kept, delta = least_squares(w, h, mean, rows, float(self.opts["damp"]))
-            errors.append((before, relative_error(w, h, mean, rows, kept, delta)))
+                kept, delta = least_squares(w, moments, rows, float(self.opts["damp"]))
+            errors.append((before, relative_error(w, moments, rows, kept, delta)))
             new[consumer] = (kept, delta)
         apply_group(group, keep, new)
         if errors:
