@@ -14,7 +14,9 @@ squares against the unpruned layer's output on calibration statistics, "bias" on
 removed channels' mean contribution into the bias, "none" slices. Statistics are the consumer
 input's Gram (`GramRequest`) and a sample of its rows for the mean (`RowsRequest`), collected in
 the step's one pass over the data on the model before pruning (one-shot: a layer's refit sees the
-unpruned model's inputs, not those of earlier pruned layers). A Conv consumer gets no statistics
+unpruned model's inputs). With `sequential: true` each group's consumers are refit on the inputs
+of the model with the groups before already pruned, against the unpruned model's inputs
+(`onnxcomp.pruning.sequential`: one more pass over the data per group). A Conv consumer gets no statistics
 (its input rows are patches, not the last axis): its group is scored by magnitude and not refit.
 
 Requires: calibration data unless `importance` is "magnitude" and `recovery` is "none".
@@ -36,6 +38,7 @@ from onnxcomp.passes.base import CompressionPass
 from onnxcomp.pruning.apply import apply_group, consumer_rows
 from onnxcomp.pruning.groups import PruneGroup, find_groups
 from onnxcomp.pruning.params import ParamCounter
+from onnxcomp.pruning.sequential import SequentialMoments
 
 KINDS = ("heads", "ffn", "channels")
 IMPORTANCE = ("flap", "wanda", "magnitude")
@@ -59,6 +62,7 @@ class PruneStructured(CompressionPass):
         "multiple": 1,
         "rows": 2048,
         "allocation": "global",
+        "sequential": True,
     }
 
     def validate_options(self) -> None:
@@ -73,6 +77,8 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"importance must be one of {', '.join(IMPORTANCE)}, not {o['importance']!r}")
         if o["recovery"] not in RECOVERY:
             raise self.fail(f"recovery must be one of {', '.join(RECOVERY)}, not {o['recovery']!r}")
+        if not isinstance(o["sequential"], bool):
+            raise self.fail(f"sequential must be true or false, not {o['sequential']!r}")
         if o["allocation"] not in ALLOCATION:
             raise self.fail(f"allocation must be one of {', '.join(ALLOCATION)}, not {o['allocation']!r}")
         for key in ("multiple", "rows"):
@@ -162,8 +168,16 @@ class PruneStructured(CompressionPass):
         else:
             keeps = self._uniform(groups, scores, counter, target, min_keep, multiples)
         removed = counter.removed_for([len(k) for k in keeps])
+        sequential = None
+        if o["sequential"] and o["recovery"] != "none":
+            if self.context.calibration is None:
+                raise self.fail("sequential recovery needs calibration data")
+            sequential = SequentialMoments(model, self._refit_inputs(groups), self.context.calibration)
         for group, keep in zip(groups, keeps):
-            self.details["groups"].append(self._prune(group, keep))
+            moments = None
+            if sequential is not None and len(keep) < group.channels and self._refit_inputs([group]):
+                moments = sequential.moments(model, self._refit_inputs([group]))
+            self.details["groups"].append(self._prune(group, keep, moments))
         self.details.update(
             prunable_params=total, removed_params=removed, sparsity=round(removed / total, 4) if total else 0.0
         )
@@ -186,7 +200,11 @@ class PruneStructured(CompressionPass):
             low, high = (mid, high) if counter.removed_for(counts(mid)) < target else (low, mid)
         return [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts(high))]
 
-    def _prune(self, group: PruneGroup, keep: np.ndarray) -> dict:
+    @staticmethod
+    def _refit_inputs(groups: list[PruneGroup]) -> list[str]:
+        return [c.node.inputs[0].name for g in groups for c in g.consumers if c.node.op_type != "Conv"]
+
+    def _prune(self, group: PruneGroup, keep: np.ndarray, sequential: dict | None = None) -> dict:
         entry = {"group": group.name, "kind": group.kind, "channels": group.channels, "kept": int(len(keep))}
         if len(keep) == group.channels:
             return entry
@@ -194,6 +212,8 @@ class PruneStructured(CompressionPass):
         errors = []
         for consumer in group.consumers:
             moments = self._moments(consumer)
+            if sequential is not None and moments is not None:
+                moments = sequential[consumer.node.inputs[0].name]
             if moments is None:
                 continue
             w = consumer.weight_kn().astype(np.float64)
