@@ -9,7 +9,8 @@ embedding tables read by a Gather and their transposed copies, e.g. a tied LM he
 digits CNN every parameter counts. onnxcomp's `sparsity` option is a fraction of the *prunable*
 groups' parameters, so it is set to s · block / prunable (above the maximum → a row with the
 error). Methods:
-- `ours`: `prune` recipe, FLAP importance, least-squares refit (`damp` per model, below);
+- `ours`: `prune` recipe, FLAP importance, sequential least-squares refit (`damp` per model);
+- `ours-oneshot`: the same with the refit on the unpruned model's statistics only;
 - `ours-norecovery`: the same channels, sliced only (`recovery: none`);
 - `magnitude`: L2 magnitude importance, no recovery;
 - `torch-pruning`: `torch_pruning.pruner.MetaPruner` with `MagnitudeImportance(p=2)` on the
@@ -141,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--sparsities", default="0.1,0.2,0.3,0.4,0.5")
-    parser.add_argument("--methods", default="ours,ours-norecovery,magnitude,torch-pruning")
+    parser.add_argument("--methods", default="ours,ours-oneshot,ours-norecovery,magnitude,torch-pruning")
     parser.add_argument("--prune", default="heads,ffn,channels", help="What onnxcomp prunes.")
     parser.add_argument("--allocation", default="global", choices=["global", "uniform"])
     parser.add_argument("--out", type=Path, help="Markdown table here (and .json beside it).")
@@ -172,9 +173,10 @@ def main() -> None:
                     row.update(torch_pruning(kind, block, ffn, s * block, out))
                 else:
                     importance = "magnitude" if method == "magnitude" else "flap"
-                    recovery = "refit" if method == "ours" else "none"
+                    recovery = "refit" if method in ("ours", "ours-oneshot") else "none"
                     option = s * block / prunable
                     row["sparsity_option"] = round(option, 4)
+                    extra["sequential"] = method == "ours"
                     row.update(
                         ours(kind, str(path), feeds, str(out), option, importance, recovery, settings["damp"], extra)
                     )
