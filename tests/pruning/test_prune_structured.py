@@ -254,3 +254,24 @@ def test_attention_heads_are_one_group_and_cutting_them_equals_zeroing_their_o_r
     feed = {"x": rng.standard_normal((2, 3, 8)).astype(np.float32), "mask": np.zeros((2, 1, 3, 3), np.float32)}
     assert np.allclose(tiny.run(pruned, feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
     assert tiny.initializer(pruned, "wq").shape == (8, 4) and tiny.initializer(pruned, "wo").shape == (4, 8)
+
+
+def test_cli_refuses_a_bad_sparsity_and_pruning_options_on_other_recipes(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from onnxcomp.cli import cli
+
+    model, out = tmp_path / "mlp.onnx", tmp_path / "out.onnx"
+    onnx.save(gated_mlp(tiny), model)
+    (tmp_path / "calib").mkdir()
+    for i, feed in enumerate(_feeds(2)):
+        np.savez(tmp_path / "calib" / f"{i}.npz", **feed)
+    runner = CliRunner()
+    for args, message in (
+        (["--recipe", "prune", "--sparsity", "1.5"], "sparsity must be a number in [0, 1)"),
+        (["--recipe", "prune", "--sparsity", "0.99", "--importance", "magnitude"], "the maximum is"),
+        (["--recipe", "int8", "--sparsity", "0.2"], "apply to pruning recipes"),
+    ):
+        result = runner.invoke(cli, ["compress", str(model), "-o", str(out), "--calib", str(tmp_path / "calib"), *args])
+        assert result.exit_code == 2 and message in result.output and result.output.startswith("error:")
+        assert not out.exists()
