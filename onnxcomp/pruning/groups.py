@@ -62,8 +62,10 @@ class _Walker:
             if known != (axis, per):
                 raise _Skip(f"value {value.name!r} is reached with two channel layouts")
             return
-        if value.shape is not None and (len(value.shape) < -axis or value.shape[axis] != self.group.channels * per):
-            if isinstance(value.shape[axis], int):
+        shape = value.shape
+        if shape is not None:
+            dim = shape[axis] if len(shape) >= -axis else None
+            if dim is None or (isinstance(dim, int) and dim != self.group.channels * per):
                 raise _Skip(f"value {value.name!r} does not have {self.group.channels} channels on axis {axis}")
         self.group.values[value] = (axis, per)
         self.todo.append(value)
