@@ -166,6 +166,7 @@ def main() -> None:
         for method in args.methods.split(","):
             out = tmp / f"{method}-{s}.onnx"
             row = {"model": kind, "sparsity_block": s, "method": method}
+            extra["sequential"] = method == "ours"
             if method != "torch-pruning":
                 row.update(extra)
             try:
@@ -176,7 +177,6 @@ def main() -> None:
                     recovery = "refit" if method in ("ours", "ours-oneshot") else "none"
                     option = s * block / prunable
                     row["sparsity_option"] = round(option, 4)
-                    extra["sequential"] = method == "ours"
                     row.update(
                         ours(kind, str(path), feeds, str(out), option, importance, recovery, settings["damp"], extra)
                     )
