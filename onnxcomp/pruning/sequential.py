@@ -30,7 +30,8 @@ def _run(model: ir.Model, names: list[str], reader):
 class SequentialMoments:
     def __init__(self, model: ir.Model, names: list[str], reader):
         self.reader = reader
-        self.reference = [dict(zip(names, values)) for values in _run(model, sorted(set(names)), reader)]
+        names = sorted(set(names))
+        self.reference = [dict(zip(names, values)) for values in _run(model, names, reader)]
         if not self.reference:
             raise OnnxcompError("pruning: calibration data produced no samples")
 

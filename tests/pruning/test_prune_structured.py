@@ -275,3 +275,41 @@ def test_cli_refuses_a_bad_sparsity_and_pruning_options_on_other_recipes(tiny, t
         result = runner.invoke(cli, ["compress", str(model), "-o", str(out), "--calib", str(tmp_path / "calib"), *args])
         assert result.exit_code == 2 and message in result.output and result.output.startswith("error:")
         assert not out.exists()
+
+
+def test_sequential_recovery_with_two_groups_of_different_widths(tiny, tmp_path):
+    """Attention heads (O reads 8 columns) then a gated MLP (down reads 16): each consumer's
+    sequential moments are its own, and refit lowers both groups' errors."""
+    rng = np.random.default_rng(0)
+    att = attention(tiny)
+    mlp_init = {
+        "wg": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wu": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wd": rng.standard_normal((FFN, HID)).astype(np.float32) * 0.5,
+    }
+    graph = att.graph
+    graph.output[0].name = "y2"
+    graph.node[-1].output[0] = "y1"
+    graph.node.extend(
+        [
+            h.make_node("MatMul", ["y1", "wg"], ["g"], name="gate"),
+            h.make_node("Sigmoid", ["g"], ["sg"], name="sig"),
+            h.make_node("Mul", ["g", "sg"], ["silu"], name="silu"),
+            h.make_node("MatMul", ["y1", "wu"], ["u"], name="up"),
+            h.make_node("Mul", ["silu", "u"], ["Agu"], name="gated"),  # sorts before "a2"
+            h.make_node("MatMul", ["Agu", "wd"], ["d"], name="down"),
+            h.make_node("Add", ["y1", "d"], ["y2"], name="residual2"),
+        ]
+    )
+    graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in mlp_init.items())
+    del graph.value_info[:]
+    proto = onnx.shape_inference.infer_shapes(att, strict_mode=True)
+    feeds = [
+        {"x": rng.standard_normal((2, 3, HID)).astype(np.float32), "mask": np.zeros((2, 1, 3, 3), np.float32)}
+        for _ in range(6)
+    ]
+    options = {"prune_structured": {"sparsity": 0.4, "allocation": "uniform"}}
+    result = onnxcomp.compress(proto, "prune", feeds, output=tmp_path / "o.onnx", options=options, use_cache=False)
+    groups = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]["groups"]
+    assert {g["kind"] for g in groups} == {"heads", "ffn"}
+    assert all(g["error_after"] <= g["error_before"] for g in groups if "error_before" in g)
