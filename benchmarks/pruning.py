@@ -143,8 +143,8 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--sparsities", default="0.1,0.2,0.3,0.4,0.5")
     parser.add_argument("--methods", default="ours,ours-oneshot,ours-norecovery,magnitude,torch-pruning")
-    parser.add_argument("--prune", default="heads,ffn,channels", help="What onnxcomp prunes.")
-    parser.add_argument("--allocation", default="global", choices=["global", "uniform"])
+    parser.add_argument("--prune", default="ffn,channels", help="What onnxcomp prunes.")
+    parser.add_argument("--allocation", default="uniform", choices=["global", "uniform"])
     parser.add_argument("--out", type=Path, help="Markdown table here (and .json beside it).")
     args = parser.parse_args()
     kind, settings = args.model, SETTINGS[args.model]

@@ -6,7 +6,10 @@ groups of the kinds asked for (`prune`: "heads", "ffn", "channels") are scored p
 (`importance`: "magnitude", "wanda" or "flap", see
 `onnxcomp.algorithms.importance`), standardized per group and ranked globally; the lowest go
 until `sparsity` × the groups' parameters are removed (`multiple`: kept counts rounded up to a
-multiple, e.g. 8; `allocation: uniform` takes the same fraction from every group instead).
+multiple, e.g. 8; `allocation: uniform`, the default, takes the same fraction from every group
+instead: on MiniLM and the digits CNN it kept more accuracy than the global ranking, see
+benchmarks/README.md). `prune` defaults to "ffn,channels": heads cost MiniLM more accuracy per
+parameter than MLP neurons in our runs.
 Apply: `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
 Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least
@@ -55,13 +58,13 @@ class PruneStructured(CompressionPass):
     name = "prune_structured"
     options = {
         "sparsity": 0.2,
-        "prune": "heads,ffn,channels",
+        "prune": "ffn,channels",
         "importance": "flap",
         "recovery": "refit",
         "damp": 0.01,
         "multiple": 1,
         "rows": 2048,
-        "allocation": "global",
+        "allocation": "uniform",
         "sequential": True,
     }
 

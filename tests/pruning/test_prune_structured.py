@@ -308,7 +308,7 @@ def test_sequential_recovery_with_two_groups_of_different_widths(tiny, tmp_path)
         {"x": rng.standard_normal((2, 3, HID)).astype(np.float32), "mask": np.zeros((2, 1, 3, 3), np.float32)}
         for _ in range(6)
     ]
-    options = {"prune_structured": {"sparsity": 0.4, "allocation": "uniform"}}
+    options = {"prune_structured": {"sparsity": 0.4, "prune": "heads,ffn"}}
     result = onnxcomp.compress(proto, "prune", feeds, output=tmp_path / "o.onnx", options=options, use_cache=False)
     groups = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]["groups"]
     assert {g["kind"] for g in groups} == {"heads", "ffn"}
