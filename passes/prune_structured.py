@@ -7,8 +7,8 @@ groups of the kinds asked for (`prune`: "heads", "ffn", "channels") are scored p
 `onnxcomp.algorithms.importance`), standardized per group and ranked globally; the lowest go
 until `sparsity` × the groups' parameters are removed (`multiple`: kept counts rounded up to a
 multiple, e.g. 8; `allocation: uniform`, the default, takes the same fraction from every group
-instead: on MiniLM and the digits CNN it kept more accuracy than the global ranking, see
-benchmarks/README.md). `prune` defaults to "ffn,channels": heads cost MiniLM more accuracy per
+instead: one-shot, it kept more accuracy than the global ranking on the digits CNN and more
+cosine on MiniLM; see the README). `prune` defaults to "ffn,channels": heads cost MiniLM more accuracy per
 parameter than MLP neurons in our runs.
 Apply: `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
