@@ -198,6 +198,18 @@ def export(source, output, opset, as_json):
     "--strict", is_flag=True, help="Exit 1 when the written model misses its size budget (it is written anyway)."
 )
 @click.option(
+    "--sparsity",
+    type=float,
+    help="Pruning recipes (prune, prune-w4a16, prune-int8): fraction in [0, 1) of the prunable "
+    "parameters to remove. [recipe default: 0.2]",
+)
+@click.option("--prune", "prune_kinds", help="Pruning recipes: what to prune, e.g. 'ffn,channels'.")
+@click.option(
+    "--importance",
+    type=click.Choice(["flap", "wanda", "magnitude"]),
+    help="Pruning recipes: channel importance. [recipe default: flap]",
+)
+@click.option(
     "--exclude",
     multiple=True,
     help="Keep nodes in float: an op type (Softmax) or a node-name glob ('*attention*'). Repeatable.",
@@ -234,6 +246,9 @@ def compress(
     size_budget,
     max_error,
     strict,
+    sparsity,
+    prune_kinds,
+    importance,
     exclude,
     verify,
     report_path,
@@ -297,6 +312,13 @@ def compress(
             raise OnnxcompError("give --size-budget or --max-error, not both")
         parse_size_budget(size_budget if size_budget is not None else "uniform")
         overrides["plan_precision"] = {"size_budget": size_budget} if size_budget else {"max_error": max_error}
+    pruning = {
+        k: v for k, v in {"sparsity": sparsity, "prune": prune_kinds, "importance": importance}.items() if v is not None
+    }
+    if pruning:
+        if "prune_structured" not in {name for name, _ in steps}:
+            raise OnnxcompError(f"--sparsity/--prune/--importance apply to pruning recipes; recipe {recipe!r} has none")
+        overrides["prune_structured"] = pruning
     result = run_compress(
         model,
         steps,
@@ -391,6 +413,7 @@ def inspect_command(model, layers, as_json):
         f"{info['quantized_activations']} quantized activation tensors; "
         f"external data: {', '.join(info['external_data']) or 'none'}",
         "operators: " + ", ".join(f"{op} {n}" for op, n in info["operators"].items()),
+        f"weight MACs per token/image (float MatMul/Gemm/Conv): {info['weight_macs']:,}",
     ]
     if layers and info["layers"]:
         rows = [

@@ -5,6 +5,7 @@ from onnxcomp.passes.fold_batchnorm import FoldBatchNorm
 from onnxcomp.passes.fold_constants import FoldConstants
 from onnxcomp.passes.plan_fallback import PlanFallback
 from onnxcomp.passes.plan_precision import PlanPrecision
+from onnxcomp.passes.prune_structured import PruneStructured
 from onnxcomp.passes.quantize_embedding import QuantizeEmbedding
 from onnxcomp.passes.quantize_qdq import QuantizeQDQ
 from onnxcomp.passes.quantize_weight_only import QuantizeWeightOnly
@@ -30,6 +31,7 @@ PASSES = {
         QuantizeWeightOnlyGPTQ,
         PlanPrecision,
         PlanFallback,
+        PruneStructured,
     )
 }
 

@@ -68,6 +68,27 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
         ("quantize_embedding", {}),
         ("remove_unused", {}),
     ],
+    # Structured pruning (issue 13): MLP neurons and CNN filters removed, kept rows refit by least
+    # squares on calibration Grams; then optionally quantized (the second calibrate measures the
+    # pruned model).
+    "prune": [*CANONICALIZE, ("calibrate", {}), ("prune_structured", {}), ("remove_unused", {})],
+    "prune-w4a16": [
+        *CANONICALIZE,
+        ("calibrate", {}),
+        ("prune_structured", {}),
+        ("quantize_weight_only", {}),
+        ("quantize_embedding", {}),
+        ("remove_unused", {}),
+    ],
+    "prune-int8": [
+        *CANONICALIZE,
+        ("calibrate", {}),
+        ("prune_structured", {}),
+        ("calibrate", {}),
+        ("quantize_qdq", {}),
+        ("quantize_embedding", {}),
+        ("remove_unused", {}),
+    ],
     # Mixed precision: each layer's scheme (int4 g32/64/128, sym/asym, or int8) chosen from its measured
     # sensitivity to fit the size of the uniform preset (or `size_budget`); codes from AWQ scales + GPTQ.
     "w4a16-mixed": [

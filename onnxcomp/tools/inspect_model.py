@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxcomp.ir.flops import weight_macs
 from onnxcomp.ir.graph import constant_array
 from onnxcomp.ir.modelio import external_location, external_tensors, load_proto
 
@@ -94,6 +95,7 @@ def inspect(path) -> dict:
         "nodes": sum(1 for _ in graph),
         "operators": dict(Counter(n.op_type for n in graph).most_common()),
         "parameters": params,
+        "weight_macs": weight_macs(model),
         "initializer_bytes": sum(
             v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None
         ),

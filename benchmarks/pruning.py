@@ -1,0 +1,207 @@
+"""Structured pruning side by side: onnxcomp's `prune` recipe vs Torch-Pruning, same ONNX Runtime.
+
+    .venv/bin/python benchmarks/pruning.py --model digits                       # 10…50 %
+    .venv/bin/python benchmarks/pruning.py --model minilm --sparsities 0.3 --out /tmp/minilm.md
+    .venv/bin/python benchmarks/pruning.py --model smollm2 --sparsities 0.2 --methods ours
+
+`--sparsities` are fractions of the *block* parameters removed (every initializer except
+embedding tables read by a Gather and their transposed copies, e.g. a tied LM head); for the
+digits CNN every parameter counts. onnxcomp's `sparsity` option is a fraction of the *prunable*
+groups' parameters, so it is set to s · block / prunable (above the maximum → a row with the
+error). Methods:
+- `ours`: `prune` recipe, FLAP importance, sequential least-squares refit (`damp` per model);
+- `ours-oneshot`: the same with the refit on the unpruned model's statistics only;
+- `ours-norecovery`: the same channels, sliced only (`recovery: none`);
+- `magnitude`: L2 magnitude importance, no recovery;
+- `torch-pruning`: `torch_pruning.pruner.MetaPruner` with `MagnitudeImportance(p=2)` on the
+  PyTorch model, the same kinds of channels (CNN: conv filters + the hidden Linear; transformers:
+  the MLP's first layer(s) only, the others ignored), a uniform ratio giving the same block
+  parameter reduction, no fine-tuning; exported with the zoo's exporter.
+Every candidate is scored against the fp32 model by the zoo metric (`models.<kind>.compare`) and
+timed with `onnxcomp.runtime.measure_latency`, interleaved with fp32 (ratio = candidate / fp32).
+Torch-Pruning is needed only for its rows: `pip install torch-pruning` into the venv.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+import onnxcomp
+from onnxcomp import models
+from onnxcomp.ir.graph import input_specs
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.base import Context
+from onnxcomp.passes.recipes import load_recipe
+from onnxcomp.pruning.groups import find_groups
+from onnxcomp.pruning.params import ParamCounter
+from onnxcomp.runtime import measure_latency, ort_session, runner, synthetic_feed
+from onnxcomp.tools.export import export_module
+
+SETTINGS = {  # calibration feeds, refit damping, latency (batch, sequence, runs)
+    "digits": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},
+    "minilm": {"calib": lambda m: m.calibration_feeds(128), "damp": 0.01, "latency": (1, 128, 30)},
+    "smollm2": {"calib": lambda m: m.calibration_feeds(16), "damp": 0.01, "latency": (1, 256, 8)},
+}
+FFN_FIRST = ("intermediate.dense", "gate_proj", "up_proj")
+
+
+def canonical(path) -> ir.Model:
+    model = ir.load(str(path))
+    for name, opts in load_recipe("canonicalize"):
+        PASSES[name](Context(), **opts)(model)
+    return model
+
+
+def block_params(model: ir.Model) -> int:
+    """Parameters outside embedding tables (Gather data) and their transposed copies."""
+    tables = {n.inputs[0] for n in model.graph if n.op_type == "Gather" and n.inputs[0].const_value is not None}
+    shapes = {tuple(t.shape) for t in tables if t.shape is not None and len(t.shape) == 2}
+    total = 0
+    for value in model.graph.initializers.values():
+        dims = tuple(value.shape)
+        if value in tables or (len(dims) == 2 and dims[::-1] in shapes):
+            continue
+        total += int(np.prod(dims, dtype=np.int64))
+    return total
+
+
+def prunable_params(model: ir.Model, kinds: str) -> int:
+    return ParamCounter([g for g in find_groups(model) if not g.reason and g.kind in kinds.split(",")]).total
+
+
+def filters(path) -> int:
+    return sum(int(i.dims[0]) for i in onnx.load(str(path)).graph.initializer if len(i.dims) == 4)
+
+
+def ours(kind, path, feeds, out, sparsity, importance, recovery, damp, extra) -> dict:
+    options = {
+        "prune_structured": {
+            "sparsity": sparsity,
+            "importance": importance,
+            "recovery": recovery,
+            "damp": damp,
+            **extra,
+        }
+    }
+    start = time.perf_counter()
+    result = onnxcomp.compress(path, "prune", feeds, output=out, options=options, use_cache=False)
+    entry = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")
+    return {"seconds": round(time.perf_counter() - start, 1), "groups": entry["details"]["groups"]}
+
+
+def _tp_prune(kind, ratio):
+    import torch
+    import torch_pruning as tp
+
+    module = models.get(kind)
+    net, inputs, axes = module.load_for_export()
+    if kind == "digits":
+        ignored = [net.layers[-1]]
+    else:
+        ignored = [m for n, m in net.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith(FFN_FIRST)]
+        ignored += [m for m in net.modules() if isinstance(m, torch.nn.Embedding)]
+    before = sum(p.numel() for p in net.parameters())
+    pruner = tp.pruner.MetaPruner(
+        net, inputs, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio, ignored_layers=ignored
+    )
+    pruner.step()
+    return net, inputs, axes, before - sum(p.numel() for p in net.parameters())
+
+
+def torch_pruning(kind, block, ffn_params, target, out) -> dict:
+    """Magnitude pruning with Torch-Pruning at a uniform ratio removing `target` parameters: for
+    the transformers (MLP only) the ratio is target / MLP parameters; for the CNN (both sides of
+    a layer shrink) it is bisected."""
+    start = time.perf_counter()
+    if kind == "digits":
+        low, high = 0.0, 0.95
+        for _ in range(12):
+            mid = (low + high) / 2
+            low, high = (mid, high) if _tp_prune(kind, mid)[3] < target else (low, mid)
+        ratio = high
+    else:
+        ratio = min(target / ffn_params, 0.95)
+    net, inputs, axes, removed = _tp_prune(kind, ratio)
+    seconds = time.perf_counter() - start
+    export_module(net, inputs, out, axes, output_names=list(models.get(kind).OUTPUTS))
+    return {
+        "seconds": round(seconds, 1),
+        "ratio": round(ratio, 4),
+        "tp_removed_block_fraction": round(removed / block, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(SETTINGS), required=True)
+    parser.add_argument("--sparsities", default="0.1,0.2,0.3,0.4,0.5")
+    parser.add_argument("--methods", default="ours,ours-oneshot,ours-norecovery,magnitude,torch-pruning")
+    parser.add_argument("--prune", default="ffn,channels", help="What onnxcomp prunes.")
+    parser.add_argument("--allocation", default="uniform", choices=["global", "uniform"])
+    parser.add_argument("--out", type=Path, help="Markdown table here (and .json beside it).")
+    args = parser.parse_args()
+    kind, settings = args.model, SETTINGS[args.model]
+    module = models.get(kind)
+    path = models.onnx_path(kind)
+    base = canonical(path)
+    block, prunable = block_params(base), prunable_params(base, args.prune)
+    ffn = prunable_params(base, "ffn")
+    del base
+    feeds = settings["calib"](module)
+    batch, sequence, runs = settings["latency"]
+    fp32 = ort_session(str(path))
+    feed = synthetic_feed(input_specs(onnx.load(str(path), load_external_data=False)), batch, sequence)
+    extra = {"prune": args.prune, "allocation": args.allocation}
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="onnxcomp-prune-"))
+    print(f"{kind}: block parameters {block}, prunable (onnxcomp groups) {prunable}", file=sys.stderr)
+    for s in [float(x) for x in args.sparsities.split(",")]:
+        for method in args.methods.split(","):
+            out = tmp / f"{method}-{s}.onnx"
+            row = {"model": kind, "sparsity_block": s, "method": method}
+            extra["sequential"] = method == "ours"
+            if method != "torch-pruning":
+                row.update(extra)
+            try:
+                if method == "torch-pruning":
+                    row.update(torch_pruning(kind, block, ffn, s * block, out))
+                else:
+                    importance = "magnitude" if method == "magnitude" else "flap"
+                    recovery = "refit" if method in ("ours", "ours-oneshot") else "none"
+                    option = s * block / prunable
+                    row["sparsity_option"] = round(option, 4)
+                    row.update(
+                        ours(kind, str(path), feeds, str(out), option, importance, recovery, settings["damp"], extra)
+                    )
+                    row.pop("groups")
+                pruned = canonical(out)
+                row["removed_block_fraction"] = round(1 - block_params(pruned) / block, 4)
+                del pruned
+                if kind == "digits":
+                    row["filters_removed"] = round(1 - filters(out) / filters(path), 4)
+                cand = ort_session(str(out))
+                row.update(module.compare(runner(fp32), runner(cand)))
+                times = measure_latency({"fp32": fp32, "cand": cand}, feed, runs=runs)
+                row["latency_ratio"] = round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3)
+                row["latency_ms"] = round(times["cand"]["median_ms"], 2)
+            except Exception as exc:  # a failed configuration is a row with its error
+                row["error"] = str(exc).splitlines()[0][:200]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.out:
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+        args.out.write_text("\n".join(lines) + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

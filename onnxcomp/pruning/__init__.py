@@ -1,0 +1,1 @@
+"""Structured pruning on the ONNX graph: dependency groups (`groups`) and their application (`apply`)."""

@@ -1,0 +1,93 @@
+"""Cut a dependency group down to the channels it keeps: slice initializers, rewrite shapes.
+
+Producers lose output channels (weight rows/filters and bias entries), consumers lose input rows
+(in blocks of `repeat` after a flatten), per-channel constants on the path are sliced, a flatten
+Reshape's shape constant gets the new size, and the recorded shapes of the values between are
+updated so strict shape inference agrees. A consumer may be given new kept rows and a bias
+change (recovery); a consumer without a bias gets one only through a new constant `Add` —
+Gemm/Conv take it as their C/B input, a MatMul gets a following Add.
+"""
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.ir.graph import constant_array
+from onnxcomp.ir.linears import Linear
+from onnxcomp.pruning.groups import PruneGroup
+
+
+def consumer_rows(group: PruneGroup, keep: np.ndarray) -> np.ndarray:
+    """The consumer input rows the kept channels own (blocks of `repeat` per channel)."""
+    keep = np.asarray(keep, dtype=np.int64)
+    return (keep[:, None] * group.repeat + np.arange(group.repeat)[None, :]).reshape(-1)
+
+
+def _set(value: ir.Value, array: np.ndarray) -> None:
+    value.const_value = ir.tensor(np.ascontiguousarray(array), name=value.name)
+    value.shape = ir.Shape(array.shape)
+
+
+def _take(value: ir.Value, index: np.ndarray, axis: int) -> None:
+    _set(value, np.take(constant_array(value), index, axis=axis))
+
+
+def apply_group(group: PruneGroup, keep: np.ndarray, new_consumers: dict | None = None) -> None:
+    """Prune `group` to channels `keep` (sorted). `new_consumers` maps a consumer `Linear` to
+    (kept rows as [k, N] float64, bias change [N] or None) from recovery."""
+    keep = np.asarray(keep, dtype=np.int64)
+    count = len(keep)
+    columns = (keep[:, None] * group.block + np.arange(group.block)[None, :]).reshape(-1)
+    for producer in group.producers:
+        _take(producer.weight, columns, producer.out_axis)
+        if producer.bias is not None:
+            _take(producer.bias, columns, 0)
+    rows = consumer_rows(group, keep)
+    for consumer in group.consumers:
+        new = (new_consumers or {}).get(consumer)
+        if new is None:
+            _take(consumer.weight, rows, consumer.in_axis)
+            continue
+        weight_kn, delta = new
+        _set(consumer.weight, consumer.from_kn(weight_kn))
+        if delta is not None and np.any(delta):
+            _add_bias(consumer, delta)
+    for piece in group.constants:
+        _take(piece.value, keep, piece.axis)
+    for rewrite in group.shapes:
+        shape = constant_array(rewrite.value).copy()
+        shape[rewrite.index] = count * rewrite.per_channel
+        _set(rewrite.value, shape)
+    for value, (axis, per) in group.values.items():
+        if value.shape is not None and len(value.shape) >= -axis:
+            dims = list(value.shape)
+            dims[axis] = count * per
+            value.shape = ir.Shape(dims)
+
+
+def _add_bias(linear: Linear, delta: np.ndarray) -> None:
+    """Add `delta` [N] to the layer's bias, creating one when it has none."""
+    dtype = linear.array.dtype
+    scale = linear.beta if linear.node.op_type == "Gemm" else 1.0
+    if linear.bias is not None:
+        _set(linear.bias, (constant_array(linear.bias) + delta / scale).astype(dtype))
+        return
+    output = linear.node.outputs[0]
+    if linear.node.op_type == "MatMul" and output.is_graph_output():
+        return  # no Add can follow a graph output without renaming it: recovery keeps W' only
+    name = f"{linear.name}.pruning_bias"
+    bias = ir.Value(name=name, const_value=ir.tensor((delta / scale).astype(dtype), name=name))
+    bias.shape, bias.type = ir.Shape([len(delta)]), ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype)))
+    graph = linear.node.graph
+    graph.register_initializer(bias)
+    if linear.node.op_type in ("Gemm", "Conv"):
+        linear.node.resize_inputs(3)
+        linear.node.replace_input_with(2, bias)
+        return
+    add = ir.node("Add", inputs=[output, bias], name=f"{linear.name}.pruning_bias_add")
+    new_output = add.outputs[0]
+    new_output.name = f"{output.name}.biased"
+    new_output.shape, new_output.type = output.shape, output.type
+    for use in list(output.uses()):
+        if use.node is not add:
+            use.node.replace_input_with(use.idx, new_output)
+    graph.insert_after(linear.node, add)

@@ -1,0 +1,226 @@
+"""Dependency groups: the channels that must be removed together, found on the ONNX graph.
+
+A group starts at a *producer* — a linear layer (`onnxcomp.ir.linears.Linear`: MatMul, Gemm or
+Conv with a constant weight) — and follows its output channels forward until they are consumed
+by the input channels of other linear layers (*consumers*). On the way, only operators that keep
+channels apart are allowed:
+
+- elementwise ops (`ELEMENTWISE`: Relu, Gelu, Sigmoid, Add, Mul, …) whose other operands are
+  scalars, per-channel constants (sliced with the group) or computed tensors that themselves come
+  from producers of the same channels (the gate and up projections of a gated MLP: `silu(g) · u`
+  joins g and u into one group);
+- pooling over space (MaxPool, AveragePool) on a channel-first tensor;
+- a flatten of [N, C, H, W] into [N, C·H·W] (Flatten, or a Reshape with a constant shape): the
+  consumer's input rows then come in blocks of H·W per channel, and a Reshape's shape constant is
+  rewritten with the group.
+
+So the groups found are CNN filters (Conv → Relu → Conv, Conv → Relu → MaxPool → Flatten →
+Gemm) and MLP neurons (BERT intermediate → Gelu → output; LLaMA gate/up → SiLU·Mul → down).
+Anything else on the way (a residual Add, a norm, a head reshape, a graph output, a depthwise or
+grouped conv, a weight or constant shared with nodes outside the group) makes the group
+*skipped*, with the reason, and it is left alone. Attention heads (Q/K/V → heads → O) are
+found first by `onnxcomp.pruning.heads` (kind "heads": a channel is a whole head).
+"""
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.ir.graph import constant_array
+from onnxcomp.ir.linears import Linear, linear_of
+from onnxcomp.pruning.group import ConstantSlice, PruneGroup, ShapeRewrite
+from onnxcomp.pruning.heads import heads_of
+
+ELEMENTWISE = {
+    "Relu", "Gelu", "Sigmoid", "Tanh", "Erf", "Softplus", "Elu", "Selu", "LeakyRelu", "HardSigmoid",
+    "HardSwish", "Mish", "Identity", "Neg", "Abs", "Exp", "Sqrt", "Clip",
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
+}  # fmt: skip
+POOLS = {"MaxPool", "AveragePool"}
+
+
+class _Skip(Exception):
+    pass
+
+
+def _channel_axis(linear: Linear) -> int:
+    """The output's channel axis counted from the end: -1 (MatMul/Gemm), -3 (Conv 2-D)."""
+    return -(linear.array.ndim - 1) if linear.node.op_type == "Conv" else -1
+
+
+class _Walker:
+    def __init__(self, outputs: dict[ir.Value, Linear], first: Linear):
+        self.outputs = outputs
+        self.kind = "channels" if first.node.op_type == "Conv" else "ffn"
+        self.group = PruneGroup(self.kind, first.n)
+        self.nodes: set[ir.Node] = set()
+        self.todo: list[ir.Value] = []
+        self.consumer_nodes: set[ir.Node] = set()
+
+    def add_value(self, value: ir.Value, axis: int, per: int) -> None:
+        known = self.group.values.get(value)
+        if known is not None:
+            if known != (axis, per):
+                raise _Skip(f"value {value.name!r} is reached with two channel layouts")
+            return
+        shape = value.shape
+        if shape is not None:
+            dim = shape[axis] if len(shape) >= -axis else None
+            if dim is None or (isinstance(dim, int) and dim != self.group.channels * per):
+                raise _Skip(f"value {value.name!r} does not have {self.group.channels} channels on axis {axis}")
+        self.group.values[value] = (axis, per)
+        self.todo.append(value)
+
+    def add_producer(self, linear: Linear) -> None:
+        if linear in self.group.producers:
+            return
+        if linear.node.op_type == "Conv" and _attr_int(linear.node, "group", 1) != 1:
+            raise _Skip(f"{linear.name} is a grouped/depthwise Conv")
+        if linear.n != self.group.channels or ("Conv" == linear.node.op_type) != (self.kind == "channels"):
+            raise _Skip(f"producers {self.group.producers[0].name} and {linear.name} do not match")
+        _own(linear.weight, {linear.node})
+        if linear.bias is not None:
+            _own(linear.bias, {linear.node, linear.output.producer()})
+        self.group.producers.append(linear)
+        self.nodes.add(linear.node)
+        if linear.output is not linear.node.outputs[0]:
+            self.nodes.add(linear.output.producer())
+            self.add_value(linear.node.outputs[0], -1, 1)
+        self.add_value(linear.output, _channel_axis(linear), 1)
+
+    def walk(self) -> None:
+        while self.todo:
+            value = self.todo.pop()
+            if value.is_graph_output():
+                raise _Skip(f"value {value.name!r} is a graph output")
+            for use in list(value.uses()):
+                node = use.node
+                if node in self.nodes or node in self.consumer_nodes:
+                    continue
+                self.visit(node, value, use.idx)
+
+    def visit(self, node: ir.Node, value: ir.Value, idx: int) -> None:
+        axis, per = self.group.values[value]
+        linear = linear_of(node)
+        if linear is not None and idx == 0:
+            self.add_consumer(linear, axis, per)
+            return
+        if node.domain != "" or node.op_type not in ELEMENTWISE | POOLS | {"Flatten", "Reshape"}:
+            raise _Skip(f"{node.op_type} {node.name} reads the channels")
+        self.nodes.add(node)
+        if node.op_type in POOLS:
+            if per != 1 or value.shape is None or len(value.shape) + axis != 1:
+                raise _Skip(f"{node.op_type} {node.name} does not pool a channel-first tensor")
+            self.add_value(node.outputs[0], axis, 1)
+        elif node.op_type in ("Flatten", "Reshape"):
+            if per != 1 or value.shape is None or len(value.shape) + axis != 1:
+                raise _Skip(
+                    f"{node.op_type} {node.name} reshapes the channels "
+                    "(a head split that is not plain multi-head attention)"
+                )
+            self.flatten(node, value, axis, per)
+        else:
+            for i, operand in enumerate(node.inputs):
+                if i != idx and operand is not None:
+                    self.operand(node, operand, axis, per)
+            self.add_value(node.outputs[0], axis, per)
+
+    def flatten(self, node: ir.Node, value: ir.Value, axis: int, per: int) -> None:
+        shape = value.shape
+        if not all(isinstance(d, int) for d in shape[2:]):
+            raise _Skip(f"{node.op_type} {node.name} flattens dynamic spatial dims")
+        spatial = int(np.prod(shape[2:], dtype=np.int64))
+        if node.op_type == "Flatten":
+            if _attr_int(node, "axis", 1) != 1:
+                raise _Skip(f"Flatten {node.name} does not flatten from axis 1")
+        else:
+            target = constant_array(node.inputs[1])
+            if target is None or target.shape != (2,):
+                raise _Skip(f"Reshape {node.name} has a shape computed at run time or not 2-D")
+            if target[1] == self.group.channels * spatial:
+                _own(node.inputs[1], {node})
+                self.group.shapes.append(ShapeRewrite(node.inputs[1], 1, spatial))
+            elif target[1] != -1:
+                raise _Skip(f"Reshape {node.name} to {target.tolist()} is not a flatten")
+        self.add_value(node.outputs[0], -1, spatial)
+
+    def operand(self, node: ir.Node, operand: ir.Value, axis: int, per: int) -> None:
+        if operand in self.group.values:
+            return
+        array = constant_array(operand)
+        if array is not None:
+            self.constant(node, operand, array, axis, per)
+            return
+        producer = operand.producer()
+        linear = self.outputs.get(operand)
+        if linear is not None:
+            self.add_producer(linear)
+        elif producer is not None and producer.domain == "" and producer.op_type in ELEMENTWISE:
+            self.nodes.add(producer)
+            for other in producer.inputs:
+                if other is not None:
+                    self.operand(producer, other, axis, per)
+            self.add_value(operand, axis, per)
+        else:
+            raise _Skip(f"{node.op_type} {node.name} mixes in {operand.name!r} from outside the group")
+
+    def constant(self, node: ir.Node, value: ir.Value, array: np.ndarray, axis: int, per: int) -> None:
+        if array.size == 1 or array.ndim < -axis or array.shape[axis] == 1:
+            return
+        if per != 1 or array.shape[axis] != self.group.channels or array.size != self.group.channels:
+            raise _Skip(f"constant {value.name!r} of {node.name} is not per channel")
+        _own(value, {node})
+        self.group.constants.append(ConstantSlice(value, array.ndim + axis))
+
+    def add_consumer(self, linear: Linear, axis: int, per: int) -> None:
+        if linear.node.op_type == "Conv":
+            if _attr_int(linear.node, "group", 1) != 1:
+                raise _Skip(f"consumer {linear.name} is a grouped/depthwise Conv")
+            ok = per == 1 and axis == -(linear.array.ndim - 1)
+        else:
+            ok = axis == -1 and not linear.trans_a and linear.array.ndim == 2
+        if not ok or linear.k != self.group.channels * per:
+            raise _Skip(f"consumer {linear.name} does not read the channels as its input rows")
+        if self.group.consumers and per != self.group.repeat:
+            raise _Skip(f"consumers of {self.group.name} read different layouts")
+        _own(linear.weight, {linear.node})
+        self.group.repeat = per
+        self.group.consumers.append(linear)
+        self.consumer_nodes.add(linear.node)
+
+
+def _attr_int(node: ir.Node, name: str, default: int) -> int:
+    attr = node.attributes.get(name)
+    return default if attr is None else int(attr.value)
+
+
+def _own(value: ir.Value, owners: set) -> None:
+    others = [u.node for u in value.uses() if u.node not in owners]
+    if others or value.is_graph_output() or value.is_graph_input():
+        where = f"node {others[0].name!r}" if others else "the graph's inputs/outputs"
+        raise _Skip(f"constant {value.name!r} is shared with {where}")
+
+
+def find_groups(model: ir.Model) -> list[PruneGroup]:
+    """Every dependency group in graph order, each from its first producer; skipped ones carry
+    `reason`. A producer belongs to at most one group."""
+    linears = [lin for node in model.graph if (lin := linear_of(node)) is not None]
+    outputs = {lin.output: lin for lin in linears}
+    groups = heads_of(model, linears)
+    taken: set[ir.Node] = {p.node for g in groups for p in g.producers}
+    for linear in linears:
+        if linear.node in taken or constant_array(linear.node.inputs[0]) is not None:
+            continue
+        walker = _Walker(outputs, linear)
+        try:
+            walker.add_producer(linear)
+            walker.walk()
+            if not walker.group.consumers:
+                raise _Skip("no consumer reads the channels")
+        except _Skip as skip:
+            group = PruneGroup(walker.kind, linear.n, producers=[linear], reason=str(skip))
+            taken.add(linear.node)
+            groups.append(group)
+            continue
+        taken.update(p.node for p in walker.group.producers)
+        groups.append(walker.group)
+    return groups

@@ -1,0 +1,315 @@
+"""Structured pruning: dependency groups on tiny graphs, the cut itself, the pass and its refusals.
+
+The guarantee under test: cutting a group computes exactly what the unpruned model computes with
+the removed channels' activations forced to zero (so removing channels that are zero anyway does
+not change the output), the result passes the checker with strict shape inference, and recovery
+lowers the error measured in ONNX Runtime.
+"""
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import helper as h
+
+import onnxcomp
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.flops import weight_macs
+from onnxcomp.ir.modelio import check_model
+from onnxcomp.passes import PASSES
+from onnxcomp.passes.base import Context
+from onnxcomp.pruning.apply import apply_group
+from onnxcomp.pruning.groups import find_groups
+from onnxcomp.pruning.params import ParamCounter
+
+HID, FFN = 8, 16
+
+
+def gated_mlp(tiny, seed=0):
+    """x → gate/up → silu(gate)·up → down → + x (a LLaMA MLP with its residual)."""
+    rng = np.random.default_rng(seed)
+    init = {
+        "wg": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wu": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wd": rng.standard_normal((FFN, HID)).astype(np.float32) * 0.5,
+    }
+    nodes = [
+        h.make_node("MatMul", ["x", "wg"], ["g"], name="gate"),
+        h.make_node("Sigmoid", ["g"], ["sg"], name="sig"),
+        h.make_node("Mul", ["g", "sg"], ["silu"], name="silu"),
+        h.make_node("MatMul", ["x", "wu"], ["u"], name="up"),
+        h.make_node("Mul", ["silu", "u"], ["gu"], name="gated"),
+        h.make_node("MatMul", ["gu", "wd"], ["d"], name="down"),
+        h.make_node("Add", ["x", "d"], ["y"], name="residual"),
+    ]
+    return tiny.make_model(nodes, [("x", ["b", 4, HID])], [("y", ["b", 4, HID])], init, infer_shapes=True)
+
+
+def small_cnn(tiny, seed=0):
+    """Conv(+B) → Relu → Conv → Relu → MaxPool → Reshape[-1, C·4·4] → Gemm(transB)."""
+    rng = np.random.default_rng(seed)
+    init = {
+        "w1": rng.standard_normal((6, 1, 3, 3)).astype(np.float32),
+        "b1": rng.standard_normal(6).astype(np.float32),
+        "w2": rng.standard_normal((5, 6, 3, 3)).astype(np.float32) * 0.3,
+        "b2": rng.standard_normal(5).astype(np.float32),
+        "shape": np.array([-1, 5 * 16], np.int64),
+        "w3": rng.standard_normal((3, 5 * 16)).astype(np.float32) * 0.3,
+        "b3": rng.standard_normal(3).astype(np.float32),
+    }
+    nodes = [
+        h.make_node("Conv", ["img", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        h.make_node("MaxPool", ["r2"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        h.make_node("Reshape", ["p", "shape"], ["flat"], name="flatten"),
+        h.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1),
+    ]
+    return tiny.make_model(nodes, [("img", ["b", 1, 8, 8])], [("logits", ["b", 3])], init, infer_shapes=True)
+
+
+def _ir(proto):
+    return ir.serde.deserialize_model(proto)
+
+
+def test_gated_mlp_is_one_group_and_the_residual_producer_is_skipped(tiny):
+    groups = find_groups(_ir(gated_mlp(tiny)))
+    ok = [g for g in groups if not g.reason]
+    assert len(ok) == 1 and {p.name for p in ok[0].producers} == {"gate", "up"}
+    assert [c.name for c in ok[0].consumers] == ["down"] and ok[0].kind == "ffn"
+    skipped = {g.name: g.reason for g in groups if g.reason}
+    assert "residual" in skipped["down"]
+
+
+def test_cutting_a_group_equals_zeroing_its_channels(tiny):
+    proto = gated_mlp(tiny)
+    keep = np.array([0, 2, 3, 7, 8, 11, 15])
+    model = _ir(proto)
+    group = next(g for g in find_groups(model) if not g.reason)
+    apply_group(group, keep)
+    check_model(model, "pruned")
+    pruned = ir.to_proto(model)
+    zeroed = onnx.ModelProto.FromString(proto.SerializeToString())
+    wd = next(i for i in zeroed.graph.initializer if i.name == "wd")
+    array = onnx.numpy_helper.to_array(wd).copy()
+    array[np.setdiff1d(np.arange(FFN), keep)] = 0
+    wd.CopyFrom(onnx.numpy_helper.from_array(array, "wd"))
+    x = {"x": np.random.default_rng(3).standard_normal((2, 4, HID)).astype(np.float32)}
+    assert np.allclose(tiny.run(pruned, x)[0], tiny.run(zeroed, x)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "wg").shape == (HID, len(keep))
+
+
+def test_cnn_groups_slice_filters_biases_and_the_flatten_shape(tiny):
+    proto = small_cnn(tiny)
+    model = _ir(proto)
+    groups = [g for g in find_groups(model) if not g.reason]
+    assert [(g.name, g.kind, g.repeat) for g in groups] == [("conv1", "channels", 1), ("conv2", "channels", 16)]
+    # conv2's filters 1 and 3 read nothing: zero them, then removing them changes nothing
+    w3 = tiny.initializer(proto, "w3").reshape(3, 5, 16).copy()
+    w3[:, [1, 3]] = 0
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("w3")].CopyFrom(
+        onnx.numpy_helper.from_array(w3.reshape(3, 80), "w3")
+    )
+    model = _ir(proto)
+    apply_group([g for g in find_groups(model) if not g.reason][1], np.array([0, 2, 4]))
+    check_model(model, "pruned cnn")
+    pruned = ir.to_proto(model)
+    assert tiny.initializer(pruned, "shape").tolist() == [-1, 48]
+    counter = ParamCounter(groups)
+    assert counter.total == sum(int(np.prod(i.dims)) for i in proto.graph.initializer if i.name not in ("shape", "b3"))
+    assert counter.removed_for([6, 3]) == 2 * (16 * 3 + 1 + 6 * 9)  # two filters of conv2, their fc rows
+    img = {"img": np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)}
+    assert np.allclose(tiny.run(pruned, img)[0], tiny.run(proto, img)[0], atol=1e-5)
+
+
+def _feeds(n=8):
+    rng = np.random.default_rng(5)
+    return [{"x": rng.standard_normal((4, 4, HID)).astype(np.float32)} for _ in range(n)]
+
+
+def test_the_pass_prunes_and_refit_beats_plain_slicing(tiny, tmp_path):
+    """Least squares on the calibration statistics lowers the output's mean squared error there."""
+    proto = gated_mlp(tiny)
+    reference = [tiny.run(proto, feed)[0] for feed in _feeds()]
+    errors = {}
+    for recovery in ("none", "refit"):
+        out = tmp_path / f"{recovery}.onnx"
+        options = {"prune_structured": {"sparsity": 0.5, "recovery": recovery}}
+        result = onnxcomp.compress(proto, "prune", _feeds(), output=out, options=options, use_cache=False)
+        entry = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")
+        assert 0.45 <= entry["details"]["sparsity"] <= 0.55
+        pruned = onnx.load(out)
+        assert tiny.initializer(pruned, "wd").shape[0] == 8
+        if recovery == "none":  # the report counts exactly the parameters that left the file
+            size = lambda m: sum(int(np.prod(i.dims)) for i in m.graph.initializer)  # noqa: E731
+            assert entry["details"]["removed_params"] == size(proto) - size(pruned)
+        outputs = [tiny.run(pruned, feed)[0] for feed in _feeds()]
+        errors[recovery] = np.mean([np.square(o - r).mean() for o, r in zip(outputs, reference)])
+        group = entry["details"]["groups"][0]
+        assert group["error_after"] <= group["error_before"] + 1e-9
+    assert errors["refit"] < 0.8 * errors["none"]
+
+
+def test_bad_sparsity_and_too_much_sparsity_are_refused_with_the_maximum(tiny):
+    with pytest.raises(OnnxcompError, match=r"sparsity must be a number in \[0, 1\)"):
+        PASSES["prune_structured"](Context(), sparsity=1.0)
+    with pytest.raises(OnnxcompError, match="the maximum is"):
+        PASSES["prune_structured"](Context(), sparsity=0.99, multiple=8, importance="magnitude", recovery="none")(
+            _ir(gated_mlp(tiny))
+        )
+
+
+def test_a_model_without_prunable_groups_gets_a_report_not_a_crash(tiny):
+    proto = tiny.make_model(
+        [h.make_node("MatMul", ["x", "w"], ["y"], name="only")],
+        [("x", [2, HID])],
+        [("y", [2, 3])],
+        {"w": np.ones((HID, 3), np.float32)},
+    )
+    prune = PASSES["prune_structured"](Context(), importance="magnitude", recovery="none")
+    result = prune(_ir(proto))
+    assert not result.modified and prune.details["note"] == "no prunable group"
+    assert "graph output" in prune.details["skipped"][0]["reason"]
+
+
+@pytest.mark.slow
+def test_digits_cnn_half_the_filters_recovery_keeps_accuracy(digits, digits_path, tmp_path):
+    """The issue's target: half the conv filters removed, accuracy within 1 point with recovery."""
+    accuracy, filters = {}, {}
+    for recovery in ("none", "refit"):
+        out = tmp_path / f"{recovery}.onnx"
+        options = {
+            "prune_structured": {
+                "sparsity": 0.55, "prune": "channels", "allocation": "uniform", "recovery": recovery, "damp": 0.1
+            }
+        }  # fmt: skip
+        onnxcomp.compress(digits_path, "prune", digits.calibration_feeds(1024), output=out, options=options)
+        pruned = onnx.load(out)
+        filters[recovery] = sum(i.dims[0] for i in pruned.graph.initializer if len(i.dims) == 4)
+        session = onnxcomp.runtime.ort_session(pruned.SerializeToString())
+        accuracy[recovery] = digits.accuracy(lambda f, s=session: s.run(None, f)[0])
+    reference = onnxcomp.runtime.ort_session(str(digits_path))
+    fp32 = digits.accuracy(lambda f: reference.run(None, f)[0])
+    assert filters["refit"] <= 24  # of 16 + 32
+    assert fp32 - accuracy["refit"] <= 0.01 < fp32 - accuracy["none"]
+
+
+def test_weight_macs_count_convs_per_output_pixel_and_shrink_with_pruning(tiny):
+    model = _ir(small_cnn(tiny))
+    assert weight_macs(model) == 6 * 9 * 64 + 5 * 6 * 9 * 64 + 3 * 80
+    apply_group(next(g for g in find_groups(model) if not g.reason), np.array([0, 1, 2]))
+    assert weight_macs(model) == 3 * 9 * 64 + 5 * 3 * 9 * 64 + 3 * 80
+
+
+def attention(tiny, heads=4, dim=2, seed=0):
+    """x → Q/K/V (+bias) → split [0, 0, −1, d] → softmax(QKᵀ·s + mask) V → merge [0, 0, −1] → O → + x."""
+    rng = np.random.default_rng(seed)
+    hid = heads * dim
+    init = {f"w{n}": rng.standard_normal((hid, hid)).astype(np.float32) * 0.5 for n in "qkvo"}
+    init.update({f"b{n}": rng.standard_normal(hid).astype(np.float32) for n in "qkv"})
+    init.update(split=np.array([0, 0, -1, dim], np.int64), merge=np.array([0, 0, -1], np.int64))
+    init["scale"] = np.array(dim**-0.5, np.float32)
+    nodes = []
+    for n in "qkv":
+        nodes += [
+            h.make_node("MatMul", ["x", f"w{n}"], [f"{n}0"], name=f"{n}_proj"),
+            h.make_node("Add", [f"{n}0", f"b{n}"], [f"{n}1"], name=f"{n}_bias"),
+            h.make_node("Reshape", [f"{n}1", "split"], [f"{n}2"], name=f"{n}_split"),
+            h.make_node(
+                "Transpose", [f"{n}2"], [f"{n}3"], name=f"{n}_t", perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3]
+            ),
+        ]
+    nodes += [
+        h.make_node("MatMul", ["q3", "k3"], ["s0"], name="scores"),
+        h.make_node("Mul", ["s0", "scale"], ["s1"], name="scaled"),
+        h.make_node("Add", ["s1", "mask"], ["s2"], name="masked"),
+        h.make_node("Softmax", ["s2"], ["p"], name="softmax", axis=-1),
+        h.make_node("MatMul", ["p", "v3"], ["a0"], name="context"),
+        h.make_node("Transpose", ["a0"], ["a1"], name="merge_t", perm=[0, 2, 1, 3]),
+        h.make_node("Reshape", ["a1", "merge"], ["a2"], name="merge"),
+        h.make_node("MatMul", ["a2", "wo"], ["o"], name="o_proj"),
+        h.make_node("Add", ["x", "o"], ["y"], name="residual"),
+    ]
+    inputs = [("x", ["b", "s", hid]), ("mask", ["b", 1, "s", "s"])]
+    return tiny.make_model(nodes, inputs, [("y", ["b", "s", hid])], init, infer_shapes=True)
+
+
+def test_attention_heads_are_one_group_and_cutting_them_equals_zeroing_their_o_rows(tiny):
+    proto = attention(tiny)
+    model = _ir(proto)
+    heads = [g for g in find_groups(model) if g.kind == "heads"]
+    assert len(heads) == 1 and not heads[0].reason
+    assert (heads[0].channels, heads[0].block, [c.name for c in heads[0].consumers]) == (4, 2, ["o_proj"])
+    wo = tiny.initializer(proto, "wo").copy()
+    wo[[2, 3, 6, 7]] = 0  # heads 1 and 3 contribute nothing
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("wo")].CopyFrom(
+        onnx.numpy_helper.from_array(wo, "wo")
+    )
+    model = _ir(proto)
+    apply_group(next(g for g in find_groups(model) if g.kind == "heads"), np.array([0, 2]))
+    check_model(model, "pruned attention")
+    pruned = ir.to_proto(model)
+    rng = np.random.default_rng(1)
+    feed = {"x": rng.standard_normal((2, 3, 8)).astype(np.float32), "mask": np.zeros((2, 1, 3, 3), np.float32)}
+    assert np.allclose(tiny.run(pruned, feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "wq").shape == (8, 4) and tiny.initializer(pruned, "wo").shape == (4, 8)
+
+
+def test_cli_refuses_a_bad_sparsity_and_pruning_options_on_other_recipes(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from onnxcomp.cli import cli
+
+    model, out = tmp_path / "mlp.onnx", tmp_path / "out.onnx"
+    onnx.save(gated_mlp(tiny), model)
+    (tmp_path / "calib").mkdir()
+    for i, feed in enumerate(_feeds(2)):
+        np.savez(tmp_path / "calib" / f"{i}.npz", **feed)
+    runner = CliRunner()
+    for args, message in (
+        (["--recipe", "prune", "--sparsity", "1.5"], "sparsity must be a number in [0, 1)"),
+        (["--recipe", "prune", "--sparsity", "0.99", "--importance", "magnitude"], "the maximum is"),
+        (["--recipe", "int8", "--sparsity", "0.2"], "apply to pruning recipes"),
+    ):
+        result = runner.invoke(cli, ["compress", str(model), "-o", str(out), "--calib", str(tmp_path / "calib"), *args])
+        assert result.exit_code == 2 and message in result.output and result.output.startswith("error:")
+        assert not out.exists()
+
+
+def test_sequential_recovery_with_two_groups_of_different_widths(tiny, tmp_path):
+    """Attention heads (O reads 8 columns) then a gated MLP (down reads 16): each consumer's
+    sequential moments are its own, and refit lowers both groups' errors."""
+    rng = np.random.default_rng(0)
+    att = attention(tiny)
+    mlp_init = {
+        "wg": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wu": rng.standard_normal((HID, FFN)).astype(np.float32) * 0.5,
+        "wd": rng.standard_normal((FFN, HID)).astype(np.float32) * 0.5,
+    }
+    graph = att.graph
+    graph.output[0].name = "y2"
+    graph.node[-1].output[0] = "y1"
+    graph.node.extend(
+        [
+            h.make_node("MatMul", ["y1", "wg"], ["g"], name="gate"),
+            h.make_node("Sigmoid", ["g"], ["sg"], name="sig"),
+            h.make_node("Mul", ["g", "sg"], ["silu"], name="silu"),
+            h.make_node("MatMul", ["y1", "wu"], ["u"], name="up"),
+            h.make_node("Mul", ["silu", "u"], ["Agu"], name="gated"),  # sorts before "a2"
+            h.make_node("MatMul", ["Agu", "wd"], ["d"], name="down"),
+            h.make_node("Add", ["y1", "d"], ["y2"], name="residual2"),
+        ]
+    )
+    graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in mlp_init.items())
+    del graph.value_info[:]
+    proto = onnx.shape_inference.infer_shapes(att, strict_mode=True)
+    feeds = [
+        {"x": rng.standard_normal((2, 3, HID)).astype(np.float32), "mask": np.zeros((2, 1, 3, 3), np.float32)}
+        for _ in range(6)
+    ]
+    options = {"prune_structured": {"sparsity": 0.4, "prune": "heads,ffn"}}
+    result = onnxcomp.compress(proto, "prune", feeds, output=tmp_path / "o.onnx", options=options, use_cache=False)
+    groups = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]["groups"]
+    assert {g["kind"] for g in groups} == {"heads", "ffn"}
+    assert all(g["error_after"] <= g["error_before"] for g in groups if "error_before" in g)
