@@ -11,10 +11,12 @@ from onnxcomp.api import compress as run_compress
 from onnxcomp.api import output_name_for
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.custom_ops.build import BuildError, build_library
+from onnxcomp.emit.conformance import check_file, target_summary
+from onnxcomp.emit.targets import DEFAULT_TARGET, TARGETS, target_named
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, write_bytes_atomic
 from onnxcomp.passes import PASSES
-from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names
+from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names, recipe_target
 from onnxcomp.tools.demo import run_demo
 from onnxcomp.tools.evaluate import evaluate, summary_rows
 from onnxcomp.tools.export import export_entry, export_module, upgrade_file
@@ -165,6 +167,11 @@ def export(source, output, opset, as_json):
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="Convert the input to this opset first.")
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
+@click.option(
+    "--target",
+    help=f"Runtime the output is for: {', '.join(TARGETS)} (`onnxcomp targets`). "
+    "[default: the recipe file's target, else ort-cpu]",
+)
 @_json_option
 def compress(
     model,
@@ -182,6 +189,7 @@ def compress(
     report_path,
     opset,
     no_cache,
+    target,
     as_json,
 ):
     """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
@@ -200,6 +208,7 @@ def compress(
     progress.set_enabled(not as_json)
     output = output or str(output_name_for(model, Path(recipe).stem))
     steps = load_recipe(recipe)  # read once; the API takes the resolved list
+    target = target_named(target or recipe_target(recipe)).name  # an unknown target: refused before any work
     if report_path:
         check_output_path(report_path, model)
     tokenizer, calibration = None, calib
@@ -241,6 +250,7 @@ def compress(
         opset=opset,
         tokenizer=tokenizer,
         use_cache=not no_cache,
+        target=target,
     )
     report = result.report
     if report_path:
@@ -262,6 +272,7 @@ def compress(
         line = PASSES[entry["pass"]].summary(entry.get("details", {}))
         if line:
             text += "\n\n" + line
+    text += f"\n\ntarget {report['target']}: conforms ({report['conformance']['nodes_checked']} nodes checked)"
     text += (
         f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
         f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s"
@@ -293,6 +304,34 @@ def _alpha_value(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise OnnxcompError(f"--alpha must be a number in [0, 1] or 'auto', not {text!r}") from None
+
+
+@cli.command("check")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default=DEFAULT_TARGET, show_default=True, help=f"One of {', '.join(TARGETS)}.")
+@_json_option
+def check_command(model, target, as_json):
+    """Check MODEL against a target's rules (ops per domain, quantized dtypes, zero points, blocks,
+    opset) and the ONNX checker (full check). Exit 1 naming the first offending node."""
+    result = check_file(model, target_named(target))
+    payload = result.as_dict()
+    if result.ok:
+        text = f"{model}: conforms to target {target} ({result.nodes_checked} nodes checked, onnx.checker full check)"
+    else:
+        more = f" (+{len(result.violations) - 1} more; --json lists them)" if len(result.violations) > 1 else ""
+        text = f"{model}: does not conform to target {target}: {result.violations[0].describe()}{more}"
+    _emit(as_json, payload, text)
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command("targets")
+@_json_option
+def targets_command(as_json):
+    """List the deployment targets and what each accepts."""
+    payload = {name: target_summary(t) for name, t in TARGETS.items()}
+    lines = [f"{name}: {info['description']}\n    verified: {info['verified']}" for name, info in payload.items()]
+    _emit(as_json, payload, "\n".join(lines))
 
 
 @cli.command("inspect")

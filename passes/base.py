@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 import onnx_ir as ir
 
 from onnxcomp.calibration.requests import Request, Statistics
+from onnxcomp.emit.targets import ORT_CPU, Target
 from onnxcomp.errors import OnnxcompError
 
 CALIBRATION_HINT = "pass --calib FILE (or --model-kind with built-in text; calibration= in the Python API)"
@@ -19,6 +20,7 @@ class Context:
     statistics: Statistics = field(default_factory=Statistics)
     use_cache: bool = True
     precision_plan: Any = None  # an onnxcomp.precision.PrecisionPlan that overrides the presets' rule
+    target: Target = ORT_CPU  # the runtime the output is for (onnxcomp.emit.targets); passes adapt to it
 
 
 class CompressionPass(ir.passes.InPlacePass):

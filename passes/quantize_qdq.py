@@ -14,6 +14,12 @@ Rewrites, for each Conv / MatMul / Gemm not excluded (placement policy `ort`):
   so ONNX Runtime can drop the DQ→op→Q pair and keep the data in int8.
 MatMuls whose both inputs are activations (attention) are left in float unless
 `activation_matmul` is set.
+Targets (`context.target`): an unset `activation_dtype` is the target's first activation dtype
+(ort-cpu: uint8, as before; tensorrt: int8, zero point 0); a dtype the target does not accept is
+refused. For a symmetric-only target (TensorRT's placement): no output Q/DQ unless
+`quantize_outputs` is set, biases stay float (TensorRT dequantizes int8/int4 only), and the input
+of a residual Add that does not come from a quantized Conv gets Q/DQ, so Conv+Add fuses.
+LayerNorm, Softmax and the attention core (activation MatMuls) stay float on every target.
 Requires: range statistics of every quantized activation (its `statistic_requests`), collected by
 the pass manager at the `calibrate` step before it, or just before it runs.
 Guarantees: a valid opset ≥ 13 model; weight error ≤ half a step per channel; activation error
@@ -28,7 +34,6 @@ from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, qu
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import RangeRequest
 from onnxcomp.emit.qdq import dequantized_constant, qdq_pair
-from onnxcomp.emit.targets import ORT_CPU
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, NodeFilter, constant_array, is_float32_activation
 from onnxcomp.ir.linears import linear_of
@@ -50,15 +55,27 @@ class QuantizeQDQ(CompressionPass):
         "activation_matmul": False,
     }
 
+    def __init__(self, *args, **options):
+        self.explicit = set(options)  # options the recipe or caller set (the rest follow the target)
+        super().__init__(*args, **options)
+        target = self.context.target
+        if "activation_dtype" not in self.explicit:
+            self.opts["activation_dtype"] = target.activation_dtypes[0]
+        if target.symmetric_only and "quantize_outputs" not in self.explicit:
+            self.opts["quantize_outputs"] = []
+
     def validate_options(self) -> None:
         bad = sorted(set(self.opts["op_types"]) - SUPPORTED_OPS)
         if bad:
             raise OnnxcompError(
                 f"pass 'quantize_qdq': op_types {bad[0]!r} not supported (choose from {sorted(SUPPORTED_OPS)})"
             )
-        if self.opts["activation_dtype"] not in ORT_CPU.activation_dtypes:
-            dtypes = " or ".join(ORT_CPU.activation_dtypes)
-            raise self.fail(f"activation_dtype must be {dtypes}, not {self.opts['activation_dtype']!r}")
+        target = self.context.target
+        if "activation_dtype" in self.explicit and self.opts["activation_dtype"] not in target.activation_dtypes:
+            dtypes = " or ".join(target.activation_dtypes)
+            raise self.fail(
+                f"activation_dtype must be {dtypes} for target {target.name!r}, not {self.opts['activation_dtype']!r}"
+            )
         if self.opts["method"] not in METHODS:
             raise self.fail(f"unknown calibration method {self.opts['method']!r} (choose from {', '.join(METHODS)})")
         if not 0 < float(self.opts["percentile"]) <= 100:
@@ -95,7 +112,25 @@ class QuantizeQDQ(CompressionPass):
             if indices:
                 plan[node] = indices
         outputs = [n.outputs[0] for n in plan if n.op_type in self.opts["quantize_outputs"]]
+        if self.context.target.symmetric_only:
+            plan.update(self._residual_adds(model, plan))
         return plan, outputs
+
+    @staticmethod
+    def _residual_adds(model: ir.Model, plan: dict) -> dict:
+        """Add(Conv output, x) with x a float activation from elsewhere → {Add: [index of x]}: the
+        Q/DQ TensorRT needs on the residual branch to fuse the Add into the int8 Conv."""
+        convs = {n.outputs[0] for n in plan if n.op_type == "Conv"}
+        adds = {}
+        for node in model.graph:
+            if node.op_type != "Add" or node.domain != "" or len(node.inputs) != 2:
+                continue
+            sides = [value in convs for value in node.inputs]
+            if sum(sides) == 1:
+                other = sides.index(False)
+                if is_float32_activation(node.inputs[other]):
+                    adds[node] = [other]
+        return adds
 
     def _values_to_quantize(self, model: ir.Model) -> list[ir.Value]:
         plan, outputs = self._plan(model)
@@ -185,7 +220,7 @@ class QuantizeQDQ(CompressionPass):
                 node.replace_input_with(1, dq_weight)
                 layer.update({"weight": weight.name, "axis": axis, "channels": int(len(scales))})
                 input_value = source_of.get(node.inputs[0])
-                if input_value is not None:
+                if input_value is not None and not self.context.target.symmetric_only:
                     if not self._quantize_bias(graph, names, node, scales, qparams[input_value][0], new_nodes):
                         layer["bias"] = "float (int32 would overflow)"
             layers.append(layer)

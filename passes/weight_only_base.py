@@ -7,6 +7,10 @@ when one was set, else the presets' rule (`onnxcomp.precision.weight_only_plan`:
 `output_layer_bits`, symmetric). The codes the algorithm chooses are written by the format's
 emitter (`onnxcomp.emit.blockwise`: MatMulNBits, DequantizeLinear blocks, MatMulInt4), which also
 says which scale rule the algorithm must follow and shares tied embedding tables.
+Targets (`context.target`): an unset `format` is the target's first weight-only format (ort-cpu:
+matmulnbits, as before; tensorrt and portable: qdq); a format the target does not read, asymmetric
+blocks on a symmetric-only target, or a bit width the target cannot block is refused before any
+work; an unset `output_layer_bits` the target cannot block (8 on tensorrt) becomes the layers' bits.
 """
 
 from collections import Counter
@@ -18,7 +22,6 @@ from onnx_ir.passes.common import TopologicalSortPass
 
 from onnxcomp.algorithms.blockwise import BITS, GROUP_SIZES, BlockQuantized, dequantize_blockwise, relative_error
 from onnxcomp.emit.blockwise import BlockwiseEmitter
-from onnxcomp.emit.targets import ORT_CPU
 from onnxcomp.ir.folding import FALLBACKS
 from onnxcomp.ir.graph import NodeFilter
 from onnxcomp.ir.linears import Linear, linear_of
@@ -44,6 +47,7 @@ class WeightOnlyPass(CompressionPass):
     algorithm: ClassVar[str]
 
     def __init__(self, *args, **options):
+        self.explicit = set(options)  # options the recipe or caller set (format/head bits follow the target)
         super().__init__(*args, **options)
         self.emitter = BlockwiseEmitter(self.opts["format"], self.opts["accuracy_level"])
         self.plan: PrecisionPlan | None = None
@@ -54,8 +58,21 @@ class WeightOnlyPass(CompressionPass):
             raise self.fail(f"bits must be one of {', '.join(map(str, BITS))}, not {o['bits']!r}")
         if o["group_size"] not in GROUP_SIZES:
             raise self.fail(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))}, not {o['group_size']!r}")
-        if o["format"] not in ORT_CPU.weight_only_formats:
-            raise self.fail(f"format must be one of {', '.join(ORT_CPU.weight_only_formats)}, not {o['format']!r}")
+        target = self.context.target
+        if "format" not in self.explicit:
+            o["format"] = target.weight_only_formats[0]
+        if o["format"] not in target.weight_only_formats:
+            raise self.fail(
+                f"format must be one of {', '.join(target.weight_only_formats)} for target {target.name!r}, "
+                f"not {o['format']!r}"
+            )
+        if target.symmetric_only and not o["symmetric"]:
+            raise self.fail(f"target {target.name!r} reads symmetric blocks only (zero point 0); drop symmetric=false")
+        if "output_layer_bits" not in self.explicit and o["output_layer_bits"] not in target.block_bits:
+            o["output_layer_bits"] = 0  # the LM head at the layers' bits (the target blocks no other width)
+        for bits in {o["bits"], o["output_layer_bits"] or o["bits"]}:
+            if bits not in target.block_bits:
+                raise self.fail(f"target {target.name!r} reads {bits}-bit blocks not at all (only {target.block_bits})")
         if o["format"] == "custom" and o["bits"] != 4:
             raise self.fail("format 'custom' (MatMulInt4) is 4-bit only; use matmulnbits or qdq for 8 bits")
         if o.get("algorithm", self.algorithm) != self.algorithm:
