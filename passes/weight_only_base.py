@@ -71,7 +71,7 @@ class WeightOnlyPass(CompressionPass):
         if "output_layer_bits" not in self.explicit and o["output_layer_bits"] not in target.block_bits:
             o["output_layer_bits"] = 0  # the LM head at the layers' bits (the target blocks no other width)
         for bits in {o["bits"], o["output_layer_bits"] or o["bits"]}:
-            if bits not in target.block_bits:
+            if bits in BITS and bits not in target.block_bits:  # other values are refused below
                 raise self.fail(f"target {target.name!r} reads {bits}-bit blocks not at all (only {target.block_bits})")
         if o["format"] == "custom" and o["bits"] != 4:
             raise self.fail("format 'custom' (MatMulInt4) is 4-bit only; use matmulnbits or qdq for 8 bits")
