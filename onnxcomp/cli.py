@@ -13,6 +13,7 @@ from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.custom_ops.build import BuildError, build_library
 from onnxcomp.emit.conformance import check_file, target_summary
 from onnxcomp.emit.targets import DEFAULT_TARGET, TARGETS, target_named
+from onnxcomp.emit.tensorrt_engine import build_engine, load_checked, parse_shapes, trtexec_command
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.modelio import DEFAULT_OPSET, check_output_path, write_bytes_atomic
 from onnxcomp.passes import PASSES
@@ -323,6 +324,35 @@ def check_command(model, target, as_json):
     _emit(as_json, payload, text)
     if not result.ok:
         sys.exit(1)
+
+
+@cli.command("build-engine")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Engine file to write.")
+@click.option(
+    "--shapes",
+    "shapes",
+    multiple=True,
+    required=True,
+    help="One optimization profile: 'name:min,opt,max[;name:min,opt,max]', dims joined by x "
+    "(input_ids:1x8,1x128,4x512). Repeat for more profiles.",
+)
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache to reuse and update.")
+@click.option("--fp16", is_flag=True, help="Assert the (strongly typed) model carries float16 tensors.")
+@click.option("--plugins", is_flag=True, help="Register the ai.onnxcomp MatMulInt4 TensorRT plugin first.")
+@click.option("--print-trtexec", is_flag=True, help="Print the equivalent trtexec command and exit.")
+@_json_option
+def build_engine_command(model, output, shapes, timing_cache, fp16, plugins, print_trtexec, as_json):
+    """Build a TensorRT engine from MODEL (which must pass `onnxcomp check --target tensorrt`):
+    strongly typed network, one optimization profile per --shapes, a JSON side file OUTPUT.json.
+    Unverified on machines without TensorRT (see README)."""
+    profiles = [parse_shapes(spec) for spec in shapes]
+    if print_trtexec:
+        load_checked(model)
+        click.echo(trtexec_command(model, output, profiles, timing_cache, plugins))
+        return
+    side = build_engine(model, output, profiles, timing_cache, fp16, plugins)
+    _emit(as_json, side, f"wrote {output} and {output}.json (TensorRT {side['versions']['tensorrt']})")
 
 
 @cli.command("targets")
