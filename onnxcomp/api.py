@@ -12,7 +12,7 @@ from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcomp.cache import digest
 from onnxcomp.calibration.readers import make_reader
-from onnxcomp.emit.conformance import check_opset, require_conformance
+from onnxcomp.emit.conformance import check_input, require_conformance
 from onnxcomp.emit.targets import target_named
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import input_specs
@@ -92,7 +92,7 @@ def compress(
     upgraded = upgrade_opset(proto, opset)
     ir_model = ir.from_proto(upgraded)
     check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset}")
-    check_opset(ir_model, deployment, source)
+    check_input(ir_model, deployment, source)
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None

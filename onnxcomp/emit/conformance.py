@@ -189,11 +189,17 @@ def _opset_problem(model: ir.Model, target: Target) -> str | None:
     return None
 
 
-def check_opset(model: ir.Model, target: Target, what: str) -> None:
-    """Refuse a model whose default-domain opset the target does not read (before any work)."""
+def check_input(model: ir.Model, target: Target, what: str) -> None:
+    """Before any work: refuse an input whose opset, or one of whose ops, the target does not run
+    (no pass removes an op of another domain, so the output would fail the check)."""
     problem = _opset_problem(model, target)
     if problem:
         raise OnnxcompError(f"{what}: {problem} (pass --opset {target.max_opset or target.min_opset})")
+    for node in model.graph:
+        if not target.accepts_op(node.domain, node.op_type):
+            raise OnnxcompError(
+                f"{what}: node {node.name!r} ({node.domain}::{node.op_type}) is not an op target {target.name!r} runs"
+            )
 
 
 def check_conformance(model: ir.Model, target: Target) -> Conformance:

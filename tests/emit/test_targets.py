@@ -222,3 +222,15 @@ def test_cli_check_and_compress_target(tiny, tmp_path):
     unknown = runner.invoke(cli, ["compress", str(source), "-o", str(tmp_path / "x.onnx"), "--target", "trt"])
     assert unknown.exit_code == 2 and "unknown target 'trt'" in unknown.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_input_with_ops_the_target_does_not_run_is_refused_first(tiny, tmp_path):
+    proto = linear(tiny)
+    proto.graph.node[0].domain = "com.microsoft"
+    proto.opset_import.append(h.make_opsetid("com.microsoft", 1))
+    proto.graph.node[0].op_type = "FusedMatMul"
+    with pytest.raises(
+        OnnxcompError, match="node 'mm' \\(com.microsoft::FusedMatMul\\) is not an op target 'portable'"
+    ):
+        onnxcomp.compress(proto, "canonicalize", target="portable", output=tmp_path / "o.onnx")
+    assert not (tmp_path / "o.onnx").exists()
