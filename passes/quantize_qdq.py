@@ -18,7 +18,10 @@ Targets (`context.target`): an unset `activation_dtype` is the target's first ac
 (ort-cpu: uint8, as before; tensorrt: int8, zero point 0); a dtype the target does not accept is
 refused. For a symmetric-only target (TensorRT's placement): no output Q/DQ unless
 `quantize_outputs` is set, biases stay float (TensorRT dequantizes int8/int4 only), and the input
-of a residual Add that does not come from a quantized Conv gets Q/DQ, so Conv+Add fuses.
+of a residual Add that does not come from a quantized Conv gets Q/DQ, so Conv+Add fuses; a MatMul
+or Gemm whose input is one-sided (calibrated min > -max/16, e.g. after GELU: a symmetric int8 scale
+wastes half its codes) stays float (`one_sided_float`; MiniLM: cosine 0.9865 → 0.9935, see
+benchmarks/targets.py). Convs after ReLU stay int8, as TensorRT's own placement does.
 LayerNorm, Softmax and the attention core (activation MatMuls) stay float on every target.
 Requires: range statistics of every quantized activation (its `statistic_requests`), collected by
 the pass manager at the `calibrate` step before it, or just before it runs.
@@ -41,6 +44,7 @@ from onnxcomp.passes.base import CompressionPass
 
 SHARED_SCALE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Identity"}
 SUPPORTED_OPS = {"Conv", "MatMul", "Gemm"}
+ONE_SIDED = 1 / 16  # an activation whose calibrated minimum is above -max/16 is "one-sided" (e.g. after GELU)
 
 
 class QuantizeQDQ(CompressionPass):
@@ -53,6 +57,7 @@ class QuantizeQDQ(CompressionPass):
         "percentile": 99.999,
         "quantize_outputs": ["Conv"],
         "activation_matmul": False,
+        "one_sided_float": None,  # None: the target decides (true when it is symmetric-only)
     }
 
     def __init__(self, *args, **options):
@@ -163,11 +168,14 @@ class QuantizeQDQ(CompressionPass):
         dtype = self.opts["activation_dtype"]
         qparams: dict[ir.Value, tuple] = {}
         ranges = {}
+        one_sided = set()
         for value in values:
             root = self._scale_root(value, quantized_values)
             st = stats[root.name]
             scheme = "asymmetric" if dtype == "uint8" else "symmetric"
             lo, hi = st.range(self.opts["method"], float(self.opts["percentile"]), scheme)
+            if scheme == "symmetric" and -st.min < ONE_SIDED * st.max:
+                one_sided.add(value)
             scale, zero_point = activation_qparams(lo, hi, dtype)
             qparams[value] = (scale, zero_point)
             ranges[value.name] = {
@@ -176,6 +184,16 @@ class QuantizeQDQ(CompressionPass):
                 "zero_point": int(zero_point),
                 **({"shared_with": root.name} if root is not value else {}),
             }
+
+        float_one_sided = self.opts["one_sided_float"]
+        if float_one_sided is None:
+            float_one_sided = self.context.target.symmetric_only
+        if float_one_sided and one_sided:
+            kept = [n for n, idx in plan.items() if n.op_type != "Conv" and any(n.inputs[i] in one_sided for i in idx)]
+            for node in kept:
+                del plan[node]
+            self.details["float_one_sided"] = [n.name for n in kept]
+            outputs = [v for v in outputs if v.producer() in plan]
 
         names = NameAllocator(graph)
         dequantized: dict[ir.Value, ir.Value] = {}  # float value -> its DequantizeLinear output

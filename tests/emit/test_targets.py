@@ -234,3 +234,23 @@ def test_input_with_ops_the_target_does_not_run_is_refused_first(tiny, tmp_path)
     ):
         onnxcomp.compress(proto, "canonicalize", target="portable", output=tmp_path / "o.onnx")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_tensorrt_keeps_matmuls_on_one_sided_inputs_float(tiny):
+    w = RNG.standard_normal((8, 4)).astype(np.float32)
+    proto = tiny.make_model(
+        [h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node("MatMul", ["r", "w"], ["y"], name="mm")],
+        [("x", [3, 8])],
+        [("y", [3, 4])],
+        {"w": w},
+        infer_shapes=True,
+    )
+    data = [{"x": RNG.standard_normal((3, 8)).astype(np.float32)} for _ in range(4)]
+    trt = onnxcomp.compress(proto, "int8", data, target="tensorrt", use_cache=False)
+    entry = next(p for p in trt.report["passes"] if p["pass"] == "quantize_qdq")
+    assert entry["details"]["float_one_sided"] == ["mm"] and "QuantizeLinear" not in tiny.op_types(trt.model)
+    forced = onnxcomp.compress(
+        proto, "int8", data, target="tensorrt", use_cache=False, options={"quantize_qdq": {"one_sided_float": False}}
+    )
+    assert "QuantizeLinear" in tiny.op_types(forced.model) and forced.report["conformance"]["conforms"]
+    assert "QuantizeLinear" in tiny.op_types(onnxcomp.compress(proto, "int8", data, use_cache=False).model)
