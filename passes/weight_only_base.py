@@ -14,6 +14,7 @@ work; an unset `output_layer_bits` the target cannot block (8 on tensorrt) becom
 """
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -98,7 +99,14 @@ class WeightOnlyPass(CompressionPass):
         return self.emitter.signed_scales
 
     def scheme_for(self, linear: Linear) -> Scheme:
-        return self.plan.scheme_for(linear.node)
+        """The plan's scheme; on a whole-blocks target (portable, tensorrt) a group that does not divide
+        K becomes the largest accepted one that does, else the layer is kept in float."""
+        scheme = self.plan.scheme_for(linear.node)
+        target = self.context.target
+        if scheme.kind != "blockwise" or not target.whole_blocks or linear.k % scheme.group == 0:
+            return scheme
+        fits = [g for g in target.block_sizes if g <= scheme.group and linear.k % g == 0]
+        return replace(scheme, group=max(fits)) if fits else Scheme("keep")
 
     def targets(self, model: ir.Model) -> tuple[list[Linear], list[dict]]:
         """The linears to quantize, and [{node, reason}] for the ones skipped. Sets `self.plan`."""
@@ -122,7 +130,15 @@ class WeightOnlyPass(CompressionPass):
             (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"]
         )
         kept = [linear for linear in targets if self.scheme_for(linear).kind == "keep"]
-        skipped += [{"node": linear.name, "reason": "kept in float by the precision plan"} for linear in kept]
+        skipped += [
+            {
+                "node": linear.name,
+                "reason": "kept in float by the precision plan"
+                if self.plan.scheme_for(linear.node).kind == "keep"
+                else f"K = {linear.k}: no whole block for target {self.context.target.name!r}",
+            }
+            for linear in kept
+        ]
         return [linear for linear in targets if linear not in kept], skipped
 
     def layer_report(self, linear: Linear, weight: np.ndarray, q: BlockQuantized) -> dict:

@@ -162,6 +162,9 @@ class _Checker:
                 readers = [(use.node.op_type, use.idx) for use in node.outputs[0].uses()]
                 if rank != 2 or axis % 2 != 0 or any(r != ("MatMul", 1) for r in readers):
                     return f"target {t.name!r} blocks weights [K, N] on the K axis (axis 0) as MatMul's B"
+            axis = _int_attr(node, "axis", 1)
+            if t.whole_blocks and data.shape is not None and data.shape[axis] % block_size:
+                return f"axis {axis} ({data.shape[axis]}) is not a multiple of block size {block_size} ({t.name!r})"
         return self._zero_point_and_scale(node)
 
     def packed(self, node: ir.Node) -> str | None:

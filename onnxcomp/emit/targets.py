@@ -22,7 +22,9 @@ Sources (read 2026-11-30):
   uint8 and no int32 bias behind a DequantizeLinear); no contrib (com.microsoft) operators.
 - ONNX operator specification (QuantizeLinear/DequantizeLinear-21: int4/uint4 and `block_size`)
   for `portable`: the standard domains only, so DirectML, WebGPU, OpenVINO and other runtimes that
-  implement the standard read it.
+  implement the standard read it. Whole blocks (`whole_blocks`): OpenVINO 2026.4's ONNX frontend
+  refuses a DequantizeLinear whose blocked axis is not a multiple of block_size ("cannot be divided
+  by block_size", measured here), so portable and tensorrt (conservatively) ask for whole blocks.
 """
 
 from dataclasses import dataclass
@@ -71,6 +73,7 @@ class Target:
     block_bits: tuple[int, ...] = (4, 8)  # bit widths that may be quantized in blocks
     block_sizes: tuple[int, ...] = (32, 64, 128)
     block_on_k_axis: bool = False  # a blocked DequantizeLinear feeds MatMul's B [K, N] with axis 0
+    whole_blocks: bool = False  # the blocked axis a multiple of the block size (no partial last block)
     min_opset: int = 13
     max_opset: int | None = None
     verified: str = "ONNX Runtime CPU, on this machine"
@@ -111,6 +114,7 @@ TENSORRT = Target(
     per_tensor_activations=True,
     block_bits=(4,),
     block_on_k_axis=True,
+    whole_blocks=True,
     min_opset=21,
     verified="conformance check; QDQ math run in ONNX Runtime CPU and OpenVINO (no TensorRT here)",
 )
@@ -122,6 +126,7 @@ PORTABLE = Target(
     weight_only_formats=("qdq",),
     activation_dtypes=("uint8", "int8"),
     weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
+    whole_blocks=True,
     min_opset=21,
     max_opset=21,
     verified="ONNX Runtime CPU and OpenVINO, on this machine",

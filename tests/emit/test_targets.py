@@ -173,7 +173,7 @@ def test_weight_only_follows_the_target_format(tiny):
         assert result.report["conformance"]["conforms"]
     trt = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt").model
     dq = trt.graph.node[0]
-    assert tiny.attr(dq, "axis") == 0 and tiny.attr(dq, "block_size") == 128
+    assert tiny.attr(dq, "axis") == 0 and tiny.attr(dq, "block_size") == 64  # K = 64: whole blocks
     assert len(dq.input) == 2  # no zero point: symmetric
 
 
@@ -254,3 +254,17 @@ def test_tensorrt_keeps_matmuls_on_one_sided_inputs_float(tiny):
     )
     assert "QuantizeLinear" in tiny.op_types(forced.model) and forced.report["conformance"]["conforms"]
     assert "QuantizeLinear" in tiny.op_types(onnxcomp.compress(proto, "int8", data, use_cache=False).model)
+
+
+def test_whole_blocks_on_portable_and_tensorrt(tiny):
+    proto = linear(tiny, k=96)  # 96 = 3 × 32: group 128 has a partial block, 32 divides it
+    for target in ("portable", "tensorrt"):
+        result = onnxcomp.compress(proto, "w4a16-rtn", target=target)
+        assert tiny.attr(result.model.graph.node[0], "block_size") == 32 and result.report["conformance"]["conforms"]
+    cpu = onnxcomp.compress(proto, "w4a16-rtn", options={"quantize_weight_only": {"format": "qdq"}})
+    assert tiny.attr(cpu.model.graph.node[0], "block_size") == 128  # ORT reads the partial block: unchanged
+    assert (
+        "not a multiple of block size 128" in check_conformance(ir.from_proto(cpu.model), PORTABLE).violations[0].reason
+    )
+    odd = onnxcomp.compress(linear(tiny, k=40), "w4a16-rtn", target="portable")  # no accepted block divides 40
+    assert tiny.op_types(odd.model) == ["MatMul"]
