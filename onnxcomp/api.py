@@ -12,6 +12,8 @@ from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcomp.cache import digest
 from onnxcomp.calibration.readers import make_reader
+from onnxcomp.emit.conformance import check_input, require_conformance
+from onnxcomp.emit.targets import target_named
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import initializer_bytes, input_specs
 from onnxcomp.ir.modelio import (
@@ -31,7 +33,7 @@ from onnxcomp.ir.modelio import (
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.manager import Pipeline
-from onnxcomp.passes.recipes import apply_overrides, load_recipe
+from onnxcomp.passes.recipes import apply_overrides, load_recipe, recipe_target
 from onnxcomp.precision.measure import model_error
 from onnxcomp.precision.plan import PrecisionPlan
 
@@ -61,6 +63,7 @@ def compress(
     tokenizer=None,
     use_cache: bool = True,
     precision_plan: PrecisionPlan | None = None,
+    target: str | None = None,
 ) -> CompressResult:
     """Compress an ONNX model with a recipe; identical inputs give byte-identical output.
 
@@ -71,11 +74,15 @@ def compress(
     current model in ONNX Runtime after every pass and record the output deviation.
     precision_plan: an `onnxcomp.precision.PrecisionPlan` that sets each layer's scheme for the
     weight-only passes instead of the presets' rule.
+    target: the runtime the output is for (`onnxcomp.emit.targets.TARGETS`: ort-cpu, the default,
+    ort-cuda, tensorrt, portable; else a recipe file's `target`); passes adapt to it and the output
+    must pass its conformance check.
     """
     start = time.perf_counter()
     _check_arguments(model, recipe, options)
     if output is not None:  # before any work: a bad output path fails fast
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
+    deployment = target_named(target or recipe_target(recipe))  # an unknown target: refused before any work
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
     if precision_plan is not None and not isinstance(precision_plan, PrecisionPlan):
         raise OnnxcompError(
@@ -96,6 +103,7 @@ def compress(
     ir_model = to_ir(upgraded, source)
     check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset or DEFAULT_OPSET}")
     check_weights(ir_model, source)
+    check_input(ir_model, deployment, source)
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
@@ -106,6 +114,7 @@ def compress(
         precision_plan=precision_plan,
         input_bytes=input_bytes,
         graph_bytes=max(0, input_bytes - initializer_bytes(ir_model)),
+        target=deployment,
     )
     passes = [_make_pass(name, context, opts) for name, opts in steps]
     verify_feed = _verify_feed(reader) if verify else None
@@ -113,6 +122,7 @@ def compress(
         raise OnnxcompError("--verify needs calibration data to run the models on (pass --calib)")
 
     entries = Pipeline(passes, context).run(ir_model, verify_feed)
+    conformance = require_conformance(ir_model, deployment, "the compressed model")
     result_proto = ir.to_proto(ir_model)
     data = serialize(result_proto)
     report = {
@@ -121,6 +131,8 @@ def compress(
         "output": str(output) if output is not None else None,
         "recipe": [{"pass": name, **opts} for name, opts in steps],
         "passes": entries,
+        "target": deployment.name,
+        "conformance": conformance.as_dict(),
         "input_bytes": input_bytes,
         "output_bytes": len(data),
         "seconds": round(time.perf_counter() - start, 3),

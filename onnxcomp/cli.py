@@ -13,11 +13,14 @@ from onnxcomp.api import compress as run_compress
 from onnxcomp.api import output_name_for
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.custom_ops.build import BuildError, build_library
+from onnxcomp.emit.conformance import check_file, target_summary
+from onnxcomp.emit.targets import DEFAULT_TARGET, TARGETS, target_named
+from onnxcomp.emit.tensorrt_engine import build_engine, load_checked, parse_shapes, trtexec_command
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.modelio import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_output_path, model_opset, write_bytes_atomic
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.plan_precision import parse_size_budget
-from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names
+from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names, recipe_target
 from onnxcomp.tools import html_report
 from onnxcomp.tools.demo import run_demo
 from onnxcomp.tools.evaluate import evaluate, summary_rows
@@ -231,6 +234,11 @@ def export(source, output, opset, as_json):
     help=f"Convert the input to this opset first (never down).  [default: at least {DEFAULT_OPSET}]",
 )
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
+@click.option(
+    "--target",
+    help=f"Runtime the output is for: {', '.join(TARGETS)} (`onnxcomp targets`). "
+    "[default: the recipe file's target, else ort-cpu]",
+)
 @_json_option
 def compress(
     model,
@@ -254,6 +262,7 @@ def compress(
     report_path,
     opset,
     no_cache,
+    target,
     as_json,
 ):
     """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
@@ -272,6 +281,7 @@ def compress(
     progress.set_enabled(not as_json)
     output = output or str(output_name_for(model, Path(recipe).stem))
     steps = load_recipe(recipe)  # read once; the API takes the resolved list
+    target = target_named(target or recipe_target(recipe)).name  # an unknown target: refused before any work
     if report_path:
         check_output_path(report_path, model)
     tokenizer, calibration = None, calib
@@ -329,6 +339,7 @@ def compress(
         opset=opset,
         tokenizer=tokenizer,
         use_cache=not no_cache,
+        target=target,
     )
     report = result.report
     if report_path and Path(report_path).suffix.lower() in (".html", ".htm"):
@@ -352,6 +363,7 @@ def compress(
         line = PASSES[entry["pass"]].summary(entry.get("details", {}))
         if line:
             text += "\n\n" + line
+    text += f"\n\ntarget {report['target']}: conforms ({report['conformance']['nodes_checked']} nodes checked)"
     text += (
         f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
         f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s"
@@ -394,6 +406,63 @@ def _alpha_value(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise OnnxcompError(f"--alpha must be a number in [0, 1] or 'auto', not {text!r}") from None
+
+
+@cli.command("check")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default=DEFAULT_TARGET, show_default=True, help=f"One of {', '.join(TARGETS)}.")
+@_json_option
+def check_command(model, target, as_json):
+    """Check MODEL against a target's rules (ops per domain, quantized dtypes, zero points, blocks,
+    opset) and the ONNX checker (full check). Exit 1 naming the first offending node."""
+    result = check_file(model, target_named(target))
+    payload = result.as_dict()
+    if result.ok:
+        text = f"{model}: conforms to target {target} ({result.nodes_checked} nodes checked, onnx.checker full check)"
+    else:
+        more = f" (+{len(result.violations) - 1} more; --json lists them)" if len(result.violations) > 1 else ""
+        text = f"{model}: does not conform to target {target}: {result.violations[0].describe()}{more}"
+    _emit(as_json, payload, text)
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command("build-engine")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Engine file to write.")
+@click.option(
+    "--shapes",
+    "shapes",
+    multiple=True,
+    required=True,
+    help="One optimization profile: 'name:min,opt,max[;name:min,opt,max]', dims joined by x "
+    "(input_ids:1x8,1x128,4x512). Repeat for more profiles.",
+)
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache to reuse and update.")
+@click.option("--fp16", is_flag=True, help="Assert the (strongly typed) model carries float16 tensors.")
+@click.option("--plugins", is_flag=True, help="Register the ai.onnxcomp MatMulInt4 TensorRT plugin first.")
+@click.option("--print-trtexec", is_flag=True, help="Print the equivalent trtexec command and exit.")
+@_json_option
+def build_engine_command(model, output, shapes, timing_cache, fp16, plugins, print_trtexec, as_json):
+    """Build a TensorRT engine from MODEL (which must pass `onnxcomp check --target tensorrt`):
+    strongly typed network, one optimization profile per --shapes, a JSON side file OUTPUT.json.
+    Unverified on machines without TensorRT (see README)."""
+    profiles = [parse_shapes(spec) for spec in shapes]
+    if print_trtexec:
+        load_checked(model)
+        click.echo(trtexec_command(model, output, profiles, timing_cache, plugins))
+        return
+    side = build_engine(model, output, profiles, timing_cache, fp16, plugins)
+    _emit(as_json, side, f"wrote {output} and {output}.json (TensorRT {side['versions']['tensorrt']})")
+
+
+@cli.command("targets")
+@_json_option
+def targets_command(as_json):
+    """List the deployment targets and what each accepts."""
+    payload = {name: target_summary(t) for name, t in TARGETS.items()}
+    lines = [f"{name}: {info['description']}\n    verified: {info['verified']}" for name, info in payload.items()]
+    _emit(as_json, payload, "\n".join(lines))
 
 
 @cli.command("inspect")

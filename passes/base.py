@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 import onnx_ir as ir
 
 from onnxcomp.calibration.requests import Request, Statistics
+from onnxcomp.emit.targets import ORT_CPU, Target
 from onnxcomp.errors import OnnxcompError
 
 CALIBRATION_HINT = "pass --calib FILE (or --model-kind with built-in text; calibration= in the Python API)"
@@ -23,6 +24,7 @@ class Context:
     graph_bytes: int = 0  # the input file's bytes outside initializer data (nodes, names, shapes)
     size_budget: int | None = None  # bytes the written model may take (set by plan_precision, checked by compress)
     error_feeds: list | None = None  # feeds on which compress measures the final model's output error
+    target: Target = ORT_CPU  # the runtime the output is for (onnxcomp.emit.targets); passes adapt to it
 
 
 class CompressionPass(ir.passes.InPlacePass):

@@ -39,7 +39,7 @@ from onnxcomp.ir.graph import initializer_bytes
 from onnxcomp.ir.patterns import row_gather_tables
 from onnxcomp.passes.base import CompressionPass
 from onnxcomp.precision.measure import OverrideRunner, holdout_feeds
-from onnxcomp.precision.plan import PrecisionPlan, is_output_layer
+from onnxcomp.precision.plan import PrecisionPlan, Scheme, is_output_layer
 from onnxcomp.precision.units import Unit, find_units, parse_scheme, quantize_unit, scheme_name
 from onnxcomp.progress import progress
 
@@ -132,10 +132,13 @@ class PlanPrecision(CompressionPass):
             raise self.fail("no linear layer with a constant 2-D float weight to plan")
         grams = self.context.statistics.grams
         schemes = [self._candidates(unit) for unit in units]
+        ref_index = [self._reference_index(unit_schemes) for unit_schemes in schemes]
         costs, proxies, backs = [], [], []
-        for unit, unit_schemes in progress(list(zip(units, schemes)), desc="sensitivity proxies", unit="unit"):
+        for unit, unit_schemes, ref in progress(
+            list(zip(units, schemes, ref_index)), desc="sensitivity proxies", unit="unit"
+        ):
             row_bytes, row_proxy = [], []
-            for scheme in unit_schemes:
+            for i, scheme in enumerate(unit_schemes):
                 q = quantize_unit(unit, scheme)
                 row_bytes.append(q.bytes)
                 row_proxy.append(
@@ -144,11 +147,10 @@ class PlanPrecision(CompressionPass):
                         for lin in unit.linears
                     )
                 )
-                if scheme == self.reference:
+                if i == ref:
                     backs.append(q.dequantized)
             costs.append(row_bytes)
             proxies.append(row_proxy)
-        ref_index = [unit_schemes.index(self.reference) for unit_schemes in schemes]
         measured, measured_units, metric = self._measure(
             model, units, backs, [p[i] for p, i in zip(proxies, ref_index)]
         )
@@ -204,12 +206,29 @@ class PlanPrecision(CompressionPass):
         }
         return ir.passes.PassResult(model, modified=False)
 
+    def _reference_index(self, unit_schemes: list[Scheme]) -> int:
+        """The scheme a unit is measured at: the reference, else its first blockwise candidate."""
+        if self.reference in unit_schemes:
+            return unit_schemes.index(self.reference)
+        return next((i for i, s in enumerate(unit_schemes) if s.kind == "blockwise"), 0)
+
     def _candidates(self, unit: Unit):
+        """The candidates the target can store (block bits, symmetry; groups that divide K on a
+        whole-blocks target); a unit with a tied table gets symmetric blocks only."""
+        target = self.context.target
+        fits = [
+            s
+            for s in self.candidates
+            if s.kind == "keep"
+            or (
+                s.bits in target.block_bits
+                and (s.symmetric or not target.symmetric_only)
+                and (not target.whole_blocks or all(lin.k % s.group == 0 for lin in unit.linears))
+            )
+        ]
         if unit.tied_tables:  # the shared table needs symmetric blocks (see onnxcomp.precision.units)
-            return [s for s in self.candidates if s.kind == "blockwise" and s.symmetric] or [
-                replace(self.reference, symmetric=True)
-            ]
-        return list(self.candidates)
+            fits = [s for s in fits if s.kind == "blockwise" and s.symmetric]
+        return fits or [Scheme("keep")]
 
     def _fixed_bytes(self, model: ir.Model, units: list[Unit]) -> int:
         """Predicted bytes of everything but the units' weights: the input's graph bytes, plus

@@ -13,6 +13,8 @@ or starts from a preset and overrides options of its passes:
     base = "int8"
     [options.quantize_qdq]
     activation_dtype = "int8"
+
+Either may name the runtime it is for: `target = "tensorrt"` (see `onnxcomp.emit.targets`).
 """
 
 import copy
@@ -131,6 +133,28 @@ def load_recipe(recipe: str | Path | list) -> list[tuple[str, dict]]:
     return steps
 
 
+def recipe_target(recipe: str | Path | list) -> str | None:
+    """The `target = "…"` a recipe file names (None for presets, lists and files without one)."""
+    if isinstance(recipe, list) or str(recipe) in PRESETS:
+        return None
+    path = Path(recipe)
+    if path.suffix.lower() not in (".toml", ".yaml", ".yml") or not path.is_file():
+        return None
+    target = _read_table(path).get("target")
+    if target is not None and not isinstance(target, str):
+        raise OnnxcompError(f"{path}: 'target' must be a target name")
+    return target
+
+
+def _read_table(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise OnnxcompError(f"{path}: cannot parse recipe ({str(exc).splitlines()[0]})") from None
+    return data if isinstance(data, dict) else {}
+
+
 def _parse_file(path: Path) -> list[tuple[str, dict]]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -139,7 +163,7 @@ def _parse_file(path: Path) -> list[tuple[str, dict]]:
         raise OnnxcompError(f"{path}: cannot parse recipe ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise OnnxcompError(f"{path}: a recipe must be a table with 'passes' or 'base'")
-    unknown = sorted(set(data) - {"name", "description", "passes", "base", "options"})
+    unknown = sorted(set(data) - {"name", "description", "passes", "base", "options", "target"})
     if unknown:
         raise OnnxcompError(f"{path}: unknown recipe key {unknown[0]!r}")
     if "passes" in data and not isinstance(data["passes"], list):

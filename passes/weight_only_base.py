@@ -7,9 +7,14 @@ when one was set, else the presets' rule (`onnxcomp.precision.weight_only_plan`:
 `output_layer_bits`, symmetric). The codes the algorithm chooses are written by the format's
 emitter (`onnxcomp.emit.blockwise`: MatMulNBits, DequantizeLinear blocks, MatMulInt4), which also
 says which scale rule the algorithm must follow and shares tied embedding tables.
+Targets (`context.target`): an unset `format` is the target's first weight-only format (ort-cpu:
+matmulnbits, as before; tensorrt and portable: qdq); a format the target does not read, asymmetric
+blocks on a symmetric-only target, or a bit width the target cannot block is refused before any
+work; an unset `output_layer_bits` the target cannot block (8 on tensorrt) becomes the layers' bits.
 """
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,7 +23,6 @@ from onnx_ir.passes.common import TopologicalSortPass
 
 from onnxcomp.algorithms.blockwise import BITS, GROUP_SIZES, BlockQuantized, dequantize_blockwise, relative_error
 from onnxcomp.emit.blockwise import BlockwiseEmitter
-from onnxcomp.emit.targets import ORT_CPU
 from onnxcomp.ir.folding import FALLBACKS
 from onnxcomp.ir.graph import NodeFilter
 from onnxcomp.ir.linears import Linear, linear_of
@@ -44,6 +48,7 @@ class WeightOnlyPass(CompressionPass):
     algorithm: ClassVar[str]
 
     def __init__(self, *args, **options):
+        self.explicit = set(options)  # options the recipe or caller set (format/head bits follow the target)
         super().__init__(*args, **options)
         self.emitter = BlockwiseEmitter(self.opts["format"], self.opts["accuracy_level"])
         self.plan: PrecisionPlan | None = None
@@ -54,8 +59,21 @@ class WeightOnlyPass(CompressionPass):
             raise self.fail(f"bits must be one of {', '.join(map(str, BITS))}, not {o['bits']!r}")
         if o["group_size"] not in GROUP_SIZES:
             raise self.fail(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))}, not {o['group_size']!r}")
-        if o["format"] not in ORT_CPU.weight_only_formats:
-            raise self.fail(f"format must be one of {', '.join(ORT_CPU.weight_only_formats)}, not {o['format']!r}")
+        target = self.context.target
+        if "format" not in self.explicit:
+            o["format"] = target.weight_only_formats[0]
+        if o["format"] not in target.weight_only_formats:
+            raise self.fail(
+                f"format must be one of {', '.join(target.weight_only_formats)} for target {target.name!r}, "
+                f"not {o['format']!r}"
+            )
+        if target.symmetric_only and not o["symmetric"]:
+            raise self.fail(f"target {target.name!r} reads symmetric blocks only (zero point 0); drop symmetric=false")
+        if "output_layer_bits" not in self.explicit and o["output_layer_bits"] not in target.block_bits:
+            o["output_layer_bits"] = 0  # the LM head at the layers' bits (the target blocks no other width)
+        for bits in {o["bits"], o["output_layer_bits"] or o["bits"]}:
+            if bits in BITS and bits not in target.block_bits:  # other values are refused below
+                raise self.fail(f"target {target.name!r} reads {bits}-bit blocks not at all (only {target.block_bits})")
         if o["format"] == "custom" and o["bits"] != 4:
             raise self.fail("format 'custom' (MatMulInt4) is 4-bit only; use matmulnbits or qdq for 8 bits")
         if o.get("algorithm", self.algorithm) != self.algorithm:
@@ -81,7 +99,14 @@ class WeightOnlyPass(CompressionPass):
         return self.emitter.signed_scales
 
     def scheme_for(self, linear: Linear) -> Scheme:
-        return self.plan.scheme_for(linear.node)
+        """The plan's scheme; on a whole-blocks target (portable, tensorrt) a group that does not divide
+        K becomes the largest accepted one that does, else the layer is kept in float."""
+        scheme = self.plan.scheme_for(linear.node)
+        target = self.context.target
+        if scheme.kind != "blockwise" or not target.whole_blocks or linear.k % scheme.group == 0:
+            return scheme
+        fits = [g for g in target.block_sizes if g <= scheme.group and linear.k % g == 0]
+        return replace(scheme, group=max(fits)) if fits else Scheme("keep")
 
     def targets(self, model: ir.Model) -> tuple[list[Linear], list[dict]]:
         """The linears to quantize, and [{node, reason}] for the ones skipped. Sets `self.plan`."""
@@ -105,7 +130,15 @@ class WeightOnlyPass(CompressionPass):
             (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"]
         )
         kept = [linear for linear in targets if self.scheme_for(linear).kind == "keep"]
-        skipped += [{"node": linear.name, "reason": "kept in float by the precision plan"} for linear in kept]
+        skipped += [
+            {
+                "node": linear.name,
+                "reason": "kept in float by the precision plan"
+                if self.plan.scheme_for(linear.node).kind == "keep"
+                else f"K = {linear.k}: no whole block for target {self.context.target.name!r}",
+            }
+            for linear in kept
+        ]
         return [linear for linear in targets if linear not in kept], skipped
 
     def layer_report(self, linear: Linear, weight: np.ndarray, q: BlockQuantized) -> dict:

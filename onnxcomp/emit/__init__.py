@@ -1,6 +1,16 @@
-"""Emission: per-target rules (`targets`) and the writers of quantized layers in each runtime's ops."""
+"""Emission: per-target rules (`targets`, checked by `conformance`) and the writers of quantized layers."""
 
 from onnxcomp.emit.blockwise import FORMATS, BlockwiseEmitter
-from onnxcomp.emit.targets import ORT_CPU, Target
+from onnxcomp.emit.targets import ORT_CPU, ORT_CUDA, PORTABLE, TARGETS, TENSORRT, Target, target_named
 
-__all__ = ["FORMATS", "ORT_CPU", "BlockwiseEmitter", "Target"]
+__all__ = [
+    "FORMATS",
+    "ORT_CPU",
+    "ORT_CUDA",
+    "PORTABLE",
+    "TARGETS",
+    "TENSORRT",
+    "BlockwiseEmitter",
+    "Target",
+    "target_named",
+]

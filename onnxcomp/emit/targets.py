@@ -1,30 +1,147 @@
-"""Deployment targets: what a runtime accepts, declared once, and the check every output passes.
+"""Deployment targets: what a runtime accepts, declared once, by name.
 
-A `Target` lists the op domains a runtime runs, the blockwise weight formats it has kernels for
-(`onnxcomp.emit.blockwise.FORMATS`; the first is the default) and the QDQ activation dtypes
-(the first is the default). Passes and emitters read these instead of hard-coding a runtime's
-rules. Today: ONNX Runtime on the CPU; ORT CUDA, TensorRT and portable standard ONNX are the next
-targets (a registry by name and a conformance check of every output against `domains` come with
-them).
+A `Target` lists the ops it runs per domain, the blockwise weight formats it has kernels for
+(`onnxcomp.emit.blockwise.FORMATS`; the first is the default), the QDQ activation dtypes (the
+first is the default), the dtypes a DequantizeLinear may read for weights, whether zero points
+must be 0, which bit widths may be blocked and with which block sizes, and the opset range.
+Passes read these instead of hard-coding a runtime's rules; `onnxcomp.emit.conformance` checks
+every output against them. `TARGETS` is the registry; `target_named` resolves a name or refuses
+it with one line.
+
+Sources (read 2026-11-30):
+- ONNX Runtime, docs/OperatorKernels.md (microsoft/onnxruntime, generated from the registered
+  kernels): CPUExecutionProvider and CUDAExecutionProvider sections. CUDA: DequantizeLinear 21+
+  T1 = int4, int8, uint4, uint8 (float/float16 scales); com.microsoft MatMulNBits (T1 float,
+  float16, bfloat16; B uint8 packed), GatherBlockQuantized (int4, uint4, uint8), QuantizeLinear /
+  DequantizeLinear (int8, uint8, float16 scales).
+- TensorRT, "Working with Quantized Types" and "Explicit Quantization" (docs.nvidia.com/
+  deeplearning/tensorrt/latest/inference-library/) and the operator pages Quantize.html /
+  Dequantize.html: symmetric quantization only (signed INT8, INT4; zero points must be zero);
+  INT4 is weight-only; scales strictly positive build-time constants: scalar (per tensor), 1-D
+  (per channel) or, for INT4 only, 2-D (blocks); Dequantize input T1 = int8, fp8, int4 (so no
+  uint8 and no int32 bias behind a DequantizeLinear); no contrib (com.microsoft) operators.
+- ONNX operator specification (QuantizeLinear/DequantizeLinear-21: int4/uint4 and `block_size`)
+  for `portable`: the standard domains only, so DirectML, WebGPU, OpenVINO and other runtimes that
+  implement the standard read it. Whole blocks (`whole_blocks`): OpenVINO 2026.4's ONNX frontend
+  refuses a DequantizeLinear whose blocked axis is not a multiple of block_size ("cannot be divided
+  by block_size", measured here), so portable and tensorrt (conservatively) ask for whole blocks.
 """
 
 from dataclasses import dataclass
 
 from onnxcomp.custom_ops.reference import DOMAIN as CUSTOM_DOMAIN
+from onnxcomp.custom_ops.reference import OP_TYPE as CUSTOM_OP
+from onnxcomp.errors import OnnxcompError
+
+ANY = None  # an op set of ANY: every operator of the domain's standard (checked with onnx.defs)
+
+# com.microsoft ops the ONNX Runtime targets accept: those onnxcomp emits, and the fused ops ORT's
+# own optimizers write (all listed for the CPU and CUDA providers in OperatorKernels.md).
+_ORT_CONTRIB = frozenset(
+    {
+        "MatMulNBits",
+        "GatherBlockQuantized",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "Attention",
+        "MultiHeadAttention",
+        "GroupQueryAttention",
+        "SkipLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "EmbedLayerNormalization",
+        "FastGelu",
+        "Gelu",
+        "BiasGelu",
+        "FusedMatMul",
+        "RotaryEmbedding",
+        "QuickGelu",
+    }
+)
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    domains: tuple[str, ...]  # op domains its runtime executes ("" is the ONNX default domain)
-    weight_only_formats: tuple[str, ...]
-    activation_dtypes: tuple[str, ...]
+    description: str
+    domains: dict  # op domain ("" = ONNX default) -> frozenset of op types, or ANY
+    weight_only_formats: tuple[str, ...]  # blockwise formats; the first is the default
+    activation_dtypes: tuple[str, ...]  # QuantizeLinear outputs; the first is the default
+    weight_dtypes: tuple[str, ...]  # what a DequantizeLinear of a constant may read
+    symmetric_only: bool = False  # every zero point 0 (absent or zeros)
+    positive_scales: bool = False  # DequantizeLinear/QuantizeLinear scales > 0
+    per_tensor_activations: bool = False  # activation Q/DQ scales are scalars
+    block_bits: tuple[int, ...] = (4, 8)  # bit widths that may be quantized in blocks
+    block_sizes: tuple[int, ...] = (32, 64, 128)
+    block_on_k_axis: bool = False  # a blocked DequantizeLinear feeds MatMul's B [K, N] with axis 0
+    whole_blocks: bool = False  # the blocked axis a multiple of the block size (no partial last block)
+    min_opset: int = 13
+    max_opset: int | None = None
+    verified: str = "ONNX Runtime CPU, on this machine"
+
+    def accepts_op(self, domain: str, op_type: str) -> bool:
+        ops = self.domains.get(domain, ())
+        return ops is ANY or op_type in ops
 
 
-# ONNX Runtime, CPU execution provider (ai.onnxcomp ops need the custom-op library registered)
 ORT_CPU = Target(
     "ort-cpu",
-    domains=("", "com.microsoft", CUSTOM_DOMAIN),
+    "ONNX Runtime, CPU execution provider (ai.onnxcomp ops need the custom-op library registered)",
+    domains={"": ANY, "com.microsoft": _ORT_CONTRIB, CUSTOM_DOMAIN: frozenset({CUSTOM_OP})},
     weight_only_formats=("matmulnbits", "qdq", "custom"),
     activation_dtypes=("uint8", "int8"),
+    weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
 )
+
+ORT_CUDA = Target(
+    "ort-cuda",
+    "ONNX Runtime, CUDA execution provider (MatMulNBits with fp16/fp32 activations, DQ int4 blocks, int8 QDQ)",
+    domains={"": ANY, "com.microsoft": _ORT_CONTRIB, CUSTOM_DOMAIN: frozenset({CUSTOM_OP})},
+    weight_only_formats=("matmulnbits", "qdq", "custom"),
+    activation_dtypes=("int8", "uint8"),
+    weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
+    verified="conformance check only (no GPU on this machine)",
+)
+
+TENSORRT = Target(
+    "tensorrt",
+    "TensorRT 10/11 explicit quantization: symmetric int8 Q/DQ, int4 weight-only DequantizeLinear blocks",
+    domains={"": ANY},
+    weight_only_formats=("qdq",),
+    activation_dtypes=("int8",),
+    weight_dtypes=("int8", "int4"),
+    symmetric_only=True,
+    positive_scales=True,
+    per_tensor_activations=True,
+    block_bits=(4,),
+    block_on_k_axis=True,
+    whole_blocks=True,
+    min_opset=21,
+    verified="conformance check; QDQ math run in ONNX Runtime CPU and OpenVINO (no TensorRT here)",
+)
+
+PORTABLE = Target(
+    "portable",
+    "standard ONNX only (no contrib or custom domains): int8 QDQ and opset-21 int4 DequantizeLinear blocks",
+    domains={"": ANY},
+    weight_only_formats=("qdq",),
+    activation_dtypes=("uint8", "int8"),
+    weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
+    whole_blocks=True,
+    min_opset=21,
+    max_opset=21,
+    verified="ONNX Runtime CPU and OpenVINO, on this machine",
+)
+
+TARGETS: dict[str, Target] = {t.name: t for t in (ORT_CPU, ORT_CUDA, TENSORRT, PORTABLE)}
+DEFAULT_TARGET = ORT_CPU.name
+
+
+def target_named(name: "str | Target | None") -> Target:
+    """The registered target `name` (None: the default); an unknown name is one error line."""
+    if isinstance(name, Target):
+        return name
+    if name is None:
+        return TARGETS[DEFAULT_TARGET]
+    if name not in TARGETS:
+        raise OnnxcompError(f"unknown target {name!r} (targets: {', '.join(TARGETS)})")
+    return TARGETS[name]

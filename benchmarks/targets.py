@@ -1,0 +1,164 @@
+"""Deployment targets × recipes × zoo models: conformance, accuracy in ONNX Runtime CPU and OpenVINO, size.
+
+    .venv/bin/python benchmarks/targets.py --models minilm --recipes int8 --out /tmp/targets.md
+    .venv/bin/python benchmarks/targets.py                       # everything (SmolLM2 rows: tens of minutes)
+    .venv/bin/python benchmarks/targets.py --json > targets.json
+
+Each row compresses the cached fp32 export (`onnxcomp.models.onnx_path`) with a preset, the model's
+built-in calibration data and `compress(..., target=T)`, so the output passed T's conformance check
+and the ONNX checker (full check) or the row records the refusal. Accuracy is the zoo metric against
+the fp32 model run in ONNX Runtime CPU (MiniLM: mean cosine and nearest-neighbour agreement of the
+embeddings on the evaluation sentences; SmolLM2: perplexity on the evaluation windows; digits: test
+accuracy), measured with the compressed model run in ONNX Runtime CPU and — for the portable and
+tensorrt outputs, which use standard ONNX only — in OpenVINO (`pip install onnxcomp[openvino]`), plus
+the cosine between the two runtimes' outputs. TensorRT itself is not installable here: its column is
+the TensorRT-placed QDQ math run in ORT CPU and OpenVINO. ort-cuda rows are conformance only (no GPU).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent.parent))
+
+import onnxcomp  # noqa: E402
+from onnxcomp import models as zoo  # noqa: E402
+from onnxcomp.errors import OnnxcompError  # noqa: E402
+from onnxcomp.runtime import ort_session  # noqa: E402
+
+MODELS = ("digits", "minilm", "smollm2")
+TARGETS = ("ort-cpu", "ort-cuda", "tensorrt", "portable")
+RECIPES = ("int8", "w8a8-smoothquant", "w4a16-awq-gptq")
+RUNS_IN_OPENVINO = ("tensorrt", "portable")
+RUNS_IN_ORT = ("ort-cpu", "tensorrt", "portable")
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ort_runner(path):
+    session = ort_session(str(path))
+    names = {i.name for i in session.get_inputs()}
+    return lambda feed: session.run(None, {k: v for k, v in feed.items() if k in names})[0]
+
+
+def openvino_runner(path):
+    """`run(feed) -> first output` with OpenVINO's CPU plugin reading the ONNX file directly (f32)."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    names = {port.any_name for port in compiled.inputs}
+    request = compiled.create_infer_request()
+
+    def run(feed):
+        result = request.infer({k: v for k, v in feed.items() if k in names})
+        return np.asarray(result[compiled.outputs[0]])
+
+    return run
+
+
+def metric(kind: str, reference_run, candidate_run) -> dict:
+    module = zoo.get(kind)
+    return module.compare(reference_run, candidate_run)
+
+
+def headline(kind: str, result: dict) -> str:
+    if kind == "minilm":
+        return f"cos {result['mean_cosine']:.4f} / NN {result['nn_agreement']:.3f}"
+    if kind == "smollm2":
+        return f"ppl {result['perplexity']:.2f} (×{result['ratio']:.4f})"
+    return f"acc {result['accuracy']:.4f}"
+
+
+def runtime_agreement(kind: str, run_a, run_b) -> float:
+    """Mean cosine between two runtimes' outputs (flattened per feed) on the evaluation feeds."""
+    feeds = zoo.get(kind).evaluation_feeds()[:8]
+    cosines = []
+    for feed in feeds:
+        a, b = run_a(feed).astype(np.float64).ravel(), run_b(feed).astype(np.float64).ravel()
+        cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return float(np.mean(cosines))
+
+
+def run_row(kind: str, source: Path, recipe: str, target: str, reference_run, with_openvino: bool) -> dict:
+    row = {"model": kind, "recipe": recipe, "target": target}
+    feeds = zoo.get(kind).calibration_feeds()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.onnx"
+        start = time.perf_counter()
+        try:
+            result = onnxcomp.compress(
+                source, recipe, feeds, output=out, tokenizer=zoo.tokenizer(kind), use_cache=True, target=target
+            )
+        except OnnxcompError as exc:
+            return {**row, "conformance": f"refused: {exc}"}
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        row["conformance"] = "conforms" if result.report["conformance"]["conforms"] else "FAILS"
+        row["bytes"] = out.stat().st_size
+        if target in RUNS_IN_ORT:
+            ort_run = ort_runner(out)
+            row["ort"] = metric(kind, reference_run, ort_run)
+        if with_openvino and target in RUNS_IN_OPENVINO:
+            ov_run = openvino_runner(out)
+            row["openvino"] = metric(kind, reference_run, ov_run)
+            row["ort_vs_openvino_cosine"] = runtime_agreement(kind, ort_run, ov_run)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | recipe | target | conformance | accuracy, ORT CPU | accuracy, OpenVINO | ORT↔OV cosine | size |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ort = headline(r["model"], r["ort"]) if "ort" in r else "—"
+        ov = headline(r["model"], r["openvino"]) if "openvino" in r else "—"
+        agree = f"{r['ort_vs_openvino_cosine']:.4f}" if "ort_vs_openvino_cosine" in r else "—"
+        size = f"{r['bytes'] / 1e6:.2f} MB" if "bytes" in r else "—"
+        lines.append(
+            f"| {r['model']} | {r['recipe']} | {r['target']} | {r['conformance']} | {ort} | {ov} | {agree} | {size} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--out", help="write the Markdown table here too")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    args = parser.parse_args()
+    with_openvino = openvino_available()
+    if not with_openvino:
+        print("openvino not installed (pip install onnxcomp[openvino]): OpenVINO columns left empty", file=sys.stderr)
+    rows = []
+    for kind in args.models.split(","):
+        source = zoo.onnx_path(kind)
+        reference_run = ort_runner(source)
+        for recipe in args.recipes.split(","):
+            for target in args.targets.split(","):
+                row = run_row(kind, source, recipe, target, reference_run, with_openvino)
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    text = json.dumps(rows, indent=1) if args.json else table(rows)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(table(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The conformance check: does a model use only what a target's runtime accepts?
+
+Walks the graph in order against a `Target` (`onnxcomp.emit.targets`) and lists every violation;
+the first one names the offending node. Checked:
+- the default-domain opset within the target's range;
+- each node's domain and op type (ANY = a standard ONNX operator, by `onnx.defs`);
+- QuantizeLinear: the quantized dtype is an accepted activation dtype; per-tensor scale when the
+  target asks; zero point 0 when the target is symmetric-only; positive scales when required;
+- DequantizeLinear: of a constant, the dtype is an accepted weight dtype, a blocked one has a
+  blocked bit width and block size the target accepts, on the K axis of a MatMul's B when the target
+  asks; of an activation, an accepted activation dtype; zero points and scales as above;
+- MatMulNBits / GatherBlockQuantized / MatMulInt4: bits and block size; zero points when the
+  target is symmetric-only.
+`compress(..., target=)` runs it on every output; `onnxcomp check MODEL --target T` on any file.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx.defs
+import onnx_ir as ir
+
+from onnxcomp.custom_ops.reference import DOMAIN as CUSTOM_DOMAIN
+from onnxcomp.custom_ops.reference import OP_TYPE as CUSTOM_OP
+from onnxcomp.emit.targets import ANY, Target
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import constant_array
+from onnxcomp.ir.modelio import check_model, read_model_file
+
+_BITS = {"int4": 4, "uint4": 4, "int8": 8, "uint8": 8, "int32": 32}
+
+
+@dataclass
+class Violation:
+    node: str
+    op: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"node {self.node!r} ({self.op}): {self.reason}" if self.node else self.reason
+
+
+@dataclass
+class Conformance:
+    target: str
+    nodes_checked: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def as_dict(self, limit: int = 20) -> dict:
+        return {
+            "target": self.target,
+            "conforms": self.ok,
+            "nodes_checked": self.nodes_checked,
+            "first": self.violations[0].describe() if self.violations else None,
+            "violations": [v.__dict__ for v in self.violations[:limit]],
+            "violations_total": len(self.violations),
+        }
+
+
+def _dtype_name(value: ir.Value | None) -> str | None:
+    if value is None:
+        return None
+    if value.dtype is not None:
+        return value.dtype.name.lower()
+    array = constant_array(value)
+    return None if array is None else str(array.dtype)
+
+
+def _int_attr(node: ir.Node, name: str, default: int) -> int:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.as_int()
+
+
+def _input(node: ir.Node, index: int) -> ir.Value | None:
+    return node.inputs[index] if len(node.inputs) > index else None
+
+
+class _Checker:
+    def __init__(self, target: Target):
+        self.t = target
+
+    def node(self, node: ir.Node) -> str | None:
+        """The reason `node` breaks the target's rules, or None."""
+        t = self.t
+        if node.domain not in t.domains:
+            accepted = ", ".join(repr(d) for d in t.domains)
+            return f"op domain {node.domain!r} is not accepted by target {t.name!r} (accepts {accepted})"
+        if not t.accepts_op(node.domain, node.op_type):
+            return f"{node.domain}::{node.op_type} is not among the ops target {t.name!r} accepts"
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            return f"{node.op_type} is not a standard ONNX operator"
+        rule = {
+            ("", "QuantizeLinear"): self.quantize,
+            ("", "DequantizeLinear"): self.dequantize,
+            ("com.microsoft", "MatMulNBits"): self.packed,
+            ("com.microsoft", "GatherBlockQuantized"): self.packed,
+            (CUSTOM_DOMAIN, CUSTOM_OP): self.packed,
+        }.get((node.domain, node.op_type))
+        return rule(node) if rule else None
+
+    def _zero_point_and_scale(self, node: ir.Node) -> str | None:
+        t = self.t
+        scale = constant_array(_input(node, 1))
+        if t.positive_scales and scale is not None and not np.all(scale > 0):
+            return f"target {t.name!r} needs strictly positive scales"
+        if t.symmetric_only:
+            zero_point = _input(node, 2)
+            if zero_point is not None:
+                array = constant_array(zero_point)
+                if array is None or np.any(array.astype(np.int64) != 0):
+                    return f"target {t.name!r} is symmetric only: the zero point must be 0"
+        return None
+
+    def _activation_dtype(self, dtype: str) -> str | None:
+        t = self.t
+        if dtype not in t.activation_dtypes:
+            accepted = ", ".join(t.activation_dtypes)
+            return f"activation dtype {dtype} not accepted by target {t.name!r} (accepts {accepted})"
+        return None
+
+    def quantize(self, node: ir.Node) -> str | None:
+        t = self.t
+        zero_point = _input(node, 2)
+        attr = node.attributes.get("output_dtype")
+        dtype = (
+            ir.DataType(attr.as_int()).name.lower()
+            if attr is not None and attr.as_int()
+            else _dtype_name(zero_point) or "uint8"
+        )
+        if dtype not in t.activation_dtypes:
+            return (
+                f"activation dtype {dtype} not accepted by target {t.name!r} (accepts {', '.join(t.activation_dtypes)})"
+            )
+        scale = constant_array(_input(node, 1))
+        if t.per_tensor_activations and (scale is None or scale.size != 1):
+            return f"target {t.name!r} quantizes activations per tensor (a constant scalar scale)"
+        return self._zero_point_and_scale(node)
+
+    def dequantize(self, node: ir.Node) -> str | None:
+        t = self.t
+        data = node.inputs[0]
+        dtype = _dtype_name(data) or _dtype_name(_input(node, 2)) or "uint8"
+        constant = constant_array(data) is not None
+        if not constant:
+            return self._activation_dtype(dtype) or self._zero_point_and_scale(node)
+        if dtype not in t.weight_dtypes:
+            return f"weight dtype {dtype} not accepted by target {t.name!r} (accepts {', '.join(t.weight_dtypes)})"
+        block_size = _int_attr(node, "block_size", 0)
+        if block_size:
+            if _BITS.get(dtype) not in t.block_bits:
+                bits = " or ".join(f"{b}-bit" for b in t.block_bits)
+                return f"{dtype} blocks not accepted by target {t.name!r} (blocks are {bits} only)"
+            if block_size not in t.block_sizes:
+                sizes = ", ".join(map(str, t.block_sizes))
+                return f"block size {block_size} not accepted by target {t.name!r} (accepts {sizes})"
+            if t.block_on_k_axis:
+                axis, rank = _int_attr(node, "axis", 1), len(data.shape) if data.shape is not None else 0
+                readers = [(use.node.op_type, use.idx) for use in node.outputs[0].uses()]
+                if rank != 2 or axis % 2 != 0 or any(r != ("MatMul", 1) for r in readers):
+                    return f"target {t.name!r} blocks weights [K, N] on the K axis (axis 0) as MatMul's B"
+            axis = _int_attr(node, "axis", 1)
+            if t.whole_blocks and data.shape is not None and data.shape[axis] % block_size:
+                return f"axis {axis} ({data.shape[axis]}) is not a multiple of block size {block_size} ({t.name!r})"
+        return self._zero_point_and_scale(node)
+
+    def packed(self, node: ir.Node) -> str | None:
+        t = self.t
+        bits = _int_attr(node, "bits", 4)
+        block = _int_attr(node, "block_size", 0) or _int_attr(node, "group_size", 0)
+        if bits not in t.block_bits:
+            return f"{bits}-bit blocks not accepted by target {t.name!r}"
+        if block not in t.block_sizes:
+            return (
+                f"block size {block} not accepted by target {t.name!r} (accepts {', '.join(map(str, t.block_sizes))})"
+            )
+        if (
+            t.symmetric_only and _input(node, 3) is not None
+        ):  # zero_points (MatMulNBits, GatherBlockQuantized, MatMulInt4)
+            return f"target {t.name!r} is symmetric only: no zero points"
+        return None
+
+
+def _opset_problem(model: ir.Model, target: Target) -> str | None:
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+    if opset < target.min_opset or (target.max_opset is not None and opset > target.max_opset):
+        span = f"{target.min_opset}" + (f"-{target.max_opset}" if target.max_opset else "+")
+        return f"opset {opset} outside target {target.name!r}'s opsets {span}"
+    return None
+
+
+def check_input(model: ir.Model, target: Target, what: str) -> None:
+    """Before any work: refuse an input whose opset, or one of whose ops, the target does not run
+    (no pass removes an op of another domain, so the output would fail the check)."""
+    problem = _opset_problem(model, target)
+    if problem:
+        raise OnnxcompError(f"{what}: {problem} (pass --opset {target.max_opset or target.min_opset})")
+    for node in model.graph:
+        if not target.accepts_op(node.domain, node.op_type):
+            raise OnnxcompError(
+                f"{what}: node {node.name!r} ({node.domain}::{node.op_type}) is not an op target {target.name!r} runs"
+            )
+
+
+def check_conformance(model: ir.Model, target: Target) -> Conformance:
+    """Every violation of `target`'s rules in `model` (the main graph, in order)."""
+    result = Conformance(target.name)
+    problem = _opset_problem(model, target)
+    if problem:
+        result.violations.append(Violation("", "", problem))
+    checker = _Checker(target)
+    for node in model.graph:
+        result.nodes_checked += 1
+        reason = checker.node(node)
+        if reason:
+            result.violations.append(Violation(node.name or "", f"{node.domain or 'ai.onnx'}::{node.op_type}", reason))
+    return result
+
+
+def require_conformance(model: ir.Model, target: Target, what: str) -> Conformance:
+    """`check_conformance`, raising one error line naming the first offending node."""
+    result = check_conformance(model, target)
+    if not result.ok:
+        more = f" (+{len(result.violations) - 1} more)" if len(result.violations) > 1 else ""
+        raise OnnxcompError(
+            f"{what} does not conform to target {target.name!r}: {result.violations[0].describe()}{more}"
+        )
+    return result
+
+
+def check_file(path, target: Target) -> Conformance:
+    """`onnxcomp check`: the ONNX checker (full check) and the target's rules on a model file."""
+    proto, _ = read_model_file(path)
+    model = ir.from_proto(proto)
+    result = check_conformance(model, target)
+    try:
+        check_model(model, str(path))
+    except OnnxcompError as exc:
+        result.violations.insert(0, Violation("", "", str(exc)))
+    return result
+
+
+def target_summary(target: Target) -> dict:
+    """What a target accepts, JSON-able (for `onnxcomp targets`)."""
+    return {
+        "description": target.description,
+        "domains": {
+            d or "ai.onnx": "any standard op" if ops is ANY else sorted(ops) for d, ops in target.domains.items()
+        },
+        "weight_only_formats": list(target.weight_only_formats),
+        "activation_dtypes": list(target.activation_dtypes),
+        "weight_dtypes": list(target.weight_dtypes),
+        "symmetric_only": target.symmetric_only,
+        "block_bits": list(target.block_bits),
+        "block_sizes": list(target.block_sizes),
+        "opsets": [target.min_opset, target.max_opset],
+        "verified": target.verified,
+    }
