@@ -3,7 +3,7 @@
 One session of the float model serves every measurement: the weights that may be replaced are
 declared as graph inputs as well as initializers (allowed since IR 4), so ONNX Runtime uses the
 stored value unless a run feeds another. A run per unit feeds that unit's quantized weights and
-compares the outputs with the float model's on the same feeds.
+compares the outputs with the float model's on the same feeds (`OutputComparison`).
 """
 
 import numpy as np
@@ -25,6 +25,38 @@ def output_metric(output_names: list[str]) -> str:
     return "kl" if any("logits" in name for name in output_names) else "relative_l2"
 
 
+class OutputComparison:
+    """Error of a model's outputs against reference outputs on the same feeds: mean KL of next-token
+    distributions for logits, else relative squared L2. Positions a feed's `attention_mask` marks
+    as padding ([batch, sequence], matching the output's first two axes) are left out: their values
+    mean nothing and can dominate the error."""
+
+    def __init__(self, output_names: list[str], feeds: list[dict], reference_outputs: list[list[np.ndarray]]):
+        self.output_names = output_names
+        self.metric = output_metric(output_names)
+        self.feeds = feeds
+        self.reference = [
+            [log_softmax(x) if self._is_kl(n) else x for n, x in zip(output_names, outputs)]
+            for outputs in reference_outputs
+        ]
+
+    def _is_kl(self, name: str) -> bool:
+        return self.metric == "kl" and "logits" in name
+
+    def error(self, outputs_per_feed: list[list[np.ndarray]]) -> float:
+        values = []
+        for feed, reference, actual in zip(self.feeds, self.reference, outputs_per_feed):
+            mask = feed.get("attention_mask")
+            for name, ref, act in zip(self.output_names, reference, actual):
+                if mask is not None and mask.ndim == 2 and ref.shape[:2] == mask.shape:
+                    ref, act = ref[mask.astype(bool)], act[mask.astype(bool)]
+                if self._is_kl(name):
+                    values.append(kl_from_log_probs(ref, act))
+                elif self.metric == "relative_l2":
+                    values.append(relative_squared_error(ref, act))
+        return float(np.mean(values))
+
+
 class OverrideRunner:
     """Runs `feeds` through the float model with any of `names` (initializers) fed instead."""
 
@@ -38,29 +70,13 @@ class OverrideRunner:
                 proto.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
         self.session = ort_session(proto.SerializeToString(), spinning=False)
         del proto
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.metric = output_metric(self.output_names)
-        self.feeds = feeds
-        self.reference = [self._prepared(self.session.run(None, feed)) for feed in feeds]
-
-    def _prepared(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Reference outputs, logits as log-probabilities (computed once)."""
-        return [log_softmax(x) if self._is_kl(name) else x for name, x in zip(self.output_names, outputs)]
-
-    def _is_kl(self, name: str) -> bool:
-        return self.metric == "kl" and "logits" in name
+        names = [o.name for o in self.session.get_outputs()]
+        self.comparison = OutputComparison(names, feeds, [self.session.run(None, feed) for feed in feeds])
+        self.metric = self.comparison.metric
 
     def error(self, overrides: dict[str, np.ndarray]) -> float:
         """Mean output error over the feeds with `overrides` fed (KL in nats, or relative squared L2)."""
-        values = []
-        for feed, reference in zip(self.feeds, self.reference):
-            actual = self.session.run(None, {**feed, **overrides})
-            for name, ref, act in zip(self.output_names, reference, actual):
-                if self._is_kl(name):
-                    values.append(kl_from_log_probs(ref, act))
-                elif self.metric == "relative_l2":
-                    values.append(relative_squared_error(ref, act))
-        return float(np.mean(values))
+        return self.comparison.error([self.session.run(None, {**f, **overrides}) for f in self.comparison.feeds])
 
 
 def model_error(reference_model, candidate_model, feeds: list[dict]) -> tuple[float, str]:
@@ -68,12 +84,5 @@ def model_error(reference_model, candidate_model, feeds: list[dict]) -> tuple[fl
     reference = ort_session(reference_model, spinning=False)
     candidate = ort_session(candidate_model, spinning=False)
     names = [o.name for o in reference.get_outputs()]
-    metric = output_metric(names)
-    values = []
-    for feed in feeds:
-        for name, ref, act in zip(names, reference.run(None, feed), candidate.run(None, feed)):
-            if metric == "kl" and "logits" in name:
-                values.append(kl_from_log_probs(log_softmax(ref), act))
-            elif metric == "relative_l2":
-                values.append(relative_squared_error(ref, act))
-    return float(np.mean(values)), metric
+    comparison = OutputComparison(names, feeds, [reference.run(None, feed) for feed in feeds])
+    return comparison.error([candidate.run(None, feed) for feed in feeds]), comparison.metric

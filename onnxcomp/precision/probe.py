@@ -12,9 +12,8 @@ import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
-from onnxcomp.algorithms.sensitivity import kl_from_log_probs, log_softmax, relative_squared_error
 from onnxcomp.ir.linears import Linear
-from onnxcomp.precision.measure import output_metric
+from onnxcomp.precision.measure import OutputComparison
 from onnxcomp.runtime import ort_session
 
 
@@ -64,29 +63,14 @@ class QDQProbe:
         proto.graph.node.extend(nodes)
         self.session = ort_session(proto.SerializeToString(), spinning=False)
         del proto
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.metric = output_metric(self.output_names)
-        self.feeds = feeds
         off = {gate: np.zeros((), np.float32) for gate in self.gates.values()}
-        self.reference = [self._prepared(self.session.run(None, {**feed, **off})) for feed in feeds]
-
-    def _is_kl(self, name: str) -> bool:
-        return self.metric == "kl" and "logits" in name
-
-    def _prepared(self, outputs):
-        return [log_softmax(x) if self._is_kl(n) else x for n, x in zip(self.output_names, outputs)]
+        names = [o.name for o in self.session.get_outputs()]
+        self.comparison = OutputComparison(names, feeds, [self.session.run(None, {**f, **off}) for f in feeds])
+        self.metric = self.comparison.metric
 
     def error(self, layers: list[str]) -> float:
         """Mean output error with `layers` (names) at int8 and the rest in float."""
         on = set(layers)
         gates = {gate: np.full((), name in on, np.float32) for name, gate in self.gates.items()}
         weights = dict(self.weights[name] for name in on)
-        values = []
-        for feed, reference in zip(self.feeds, self.reference):
-            actual = self.session.run(None, {**feed, **gates, **weights})
-            for name, ref, act in zip(self.output_names, reference, actual):
-                if self._is_kl(name):
-                    values.append(kl_from_log_probs(ref, act))
-                elif self.metric == "relative_l2":
-                    values.append(relative_squared_error(ref, act))
-        return float(np.mean(values))
+        return self.comparison.error([self.session.run(None, {**f, **gates, **weights}) for f in self.comparison.feeds])
