@@ -691,6 +691,8 @@ def test_signal_during_compress_exits_cleanly(name, code, tmp_path, monkeypatch,
         [
             sys.executable,
             "-c",
+            # a background job's children inherit SIGINT ignored: restore the default, as a terminal has it
+            "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
             "from onnxcomp.cli import main; main()",
             "compress",
             str(ws.model),
