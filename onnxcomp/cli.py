@@ -313,15 +313,16 @@ def compress(
     }
     if weight_only:
         overrides.update(_weight_only_overrides(steps, recipe, weight_only))
-    if size_budget is not None or max_error is not None:
+    if size_budget is not None or max_error is not None or strict:
         if "plan_precision" not in {name for name, _ in steps}:
             raise OnnxcompError(
-                f"--size-budget/--max-error apply to mixed-precision recipes (w4a16-mixed), not {recipe!r}"
+                f"--size-budget/--max-error/--strict apply to mixed-precision recipes (w4a16-mixed), not {recipe!r}"
             )
         if size_budget is not None and max_error is not None:
             raise OnnxcompError("give --size-budget or --max-error, not both")
         parse_size_budget(size_budget if size_budget is not None else "uniform")
-        overrides["plan_precision"] = {"size_budget": size_budget} if size_budget else {"max_error": max_error}
+        if size_budget is not None or max_error is not None:
+            overrides["plan_precision"] = {"size_budget": size_budget} if size_budget else {"max_error": max_error}
     pruning = {
         k: v for k, v in {"sparsity": sparsity, "prune": prune_kinds, "importance": importance}.items() if v is not None
     }

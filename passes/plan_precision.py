@@ -13,8 +13,8 @@ group 32/64/128, symmetric or not, or `keep` in float):
 A unit's predicted error under scheme s is its measured error × proxy(s) / proxy(reference); errors
 add over units. The allocator (`onnxcomp.algorithms.budget`) then picks one scheme per unit:
 fewest predicted error within `size_budget` (a fraction of the input file "0.19x", bytes "120MB",
-or "uniform": the bytes of the presets' rule — every layer at the reference scheme, output layers
-int8), or fewest bytes within `max_error` (predicted, in the metric's units).
+or "uniform": the predicted file of the presets' rule — every layer at the reference scheme, output
+layers int8), or fewest bytes within `max_error` (predicted, in the metric's units).
 
 Requires: calibration data. Guarantees: the graph is unchanged; `context.precision_plan` holds the
 chosen scheme per linear for the weight-only passes that follow (AWQ, GPTQ, RTN read it);
@@ -167,7 +167,7 @@ class PlanPrecision(CompressionPass):
                 plan.nodes[linear.node] = unit_schemes[c]
         self.context.precision_plan = plan
         unit_bytes, predicted = total(options, choice)
-        if budget.get("file_bytes"):
+        if "file_bytes" in budget:
             self.context.size_budget = budget["file_bytes"]
         self.context.error_feeds = self.holdout
         self.details = {
@@ -283,14 +283,14 @@ class PlanPrecision(CompressionPass):
                 self._uniform_bytes(unit, unit_schemes, opts)
                 for unit, unit_schemes, opts in zip(units, schemes, options)
             )
-            file_budget = None
+            file_budget = fixed + unit_budget  # the predicted file of the presets' rule
         else:
             file_budget = int(value * self._input_bytes(model)) if kind == "fraction" else int(value)
             unit_budget = file_budget - fixed
         smallest = fixed + sum(min(x.bytes for x in opts) for opts in options)
         if unit_budget < smallest - fixed:
             raise self.fail(
-                f"size budget {o['size_budget']!r} ({(file_budget or fixed + unit_budget) / 1e6:.2f} MB) is below the "
+                f"size budget {o['size_budget']!r} ({file_budget / 1e6:.2f} MB) is below the "
                 f"smallest model these candidates reach, {smallest / 1e6:.2f} MB"
             )
         choice = allocate_bytes(options, unit_budget)

@@ -24,8 +24,7 @@ from onnx_ir.passes.common import TopologicalSortPass
 from onnxcomp.algorithms.blockwise import BITS, GROUP_SIZES, BlockQuantized, dequantize_blockwise, relative_error
 from onnxcomp.emit.blockwise import BlockwiseEmitter
 from onnxcomp.ir.folding import FALLBACKS
-from onnxcomp.ir.graph import NodeFilter
-from onnxcomp.ir.linears import Linear, linear_of
+from onnxcomp.ir.linears import Linear, weight_only_linears
 from onnxcomp.passes.base import CompressionPass
 from onnxcomp.precision.plan import PrecisionPlan, Scheme, weight_only_plan
 
@@ -110,21 +109,7 @@ class WeightOnlyPass(CompressionPass):
 
     def targets(self, model: ir.Model) -> tuple[list[Linear], list[dict]]:
         """The linears to quantize, and [{node, reason}] for the ones skipped. Sets `self.plan`."""
-        node_filter = NodeFilter(self.opts["exclude"])
-        node_filter.check_all_match(model)
-        targets, skipped = [], []
-        for node in list(model.graph):
-            if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
-                continue
-            if node_filter.excludes(node):
-                skipped.append({"node": node.name, "reason": "excluded"})
-                continue
-            linear = linear_of(node)
-            why = "weight is not a constant" if linear is None else linear.skip_reason()
-            if why:
-                skipped.append({"node": node.name, "reason": why})
-                continue
-            targets.append(linear)
+        targets, skipped = weight_only_linears(model, self.opts["exclude"])
         o = self.opts
         self.plan = self.context.precision_plan or weight_only_plan(
             (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"]

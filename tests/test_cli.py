@@ -235,6 +235,7 @@ def write_calib(folder: Path, **feed) -> Path:
         ("budget_without_mixed", ["--size-budget", "mixed-precision recipes", "'int8'"]),
         ("budget_below_minimum", ["below the smallest model these candidates reach"]),
         ("budget_and_error", ["not both"]),
+        ("strict_without_mixed", ["--strict", "mixed-precision recipes", "'int8'"]),
     ],
 )
 def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
@@ -290,6 +291,8 @@ def test_bad_input(case, needles, digits_model, calib_dir, tmp_path):
         extra = ["--size-budget", "0.5x"]
     elif case == "budget_below_minimum":
         extra = ["--recipe", "w4a16-mixed", "--size-budget", "0.01x"]
+    elif case == "strict_without_mixed":
+        extra = ["--strict"]
     elif case == "budget_and_error":
         extra = ["--recipe", "w4a16-mixed", "--size-budget", "0.5x", "--max-error", "0.1"]
     before = sha(model) if model.exists() else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.ir.graph import constant_array
+from onnxcomp.ir.graph import NodeFilter, constant_array
 
 LINEAR_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -132,6 +132,27 @@ def linear_of(node: ir.Node) -> Linear | None:
         if array.ndim == 2:
             linear.bias, linear.output = _bias_after(node.outputs[0], array.shape[1])
     return linear
+
+
+def weight_only_linears(model: ir.Model, exclude: list[str] = ()) -> tuple[list[Linear], list[dict]]:
+    """The MatMul/Gemm linears weight-only quantization can rewrite, in graph order, and
+    [{node, reason}] for the others (excluded by name/op glob, no constant weight, `skip_reason`)."""
+    node_filter = NodeFilter(list(exclude))
+    node_filter.check_all_match(model)
+    linears, skipped = [], []
+    for node in list(model.graph):
+        if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
+            continue
+        if node_filter.excludes(node):
+            skipped.append({"node": node.name, "reason": "excluded"})
+            continue
+        linear = linear_of(node)
+        why = "weight is not a constant" if linear is None else linear.skip_reason()
+        if why:
+            skipped.append({"node": node.name, "reason": why})
+            continue
+        linears.append(linear)
+    return linears, skipped
 
 
 def _constant_vector(value: ir.Value | None, n: int) -> ir.Value | None:

@@ -22,8 +22,7 @@ from onnxcomp.algorithms.blockwise import (
     quantize_blockwise,
 )
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.graph import NodeFilter
-from onnxcomp.ir.linears import Linear, linear_of
+from onnxcomp.ir.linears import Linear, weight_only_linears
 from onnxcomp.ir.patterns import row_gather_tables, tied_table
 from onnxcomp.precision.plan import Scheme
 
@@ -78,20 +77,10 @@ def scheme_name(scheme: Scheme) -> str:
 
 def find_units(model: ir.Model, exclude: list[str] = ()) -> tuple[list[Unit], list[dict]]:
     """The units of the model in graph order, and [{node, reason}] for linears left out."""
-    node_filter = NodeFilter(list(exclude))
-    node_filter.check_all_match(model)
+    linears, skipped = weight_only_linears(model, exclude)
     by_input: dict[str, list[Linear]] = {}
-    skipped = []
-    for node in model.graph:
-        if node.domain != "" or node.op_type not in ("MatMul", "Gemm"):
-            continue
-        linear = linear_of(node)
-        why = "excluded" if node_filter.excludes(node) else ""
-        why = why or ("weight is not a constant" if linear is None else linear.skip_reason())
-        if why:
-            skipped.append({"node": node.name, "reason": why})
-            continue
-        by_input.setdefault(node.inputs[0].name, []).append(linear)
+    for linear in linears:
+        by_input.setdefault(linear.node.inputs[0].name, []).append(linear)
     groups = list(by_input.values())
     merged = True
     while merged:  # units sharing a stored weight become one

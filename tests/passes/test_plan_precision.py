@@ -85,6 +85,11 @@ def test_predicted_bytes_are_the_emitted_bytes_and_the_budget_is_met(tiny):
     details = plan_details(uniform.report)
     assert details["predicted_unit_bytes"] == blockwise_bytes(uniform.model)
     assert details["predicted_unit_bytes"] <= details["budget"]["unit_bytes"]
+    assert uniform.report["size_budget"] == {  # the default budget is checked on the written file too
+        "bytes": details["budget"]["file_bytes"],
+        "output_bytes": uniform.report["output_bytes"],
+        "met": True,
+    }
     front = details["pareto"]
     budget = (front[0]["file_bytes"] + front[-1]["file_bytes"]) // 2
     result = mixed(model, size_budget=budget)
