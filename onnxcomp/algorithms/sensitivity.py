@@ -22,13 +22,9 @@ def weighted_error(delta_kn: np.ndarray, hessian: np.ndarray) -> float:
     return total
 
 
-def kl_divergence(reference_logits: np.ndarray, logits: np.ndarray) -> float:
-    """Mean over positions of KL(softmax(reference) ‖ softmax(logits)) along the last axis, in nats."""
-    return kl_from_log_probs(log_softmax(reference_logits), logits)
-
-
 def kl_from_log_probs(reference_log_probs: np.ndarray, logits: np.ndarray) -> float:
-    """`kl_divergence` with the reference already as log-probabilities (reused over many candidates)."""
+    """Mean over positions of KL(reference ‖ softmax(logits)) along the last axis, in nats; the
+    reference given as log-probabilities (`log_softmax`, computed once and reused over candidates)."""
     q_log = log_softmax(logits)
     return float((np.exp(reference_log_probs) * (reference_log_probs - q_log)).sum(axis=-1).mean())
 
