@@ -64,6 +64,7 @@ def compress(
     use_cache: bool = True,
     precision_plan: PrecisionPlan | None = None,
     target: str | None = None,
+    speed_guard: bool | None = None,
 ) -> CompressResult:
     """Compress an ONNX model with a recipe; identical inputs give byte-identical output.
 
@@ -77,13 +78,18 @@ def compress(
     target: the runtime the output is for (`onnxcomp.emit.targets.TARGETS`: ort-cpu, the default,
     ort-cuda, tensorrt, portable; else a recipe file's `target`); passes adapt to it and the output
     must pass its conformance check.
+    speed_guard: end with the `guard_speed` pass (quantized layers that make the model slower than
+    its input on this machine go back to float; options via `options={"guard_speed": {...}}`).
+    Default: on, unless the environment sets ONNXCOMP_SPEED_GUARD=0. Its decision depends on
+    timing: it is cached per machine, so repeated builds there give identical bytes; turn it off
+    where the output must not depend on the machine at all.
     """
     start = time.perf_counter()
     _check_arguments(model, recipe, options)
     if output is not None:  # before any work: a bad output path fails fast
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
     deployment = target_named(target or recipe_target(recipe))  # an unknown target: refused before any work
-    steps = apply_overrides(load_recipe(recipe), options or {}, "options")
+    steps = apply_overrides(with_speed_guard(load_recipe(recipe), speed_guard), options or {}, "options")
     if precision_plan is not None and not isinstance(precision_plan, PrecisionPlan):
         raise OnnxcompError(
             f"precision_plan must be an onnxcomp.precision.PrecisionPlan, not {type(precision_plan).__name__}"
@@ -115,6 +121,7 @@ def compress(
         input_bytes=input_bytes,
         graph_bytes=max(0, input_bytes - initializer_bytes(ir_model)),
         target=deployment,
+        reference=upgraded,
     )
     passes = [_make_pass(name, context, opts) for name, opts in steps]
     verify_feed = _verify_feed(reader) if verify else None
@@ -144,12 +151,39 @@ def compress(
             "output_bytes": len(data),
             "met": len(data) <= context.size_budget,
         }
+    guard = next(
+        (e["details"] for e in entries if e["pass"] == "guard_speed" and "before" in e.get("details", {})), None
+    )
+    if guard is not None:
+        report["latency_budget"] = {
+            "ratio": guard["latency_budget"],
+            "measured_before": guard["before"],
+            "measured": guard["after"],
+            "met": guard["met"],
+        }
     if context.error_feeds:  # a planned model: its error is measured, not predicted
         error, metric = model_error(proto, data, context.error_feeds)
         report["final_error"] = {"metric": metric, "value": error, "feeds": len(context.error_feeds)}
     if output is not None:
         write_bytes_atomic(output, data)
     return CompressResult(result_proto, report)
+
+
+def speed_guard_default() -> bool:
+    """On unless ONNXCOMP_SPEED_GUARD is 0/off/false/no."""
+    return os.environ.get("ONNXCOMP_SPEED_GUARD", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def with_speed_guard(steps: list[tuple[str, dict]], speed_guard: bool | None) -> list[tuple[str, dict]]:
+    """The recipe ending with `guard_speed` (added when absent), or without it when the guard is off."""
+    if speed_guard is None:
+        speed_guard = speed_guard_default()
+    if not isinstance(speed_guard, bool):
+        raise OnnxcompError(f"speed_guard must be True, False or None, not {speed_guard!r}")
+    steps = [(name, opts) for name, opts in steps if speed_guard or name != "guard_speed"]
+    if speed_guard and "guard_speed" not in {name for name, _ in steps}:
+        steps.append(("guard_speed", {}))
+    return steps
 
 
 def _check_arguments(model, recipe, options) -> None:

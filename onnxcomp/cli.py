@@ -10,7 +10,7 @@ import click
 
 from onnxcomp import models, progress
 from onnxcomp.api import compress as run_compress
-from onnxcomp.api import output_name_for
+from onnxcomp.api import output_name_for, speed_guard_default
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.custom_ops.build import BuildError, build_library
 from onnxcomp.emit.conformance import check_file, target_summary
@@ -19,6 +19,7 @@ from onnxcomp.emit.tensorrt_engine import build_engine, load_checked, parse_shap
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.modelio import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_output_path, model_opset, write_bytes_atomic
 from onnxcomp.passes import PASSES
+from onnxcomp.passes.guard_speed import parse_latency_budget, parse_timing_shapes
 from onnxcomp.passes.plan_precision import parse_size_budget
 from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names, recipe_target
 from onnxcomp.tools import html_report
@@ -198,7 +199,24 @@ def export(source, output, opset, as_json):
     "logits, else relative squared L2); the smallest model within it is chosen.",
 )
 @click.option(
-    "--strict", is_flag=True, help="Exit 1 when the written model misses its size budget (it is written anyway)."
+    "--strict",
+    is_flag=True,
+    help="Exit 1 when the written model misses its size or latency budget (it is written anyway).",
+)
+@click.option(
+    "--latency-budget",
+    help="The speed guard's bound on the output's latency, as a fraction of the input's on this machine "
+    "(0.7x); quantized layers that make it slower go back to float.  [default: 1.0x, never slower]",
+)
+@click.option(
+    "--shapes",
+    help="Input shapes the speed guard times at, e.g. input_ids:1x128,attention_mask:1x128. "
+    "[default: one row of the first calibration sample, else batch 1, sequence 128]",
+)
+@click.option(
+    "--no-speed-guard",
+    is_flag=True,
+    help="Skip the speed guard: the output does not depend on this machine's timing (also ONNXCOMP_SPEED_GUARD=0).",
 )
 @click.option(
     "--sparsity",
@@ -254,6 +272,9 @@ def compress(
     size_budget,
     max_error,
     strict,
+    latency_budget,
+    shapes,
+    no_speed_guard,
     sparsity,
     prune_kinds,
     importance,
@@ -313,11 +334,27 @@ def compress(
     }
     if weight_only:
         overrides.update(_weight_only_overrides(steps, recipe, weight_only))
-    if size_budget is not None or max_error is not None or strict:
-        if "plan_precision" not in {name for name, _ in steps}:
-            raise OnnxcompError(
-                f"--size-budget/--max-error/--strict apply to mixed-precision recipes (w4a16-mixed), not {recipe!r}"
-            )
+    guard_on = not no_speed_guard and speed_guard_default()
+    if (latency_budget is not None or shapes is not None) and not guard_on:
+        raise OnnxcompError(
+            "--latency-budget/--shapes set the speed guard, which --no-speed-guard (or ONNXCOMP_SPEED_GUARD=0) "
+            "turns off"
+        )
+    guard_options = {
+        **({"latency_budget": f"{parse_latency_budget(latency_budget)}x"} if latency_budget is not None else {}),
+        **({"shapes": parse_timing_shapes(shapes)} if shapes is not None else {}),
+    }
+    if guard_options:
+        overrides["guard_speed"] = guard_options
+    planned = "plan_precision" in {name for name, _ in steps}
+    if (size_budget is not None or max_error is not None) and not planned:
+        raise OnnxcompError(f"--size-budget/--max-error apply to mixed-precision recipes (w4a16-mixed), not {recipe!r}")
+    if strict and not planned and not guard_on:
+        raise OnnxcompError(
+            f"--strict checks a size budget (mixed-precision recipes) or the speed guard's latency budget; recipe "
+            f"{recipe!r} has no size budget and the speed guard is off"
+        )
+    if planned:
         if size_budget is not None and max_error is not None:
             raise OnnxcompError("give --size-budget or --max-error, not both")
         parse_size_budget(size_budget if size_budget is not None else "uniform")
@@ -341,6 +378,7 @@ def compress(
         tokenizer=tokenizer,
         use_cache=not no_cache,
         target=target,
+        speed_guard=guard_on,
     )
     report = result.report
     if report_path and Path(report_path).suffix.lower() in (".html", ".htm"):
@@ -376,11 +414,18 @@ def compress(
     if budget:
         over = budget["output_bytes"] / budget["bytes"] - 1
         text += f"\nsize budget {_mb(budget['bytes'])}: " + ("met" if budget["met"] else f"missed by {over:.1%}")
+    latency = report.get("latency_budget")
     _emit(as_json, report, text)
     if budget and not budget["met"]:
         click.echo(f"warning: {output} is {over:.1%} over its size budget", err=True)
-        if strict:
-            sys.exit(1)
+    if latency and not latency["met"]:
+        click.echo(
+            f"warning: {output} measured {latency['measured']:.2f}x the input's latency, over its budget of "
+            f"{latency['ratio']:.2f}x",
+            err=True,
+        )
+    if strict and ((budget and not budget["met"]) or (latency and not latency["met"])):
+        sys.exit(1)
 
 
 def _weight_only_overrides(steps: list, recipe: str, options: dict) -> dict:

@@ -3,6 +3,7 @@
 from onnxcomp.passes.calibrate import Calibrate
 from onnxcomp.passes.fold_batchnorm import FoldBatchNorm
 from onnxcomp.passes.fold_constants import FoldConstants
+from onnxcomp.passes.guard_speed import GuardSpeed
 from onnxcomp.passes.plan_fallback import PlanFallback
 from onnxcomp.passes.plan_precision import PlanPrecision
 from onnxcomp.passes.prune_structured import PruneStructured
@@ -32,6 +33,7 @@ PASSES = {
         PlanPrecision,
         PlanFallback,
         PruneStructured,
+        GuardSpeed,
     )
 }
 

@@ -25,6 +25,7 @@ class Context:
     size_budget: int | None = None  # bytes the written model may take (set by plan_precision, checked by compress)
     error_feeds: list | None = None  # feeds on which compress measures the final model's output error
     target: Target = ORT_CPU  # the runtime the output is for (onnxcomp.emit.targets); passes adapt to it
+    reference: Any = None  # the input model (onnx.ModelProto) as compress read it, for passes that compare with it
 
 
 class CompressionPass(ir.passes.InPlacePass):
@@ -62,6 +63,9 @@ class CompressionPass(ir.passes.InPlacePass):
 
     def validate_options(self) -> None:
         """Raise OnnxcompError for an option value out of range."""
+
+    def preflight(self, model: ir.Model) -> None:
+        """Raise OnnxcompError for what is wrong with this pass's options on the input model, before any pass runs."""
 
     def statistic_requests(self, model: ir.Model) -> list[Request]:
         """What this pass needs measured on the calibration data, on the model as it is now."""

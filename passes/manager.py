@@ -41,6 +41,8 @@ class Pipeline:
 
     def run(self, model: ir.Model, verify_feed: dict | None = None) -> list[dict]:
         """Run every pass in place on `model`; returns the per-pass report entries."""
+        for compression_pass in self.passes:
+            compression_pass.preflight(model)
         reference = None
         if verify_feed is not None:
             try:
