@@ -53,7 +53,7 @@ def row(kind: str, preset: str, runs: int, folder: Path) -> dict:
     source = zoo.onnx_path(kind)
     paths = {"unguarded": folder / f"{kind}.{preset}.plain.onnx", "guarded": folder / f"{kind}.{preset}.guarded.onnx"}
     try:
-        plain = onnxcomp.compress(
+        onnxcomp.compress(
             str(source), preset, zoo.get(kind).calibration_feeds(), output=paths["unguarded"], speed_guard=False
         )
         guarded = onnxcomp.compress(
@@ -93,8 +93,8 @@ def table(rows: list[dict]) -> str:
         own = g["skipped"] or f"{g['before']:.2f} → {g['after']:.2f}"
         lines.append(
             f"| {r['model']} | {r['preset']} | {r['ratio']['unguarded']:.2f} | {r['ratio']['guarded']:.2f} | {own} | "
-            f"{len(g['reverted_layers'] or [])} | {r['bytes']['unguarded'] / 1e6:.2f} → {r['bytes']['guarded'] / 1e6:.2f}"
-            f" | {r['metric']['unguarded']} | {r['metric']['guarded']} |"
+            f"{len(g['reverted_layers'] or [])} | {r['bytes']['unguarded'] / 1e6:.2f} → "
+            f"{r['bytes']['guarded'] / 1e6:.2f} | {r['metric']['unguarded']} | {r['metric']['guarded']} |"
         )
     return "\n".join(lines)
 
