@@ -87,6 +87,11 @@ def evaluation_feeds() -> list[dict]:
     return windows(text.evaluation_text(), EVAL_WINDOWS)
 
 
+def shifted_feeds() -> list[dict]:
+    """Evaluation windows from a different source than the calibration text (`text.shifted_text`)."""
+    return windows(text.shifted_text(), EVAL_WINDOWS)
+
+
 def perplexity(run, feeds: list[dict]) -> float:
     """exp(mean negative log-likelihood of each next token); `run(feed)` returns logits."""
     total, count = 0.0, 0

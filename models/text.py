@@ -1,11 +1,18 @@
-"""English text shipped with Python (pydoc_data.topics), split into disjoint sentence sets.
+"""English text shipped with Python (pydoc_data.topics), split into disjoint sentence sets, and a
+second, differently sourced text for domain-shift evaluation.
 
 Topics are taken in sorted key order; even-indexed topics give calibration text, odd-indexed
-topics give evaluation text, so no sentence is in both.
+topics give evaluation text, so no sentence is in both. `shifted_text` is Python source code from
+the standard library (code and its comments, not the reference manual's prose): a model calibrated
+on the topics is evaluated there on text it was not calibrated on.
 """
 
+import importlib.util
 import re
+from pathlib import Path
 from pydoc_data.topics import topics
+
+SHIFTED_MODULES = ("textwrap", "fractions", "heapq", "shlex", "statistics", "calendar", "csv", "json.decoder", "bisect")
 
 _WORDS = re.compile(r"[A-Za-z]")
 
@@ -36,3 +43,8 @@ def calibration_text() -> str:
 
 def evaluation_text() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics)[1::2])
+
+
+def shifted_text() -> str:
+    """Source of `SHIFTED_MODULES` (pure-Python standard-library modules), joined."""
+    return "\n\n".join(Path(importlib.util.find_spec(name).origin).read_text() for name in SHIFTED_MODULES)

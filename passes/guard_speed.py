@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import time
 
 import numpy as np
 import onnx_ir as ir
@@ -173,7 +174,7 @@ class GuardSpeed(CompressionPass):
         except Exception as exc:  # ONNX Runtime refusing the timing shapes
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise self.fail(f"cannot time the model at {self.details['shapes']} ({first}); set --shapes") from None
-        decision = {"before": before, "after": before, "reverted": [], "trials": []}
+        decision = {"before": before, "after": before, "reverted": [], "trials": [], "runs": timer.runs}
         if before <= threshold:
             return decision
         kinds: dict[str, list[int]] = {}
@@ -216,11 +217,20 @@ class GuardSpeed(CompressionPass):
 
 
 class _Timer:
-    """Latency of candidate models relative to the input model, interleaved in one measurement each."""
+    """Latency of candidate models relative to the input model, interleaved in one measurement each.
+    Small models get more runs: at least `runs`, and enough for about `MIN_SECONDS` per model."""
+
+    MIN_SECONDS = 0.5
+    MAX_RUNS = 3000
 
     def __init__(self, reference: bytes, feed: dict, runs: int, warmup: int):
         self.reference = ort_session(reference, 2, spinning=False)
-        self.feed, self.runs, self.warmup = feed, runs, warmup
+        self.feed, self.warmup = feed, warmup
+        start = time.perf_counter()
+        for _ in range(max(warmup, 1)):
+            self.reference.run(None, feed)
+        each = (time.perf_counter() - start) / max(warmup, 1)
+        self.runs = int(min(self.MAX_RUNS, max(runs, self.MIN_SECONDS / max(each, 1e-6))))
 
     def ratio(self, data: bytes) -> float:
         sessions = {"input": self.reference, "output": ort_session(data, 2, spinning=False)}

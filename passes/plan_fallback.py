@@ -4,15 +4,18 @@ For every Conv/MatMul/Gemm that `quantize_qdq` would quantize (a constant float 
 activation input, a unique node name), the model's output error with only that layer at int8
 (activation per tensor with the calibrated range, weight per channel) is measured in ONNX Runtime
 on the last `measure_feeds` calibration feeds (`onnxcomp.precision.probe.QDQProbe`: one session,
-one run per layer). Errors are taken as additive: the most sensitive layers are kept in float
+one run per layer). With `activations = "auto"`, each MatMul/Gemm is also measured with run-time
+(dynamic) activation ranges and gets whichever of the two errs less (`dynamic` in the plan: no
+calibrated range to go stale when served data differs); "dynamic" makes every MatMul/Gemm dynamic,
+"static" none. Errors are taken as additive: the most sensitive layers are kept in float
 until the remaining layers' summed error is at most `error_ratio` × the sum over all layers, and
 never more than `max_fallback` (a fraction) of them. The error of the chosen mix is then measured.
 
 Requires: calibration ranges of the layers' activation inputs (its `statistic_requests`; use the
 same `method`, `percentile` and `activation_dtype` as the `quantize_qdq` that follows).
-Guarantees: the graph is unchanged; `context.precision_plan` marks the chosen layers `keep`, which
-`quantize_qdq` honours; the report lists every layer's measured error, the fallback set, and the
-measured error of all-int8 and of the chosen mix.
+Guarantees: the graph is unchanged; `context.precision_plan` marks the chosen layers `keep` (and the
+dynamic ones `dynamic`), which `quantize_qdq` honours; the report lists every layer's measured
+error(s), the fallback set, and the measured error of all-int8 and of the chosen mix.
 """
 
 import onnx_ir as ir
@@ -40,6 +43,7 @@ class PlanFallback(CompressionPass):
         "measure_feeds": 1,
         "measure_sequence": 128,
         "exclude": [],
+        "activations": "static",
     }
     needs_calibration = True
 
@@ -50,6 +54,10 @@ class PlanFallback(CompressionPass):
                 raise self.fail(f"{key} must be a number in [0, 1], not {o[key]!r}")
         if o["method"] not in METHODS:
             raise self.fail(f"unknown calibration method {o['method']!r} (choose from {', '.join(METHODS)})")
+        if o["activations"] not in ("static", "dynamic", "auto"):
+            raise self.fail(f"activations must be static, dynamic or auto, not {o['activations']!r}")
+        if o["activations"] != "static" and (o["activation_dtype"] != "uint8" or self.context.target.symmetric_only):
+            raise self.fail("dynamic activations are uint8 asymmetric: not with int8 activations or this target")
         if o["activation_dtype"] not in ("uint8", "int8"):
             raise self.fail(f"activation_dtype must be uint8 or int8, not {o['activation_dtype']!r}")
         for key in ("measure_feeds", "measure_sequence"):
@@ -95,11 +103,19 @@ class PlanFallback(CompressionPass):
             layers,
             qparams,
             holdout_feeds(self.context.calibration, self.opts["measure_feeds"], self.opts["measure_sequence"]),
+            dynamic=o["activations"] != "static",
         )
-        errors = {
-            linear.name: probe.error([linear.name])
-            for linear in progress(layers, desc="int8 sensitivity", unit="layer")
-        }
+        measured = []
+        for linear in progress(layers, desc="int8 sensitivity", unit="layer"):
+            entry = {"node": linear.name}
+            if o["activations"] != "dynamic" or linear.name not in probe.dynamic_gates:
+                entry["static_error"] = probe.error([linear.name])
+            if linear.name in probe.dynamic_gates:
+                entry["dynamic_error"] = probe.error([], [linear.name])
+            entry["mode"] = min(("static", "dynamic"), key=lambda m: entry.get(f"{m}_error", float("inf")))
+            entry["measured_error"] = entry[f"{entry['mode']}_error"]
+            measured.append(entry)
+        errors = {e["node"]: e["measured_error"] for e in measured}
         order = sorted(errors, key=lambda name: -errors[name])
         total = sum(errors.values())
         fallback: list[str] = []
@@ -109,26 +125,32 @@ class PlanFallback(CompressionPass):
                 break
             remaining -= errors[order[len(fallback)]]
             fallback.append(order[len(fallback)])
-        quantized = [linear.name for linear in layers if linear.name not in fallback]
+        dynamic = [e["node"] for e in measured if e["mode"] == "dynamic" and e["node"] not in fallback]
+        static = [e["node"] for e in measured if e["mode"] == "static" and e["node"] not in fallback]
         plan = self.context.precision_plan or PrecisionPlan(Scheme("blockwise", 8, 128, True))
         for linear in layers:
             if linear.name in fallback:
                 plan.nodes[linear.node] = Scheme("keep")
+            elif linear.name in dynamic:
+                plan.nodes[linear.node] = Scheme("dynamic")
         self.context.precision_plan = plan
         self.details = {
             "metric": probe.metric,
-            "layers": [{"node": name, "measured_error": errors[name]} for name in order],
+            "activations": o["activations"],
+            "layers": sorted(measured, key=lambda e: -e["measured_error"]),
             "fallback": fallback,
+            "dynamic": dynamic,
             "predicted_error": remaining,
             "measured_error_all_int8": probe.error([linear.name for linear in layers]),
-            "measured_error_mixed": probe.error(quantized),
+            "measured_error_mixed": probe.error(static, dynamic),
         }
         return ir.passes.PassResult(model, modified=False)
 
     @classmethod
     def summary(cls, details: dict) -> str | None:
+        dynamic = f", {len(details['dynamic'])} with dynamic activation ranges" if details.get("dynamic") else ""
         return (
-            f"plan_fallback: {len(details['fallback'])} of {len(details['layers'])} layers kept in float; "
+            f"plan_fallback: {len(details['fallback'])} of {len(details['layers'])} layers kept in float{dynamic}; "
             f"measured error {details['measured_error_all_int8']:.4g} all int8 → {details['measured_error_mixed']:.4g}"
             f" ({details['metric']})"
         )

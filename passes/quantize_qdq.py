@@ -15,6 +15,11 @@ Rewrites, for each Conv / MatMul / Gemm not excluded (placement policy `ort`):
 MatMuls whose both inputs are activations (attention) are left in float unless
 `activation_matmul` is set.
 Layers a precision plan marks `keep` (`plan_fallback`) stay in float, like excluded ones.
+Dynamic activations (`activations = "dynamic"`, or a plan's `dynamic` scheme for a layer): a
+MatMul/Gemm input gets DynamicQuantizeLinear → DequantizeLinear instead (uint8, each tensor's own
+range at run time: no calibration range, nothing clipped, robust when the served data differs from
+the calibration data; ONNX Runtime fuses it into DynamicQuantizeMatMul); its bias stays float.
+Convs stay static. Not for symmetric-only targets (DynamicQuantizeLinear is uint8).
 Targets (`context.target`): an unset `activation_dtype` is the target's first activation dtype
 (ort-cpu: uint8, as before; tensorrt: int8, zero point 0); a dtype the target does not accept is
 refused. For a symmetric-only target (TensorRT's placement): no output Q/DQ unless
@@ -37,7 +42,7 @@ from onnx_ir.passes.common import TopologicalSortPass
 from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, quantize_weight_per_channel
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import RangeRequest
-from onnxcomp.emit.qdq import dequantized_constant, qdq_pair
+from onnxcomp.emit.qdq import dequantized_constant, dynamic_qdq_pair, qdq_pair
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, NodeFilter, constant_array, is_float32_activation
 from onnxcomp.ir.linears import linear_of
@@ -59,6 +64,7 @@ class QuantizeQDQ(CompressionPass):
         "quantize_outputs": ["Conv"],
         "activation_matmul": False,
         "one_sided_float": None,  # None: the target decides (true when it is symmetric-only)
+        "activations": "static",
     }
 
     def __init__(self, *args, **options):
@@ -82,6 +88,12 @@ class QuantizeQDQ(CompressionPass):
             raise self.fail(
                 f"activation_dtype must be {dtypes} for target {target.name!r}, not {self.opts['activation_dtype']!r}"
             )
+        if self.opts["activations"] not in ("static", "dynamic"):
+            raise self.fail(f"activations must be 'static' or 'dynamic', not {self.opts['activations']!r}")
+        if self.opts["activations"] == "dynamic" and (
+            target.symmetric_only or self.opts["activation_dtype"] != "uint8"
+        ):
+            raise self.fail(f"dynamic activations are uint8 asymmetric, which target {target.name!r} does not take")
         if self.opts["method"] not in METHODS:
             raise self.fail(f"unknown calibration method {self.opts['method']!r} (choose from {', '.join(METHODS)})")
         if not 0 < float(self.opts["percentile"]) <= 100:
@@ -140,10 +152,24 @@ class QuantizeQDQ(CompressionPass):
                     adds[node] = [other]
         return adds
 
+    def _is_dynamic(self, node: ir.Node) -> bool:
+        """Activation ranges of this layer's inputs computed at run time (MatMul/Gemm only)."""
+        if node.op_type not in ("MatMul", "Gemm"):
+            return False
+        plan = self.context.precision_plan
+        if plan is not None and plan.scheme_for(node).kind == "dynamic":
+            if self.context.target.symmetric_only:
+                raise self.fail(
+                    f"{node.name}: a dynamic scheme is uint8, which target {self.context.target.name!r} does not take"
+                )
+            return True
+        return self.opts["activations"] == "dynamic"
+
     def _values_to_quantize(self, model: ir.Model) -> list[ir.Value]:
+        """The activations quantized with calibrated (static) ranges, each once, in order."""
         plan, outputs = self._plan(model)
-        inputs = [n.inputs[i] for n, idx in plan.items() for i in idx]
-        return list(dict.fromkeys(inputs + outputs))  # in order, each once
+        inputs = [n.inputs[i] for n, idx in plan.items() if not self._is_dynamic(n) for i in idx]
+        return list(dict.fromkeys(inputs + outputs))
 
     def statistic_requests(self, model: ir.Model) -> list[RangeRequest]:
         return [RangeRequest(v.name) for v in self._values_to_quantize(model)]
@@ -203,6 +229,15 @@ class QuantizeQDQ(CompressionPass):
         source_of: dict[ir.Value, ir.Value] = {}  # DequantizeLinear output -> the float value
         new_nodes: list[ir.Node] = []
 
+        dynamic: dict[ir.Value, ir.Value] = {}  # float value -> its dynamic DequantizeLinear output
+
+        def quantize_dynamic(value: ir.Value) -> ir.Value:
+            if value not in dynamic:
+                pair = dynamic_qdq_pair(graph, names, value)
+                new_nodes.extend(pair)
+                dynamic[value] = pair[1].outputs[0]
+            return dynamic[value]
+
         def quantize_activation(value: ir.Value) -> ir.Value:
             if value not in dequantized:
                 q, dq = qdq_pair(graph, names, value, *qparams[value])
@@ -222,12 +257,15 @@ class QuantizeQDQ(CompressionPass):
         weight_cache: dict[tuple[str, int], tuple[ir.Value, np.ndarray]] = {}
         layers = []
         for node, indices in plan.items():
+            is_dynamic = self._is_dynamic(node)
             for i in indices:
-                if node.inputs[i] not in source_of:  # not already rewired as a quantized output
+                if is_dynamic:
+                    node.replace_input_with(i, quantize_dynamic(source_of.get(node.inputs[i], node.inputs[i])))
+                elif node.inputs[i] not in source_of:  # not already rewired as a quantized output
                     node.replace_input_with(i, quantize_activation(node.inputs[i]))
             linear = linear_of(node)
             weight = node.inputs[1]
-            layer = {"node": node.name, "op": node.op_type}
+            layer = {"node": node.name, "op": node.op_type, **({"activations": "dynamic"} if is_dynamic else {})}
             if linear is not None and linear.array.dtype.kind == "f" and linear.array.ndim >= 2:
                 array, axis = linear.array, linear.out_axis
                 key = (weight.name, axis)

@@ -27,6 +27,18 @@ def qdq_pair(
     return [q, dq]
 
 
+def dynamic_qdq_pair(graph: ir.Graph, names: NameAllocator, value: ir.Value) -> list[ir.Node]:
+    """[DynamicQuantizeLinear, DequantizeLinear] of a float activation: uint8 with the scale and zero
+    point of each tensor's own min/max, computed at run time (ONNX Runtime fuses the pair with a
+    following MatMul on a DequantizeLinear weight into DynamicQuantizeMatMul)."""
+    dynamic = ir.node("DynamicQuantizeLinear", [value], num_outputs=3, name=f"{value.name}_DynamicQuantizeLinear")
+    for output, suffix in zip(dynamic.outputs, ("quantized", "scale", "zero_point")):
+        output.name = names.new(f"{value.name}_dynamic_{suffix}")
+    dq = ir.node("DequantizeLinear", list(dynamic.outputs), name=f"{value.name}_dynamic_DequantizeLinear")
+    dq.outputs[0].name = names.new(f"{value.name}_dynamic_dequantized")
+    return [dynamic, dq]
+
+
 def dequantized_constant(
     graph: ir.Graph,
     names: NameAllocator,

@@ -15,7 +15,8 @@ import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
 
-KINDS = ("blockwise", "keep")  # int8 per-channel and fp16 arrive with the planner that chooses them
+# blockwise: weight-only blocks; keep: float; dynamic: int8 QDQ with activation ranges computed at run time
+KINDS = ("blockwise", "keep", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Scheme:
     def describe(self) -> str:
         if self.kind == "blockwise":
             return f"int{self.bits} g{self.group} {'sym' if self.symmetric else 'asym'}"
-        return self.kind
+        return "int8 dynamic activations" if self.kind == "dynamic" else self.kind
 
 
 @dataclass

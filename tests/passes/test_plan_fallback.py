@@ -55,3 +55,17 @@ def test_no_fallback_allowed_quantizes_everything(tiny):
 def test_bad_options_are_one_line(tiny, options):
     with pytest.raises(OnnxcompError, match="plan_fallback"):
         compress(outlier_mlp(tiny), [("calibrate", {}), ("plan_fallback", options)], feeds(), use_cache=False)
+
+
+def test_auto_gives_each_layer_the_activation_ranges_that_err_less(tiny):
+    recipe = [("calibrate", {}), ("plan_fallback", {"max_fallback": 0.0, "activations": "auto"}), ("quantize_qdq", {})]
+    result = compress(outlier_mlp(tiny), recipe, feeds(), use_cache=False)
+    details = next(p["details"] for p in result.report["passes"] if p["pass"] == "plan_fallback")
+    for layer in details["layers"]:
+        assert layer["mode"] == min(("static", "dynamic"), key=lambda m: layer[f"{m}_error"])
+        assert layer["measured_error"] == min(layer["static_error"], layer["dynamic_error"]) > 0
+    assert details["measured_error_mixed"] <= details["measured_error_all_int8"] * 1.05
+    for name in ("first", "second"):
+        dq = tiny.producer(result.model, tiny.node_named(result.model, name).input[0])
+        source = tiny.producer(result.model, dq.input[0]).op_type
+        assert source == ("DynamicQuantizeLinear" if name in details["dynamic"] else "QuantizeLinear")

@@ -475,3 +475,68 @@ def test_tied_weight_on_two_axes(tiny):
     out = quantize(model, feeds).model
     assert tiny.dq_params(out, tiny.node_named(out, "encoder").input[1])["axis"] == 1
     assert tiny.dq_params(out, tiny.node_named(out, "decoder").input[1])["axis"] == 0
+
+
+# -- dynamic activation ranges ---------------------------------------------------------------
+def two_matmuls(tiny):
+    rng = np.random.default_rng(RNG_SEED)
+    nodes = [
+        h.make_node("MatMul", ["x", "w1"], ["t"], name="first"),
+        h.make_node("Relu", ["t"], ["r"]),
+        h.make_node("MatMul", ["r", "w2"], ["y"], name="second"),
+    ]
+    weights = {
+        "w1": rng.standard_normal((16, 32)).astype(np.float32),
+        "w2": rng.standard_normal((32, 8)).astype(np.float32),
+    }
+    return make_model(tiny, nodes, [("x", ["n", 16])], [("y", ["n", 8])], weights)
+
+
+def dynamic_feeds(scale: float, count: int = 4):
+    rng = np.random.default_rng(RNG_SEED + 1)
+    return [{"x": (scale * rng.standard_normal((8, 16))).astype(np.float32)} for _ in range(count)]
+
+
+def test_dynamic_activations_follow_each_tensor_and_fuse_in_onnx_runtime(tiny, tmp_path):
+    model = two_matmuls(tiny)
+    calibration = dynamic_feeds(1.0)
+    static = quantize(model, calibration).model
+    dynamic = quantize(model, calibration, activations="dynamic").model
+    for name in ("first", "second"):
+        dq = tiny.producer(dynamic, tiny.node_named(dynamic, name).input[0])
+        assert dq.op_type == "DequantizeLinear"
+        assert tiny.producer(dynamic, dq.input[0]).op_type == "DynamicQuantizeLinear"
+    optimized = tmp_path / "optimized.onnx"
+    tiny.session(dynamic, optimize=True, optimized_path=str(optimized))
+    assert "DynamicQuantizeMatMul" in tiny.op_types(onnx.load(optimized))  # (MiniLM: every MatMul fuses)
+
+    # served data 20x wider than the calibration data: static ranges clip it, dynamic ones follow it
+    served = dynamic_feeds(20.0, 1)[0]
+    reference = tiny.run(model, served)[0]
+
+    def relative_error(quantized):
+        return np.linalg.norm(tiny.run(quantized, served)[0] - reference) / np.linalg.norm(reference)
+
+    assert relative_error(dynamic) < 0.02 < 0.5 < relative_error(static)
+
+
+def test_a_plan_makes_single_layers_dynamic(tiny):
+    from onnxcomp.precision.plan import PrecisionPlan, Scheme
+
+    model = two_matmuls(tiny)
+    plan = PrecisionPlan(Scheme("blockwise", 8, 128, True), layers={"second": Scheme("dynamic")})
+    recipe = [("calibrate", {}), ("quantize_qdq", {"method": "minmax"})]
+    result = onnxcomp.compress(model, recipe, calibration=dynamic_feeds(1.0), use_cache=False, precision_plan=plan)
+    quantized = result.model
+    first_in = tiny.producer(quantized, tiny.node_named(quantized, "first").input[0])
+    second_in = tiny.producer(quantized, tiny.node_named(quantized, "second").input[0])
+    assert tiny.producer(quantized, first_in.input[0]).op_type == "QuantizeLinear"
+    assert tiny.producer(quantized, second_in.input[0]).op_type == "DynamicQuantizeLinear"
+
+
+def test_dynamic_activations_are_refused_for_symmetric_only_targets(tiny):
+    with pytest.raises(OnnxcompError, match="dynamic activations are uint8"):
+        onnxcomp.compress(
+            two_matmuls(tiny), [("calibrate", {}), ("quantize_qdq", {"activations": "dynamic"})],
+            calibration=dynamic_feeds(1.0), target="tensorrt", use_cache=False,
+        )  # fmt: skip
