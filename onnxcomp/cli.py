@@ -199,6 +199,17 @@ def export(source, output, opset, as_json):
     "logits, else relative squared L2); the smallest model within it is chosen.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Mixed-precision recipes: measure the layers' sensitivity on N local processes.  [default: 1]",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    help="Mixed-precision recipes: measure the layers' sensitivity on the Ray cluster whose head is at HOST:PORT "
+    "(pip install 'onnxcomp[distributed]'); --workers sets the number of actors.",
+)
+@click.option(
     "--strict",
     is_flag=True,
     help="Exit 1 when the written model misses its size or latency budget (it is written anyway).",
@@ -271,6 +282,8 @@ def compress(
     alpha,
     size_budget,
     max_error,
+    workers,
+    ray_address,
     strict,
     latency_budget,
     shapes,
@@ -347,8 +360,10 @@ def compress(
     if guard_options:
         overrides["guard_speed"] = guard_options
     planned = "plan_precision" in {name for name, _ in steps}
-    if (size_budget is not None or max_error is not None) and not planned:
-        raise OnnxcompError(f"--size-budget/--max-error apply to mixed-precision recipes (w4a16-mixed), not {recipe!r}")
+    if (size_budget is not None or max_error is not None or workers or ray_address) and not planned:
+        raise OnnxcompError(
+            f"--size-budget/--max-error/--workers/--ray apply to mixed-precision recipes (w4a16-mixed), not {recipe!r}"
+        )
     if strict and not planned and not guard_on:
         raise OnnxcompError(
             f"--strict checks a size budget (mixed-precision recipes) or the speed guard's latency budget; recipe "
@@ -358,8 +373,14 @@ def compress(
         if size_budget is not None and max_error is not None:
             raise OnnxcompError("give --size-budget or --max-error, not both")
         parse_size_budget(size_budget if size_budget is not None else "uniform")
-        if size_budget is not None or max_error is not None:
-            overrides["plan_precision"] = {"size_budget": size_budget} if size_budget else {"max_error": max_error}
+        plan_options = {
+            **({"size_budget": size_budget} if size_budget else {}),
+            **({"max_error": max_error} if max_error is not None else {}),
+            **({"workers": workers} if workers else {}),
+            **({"ray": ray_address} if ray_address else {}),
+        }
+        if plan_options:
+            overrides["plan_precision"] = plan_options
     pruning = {
         k: v for k, v in {"sparsity": sparsity, "prune": prune_kinds, "importance": importance}.items() if v is not None
     }

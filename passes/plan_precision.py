@@ -9,7 +9,8 @@ group 32/64/128, symmetric or not, or `keep` in float):
   `reference` scheme, on the last `measure_feeds` calibration feeds cut to `measure_sequence`
   (mean KL of next-token distributions for logits, relative squared L2 otherwise), for every unit
   (`measure: "all"`), the N with the largest proxy (`measure: N`; the rest scaled by the median
-  measured/proxy ratio) or none (`measure: 0`: proxies alone).
+  measured/proxy ratio) or none (`measure: 0`: proxies alone); one task per unit, run in this
+  process, on `workers` local processes or on the Ray cluster at `ray` (`onnxcomp.precision.sweep`).
 A unit's predicted error under scheme s is its measured error × proxy(s) / proxy(reference); errors
 add over units. The allocator (`onnxcomp.algorithms.budget`) then picks one scheme per unit:
 fewest predicted error within `size_budget` (a fraction of the input file "0.19x", bytes "120MB",
@@ -38,8 +39,9 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import initializer_bytes
 from onnxcomp.ir.patterns import row_gather_tables
 from onnxcomp.passes.base import CompressionPass
-from onnxcomp.precision.measure import OverrideRunner, holdout_feeds
+from onnxcomp.precision.measure import holdout_feeds
 from onnxcomp.precision.plan import PrecisionPlan, Scheme, is_output_layer
+from onnxcomp.precision.sweep import Sweep, check_ray_address
 from onnxcomp.precision.units import Unit, find_units, parse_scheme, quantize_unit, scheme_name
 from onnxcomp.progress import progress
 
@@ -91,11 +93,17 @@ class PlanPrecision(CompressionPass):
         "measure_sequence": 128,
         "embedding_tables": "int8",  # untied word tables predicted as quantize_embedding stores them
         "exclude": [],
+        "workers": 1,  # processes measuring units (onnxcomp.precision.sweep)
+        "ray": "",  # or the HOST:PORT of a Ray head whose actors measure them
     }
     needs_calibration = True
 
     def validate_options(self) -> None:
         o = self.opts
+        if o["workers"] < 1:
+            raise self.fail(f"workers must be a positive integer, not {o['workers']!r}")
+        if not isinstance(o["ray"], str):
+            raise self.fail(f"ray must be a HOST:PORT string, not {o['ray']!r}")
         if o["max_error"] is not None:
             if isinstance(o["max_error"], bool) or not isinstance(o["max_error"], (int, float)) or o["max_error"] <= 0:
                 raise self.fail(f"max_error must be a positive number, not {o['max_error']!r}")
@@ -117,6 +125,10 @@ class PlanPrecision(CompressionPass):
             raise self.fail(f"embedding_tables must be 'int8' or 'float', not {o['embedding_tables']!r}")
         if o["output_layer_bits"] not in (0, 4, 8):
             raise self.fail(f"output_layer_bits must be 0, 4 or 8, not {o['output_layer_bits']!r}")
+
+    def preflight(self, model: ir.Model) -> None:
+        if self.opts["ray"]:
+            check_ray_address(self.opts["ray"])  # an unreachable cluster fails now, not after calibration
 
     def statistic_requests(self, model: ir.Model) -> list:
         units, _ = find_units(model, self.opts["exclude"])
@@ -257,16 +269,22 @@ class PlanPrecision(CompressionPass):
         if chosen:
             names = [lin.weight.name for unit in units for lin in unit.weights()]
             names += [t for unit in units for t in unit.tied_tables]
-            runner = OverrideRunner(model, sorted(set(names)), self.holdout)
-            metric = runner.metric
-            for u in progress(chosen, desc="measured sensitivity", unit="unit"):
+            sweep = Sweep(model, sorted(set(names)), self.holdout, self.opts["workers"], self.opts["ray"])
+            metric = sweep.metric
+            tasks = []
+            for u in chosen:
                 overrides = {}
                 for lin in units[u].weights():
                     overrides[lin.weight.name] = lin.from_kn(backs[u][lin.weight])
                     for table in units[u].tied_tables:
                         overrides[table] = np.ascontiguousarray(backs[u][lin.weight].T)
-                measured[u] = runner.error(overrides)
-            del runner
+                tasks.append(overrides)
+            errors = sweep.errors(tasks)
+            for u, error in zip(
+                chosen, progress(errors, desc=f"measured sensitivity ({sweep.where})", total=len(chosen), unit="unit")
+            ):
+                measured[u] = error
+            del sweep, tasks
         ratios = [measured[u] / ref_proxies[u] for u in chosen if ref_proxies[u] > 0]
         factor = float(np.median(ratios)) if ratios else 1.0
         for u in set(range(len(units))) - set(chosen):
