@@ -72,6 +72,30 @@ def _plan_figures(plan: dict) -> list[tuple[str, str]]:
     return figures
 
 
+def _guard_section(guard: dict) -> list[str]:
+    """Latency before/after the speed guard, and every trial it timed."""
+    if "skipped" in guard:
+        return ["<h2>Speed guard</h2>", f"<p>Not timed: {html.escape(guard['skipped'])}.</p>"]
+    shapes = ", ".join(f"{k}: {'×'.join(map(str, v))}" for k, v in guard["shapes"].items())
+    rows = [("compressed", guard["before"]), *((t["revert"], t["ratio"]) for t in guard["trials"])]
+    rows.append(("written", guard["after"]))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(rows) + 1))
+    ax.barh([label for label, _ in rows][::-1], [ratio for _, ratio in rows][::-1], color="#4c72b0")
+    ax.axvline(1.0, color="k", lw=1)
+    ax.axvline(guard["latency_budget"], color="r", ls="--", lw=1, label=f"budget {guard['latency_budget']:.2f}×")
+    ax.set_xlabel("latency × the input model's (same run, interleaved)")
+    ax.legend()
+    reverted = ", ".join(guard["reverted_layers"]) or "none"
+    return [
+        "<h2>Speed guard</h2>",
+        f"<p>Timed at {html.escape(shapes)}: {guard['before']:.2f}× the input's latency before, "
+        f"{guard['after']:.2f}× written ({'met' if guard['met'] else 'missed'}). "
+        f"Back in float: {html.escape(reverted)}.</p>",
+        _png(fig),
+    ]
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -113,6 +137,8 @@ def render(report: dict) -> str:
         )
     )
     for entry in report["passes"]:
+        if entry["pass"] == "guard_speed" and "details" in entry:
+            parts.extend(_guard_section(entry["details"]))
         if entry["pass"] != "plan_precision" or "details" not in entry:
             continue
         plan = entry["details"]

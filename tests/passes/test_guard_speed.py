@@ -1,6 +1,8 @@
 """The speed guard: quantized layers back to float (revert), the decision it takes from timings, and the
 CLI around it, on the digits CNN in ONNX Runtime."""
 
+import base64
+import io
 import json
 
 import numpy as np
@@ -8,6 +10,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import onnxcomp
 from onnxcomp.cli import cli
@@ -130,10 +133,10 @@ def test_guard_is_off_when_asked_and_for_targets_not_timed_here(monkeypatch, dig
 
 
 def test_cli_times_for_real_and_strict_fails_an_unreachable_budget(digits_path, tmp_path, tmp_cache):
-    out = tmp_path / "digits.int8.onnx"
+    out, page = tmp_path / "digits.int8.onnx", tmp_path / "report.html"
     result = run_cli(
         "compress", digits_path, "-o", out, "--model-kind", "digits", "--shapes", "image:8x1x8x8",
-        "--latency-budget", "0.01x", "--strict", "--json",
+        "--latency-budget", "0.01x", "--strict", "--json", "--report", page,
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert out.exists()  # written anyway
@@ -142,6 +145,11 @@ def test_cli_times_for_real_and_strict_fails_an_unreachable_budget(digits_path, 
     details = report["passes"][-1]["details"]
     assert details["shapes"] == {"image": [8, 1, 8, 8]} and details["trials"]
     assert report["latency_budget"]["met"] is False and report["latency_budget"]["measured_before"] > 0
+    html = page.read_text()
+    assert "<h2>Speed guard</h2>" in html and "missed" in html
+    section = html.split("<h2>Speed guard</h2>", 1)[1]
+    png = section.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    Image.open(io.BytesIO(base64.b64decode(png))).verify()
 
 
 @pytest.mark.parametrize(
