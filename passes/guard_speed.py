@@ -1,9 +1,12 @@
 """guard_speed: the emitted model is no slower than its input; quantized layers that slow it down go back to float.
 
 Measures in ONNX Runtime on this machine (2 intra-op threads, interleaved runs, `onnxcomp.runtime`) the
-latency of the input model and of the compressed one at the timing shapes: `shapes` ({input: [dims]}),
-else one row of the first calibration sample, else batch 1 and sequence 128. When the compressed model
-takes more than `latency_budget` × the input's time (+ `tolerance`, the timing noise allowed), its
+latency of the input model and of the compressed one at the timing shapes: `shapes` ({input: [dims]};
+inputs not named there take the batch and sequence of the first one given), else one row of the first
+calibration sample (else batch 1, sequence 128) and, when the model has a dynamic sequence axis, the
+same row cut to one position: a generation step (weight-only int4 is slower than float on a 256-token
+prompt on CPU but about twice as fast per token). The latency ratio is the geometric mean over the
+shapes. When the compressed model takes more than `latency_budget` × the input's time (+ `tolerance`, the timing noise allowed), its
 quantized layers (`onnxcomp.precision.revert`), grouped by kind (operator and weight shape: one kernel),
 are tried back in float one kind at a time; the kinds whose float version is faster go back, largest
 gain first, until the budget is met; if it still is not, every quantized layer goes back. The decision
@@ -63,27 +66,41 @@ def parse_timing_shapes(text: str) -> dict[str, list[int]]:
     return shapes
 
 
-def timing_feed(proto, shapes: dict, calibration) -> dict:
-    """The feed latency is measured on (see the module docstring)."""
+def timing_feeds(proto, shapes: dict, calibration) -> list[dict]:
+    """The feeds latency is measured on (see the module docstring)."""
     specs = input_specs(proto)
     known = {spec.name for spec in specs}
     unknown = sorted(set(shapes) - known)
     if unknown:
         raise OnnxcompError(f"--shapes: the model has no input {unknown[0]!r} (inputs: {', '.join(sorted(known))})")
     feed = synthetic_feed(specs, 1, 128)
-    if calibration is not None:
-        for sample in calibration:
-            feed = {name: np.asarray(array)[:1] for name, array in sample.items()}
-            break
-    for spec in specs:
-        if spec.name in shapes:
-            dims = shapes[spec.name]
+    if shapes:
+        first = next(iter(shapes.values()))  # inputs not given follow its batch and sequence
+        feed = synthetic_feed(specs, first[0], first[1] if len(first) > 1 else 128)
+        for spec in specs:
+            dims = shapes.get(spec.name)
+            if dims is None:
+                continue
             if len(dims) != len(spec.shape) or any(d is not None and d != n for d, n in zip(spec.shape, dims)):
                 raise OnnxcompError(
                     f"--shapes: {spec.name} is {_shape_text(spec.shape)}, which {'x'.join(map(str, dims))} does not fit"
                 )
             feed[spec.name] = synthetic_feed([type(spec)(spec.name, spec.dtype, tuple(dims))])[spec.name]
-    return feed
+        return [feed]
+    if calibration is not None:
+        for sample in calibration:
+            feed = {name: np.asarray(array)[:1] for name, array in sample.items()}
+            break
+    dynamic = {spec.name: [i for i, d in enumerate(spec.shape) if i > 0 and d is None] for spec in specs}
+    if not any(dynamic.values()):
+        return [feed]
+    step = {
+        name: array[
+            (slice(None), *(slice(0, 1) if i in dynamic.get(name, []) else slice(None) for i in range(1, array.ndim)))
+        ]
+        for name, array in feed.items()
+    }
+    return [feed, step]
 
 
 def _shape_text(shape) -> str:
@@ -114,7 +131,7 @@ class GuardSpeed(CompressionPass):
 
     def preflight(self, model: ir.Model) -> None:
         if self.context.reference is not None:
-            timing_feed(self.context.reference, self.opts["shapes"], None)  # shapes that do not fit: fail now
+            timing_feeds(self.context.reference, self.opts["shapes"], None)  # shapes that do not fit: fail now
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         reference = self.context.reference
@@ -127,9 +144,9 @@ class GuardSpeed(CompressionPass):
         layers = quantized_layers(model)
         if not layers:
             return self._skipped(model, "no quantized layer to fall back")
-        feed = timing_feed(reference, self.opts["shapes"], self.context.calibration)
+        feeds = timing_feeds(reference, self.opts["shapes"], self.context.calibration)
         self.details = {
-            "shapes": {name: list(np.shape(array)) for name, array in feed.items()},
+            "shapes": [{name: list(np.shape(array)) for name, array in feed.items()} for feed in feeds],
             "latency_budget": self.budget,
         }
         data = serialize(ir.to_proto(model))
@@ -147,7 +164,7 @@ class GuardSpeed(CompressionPass):
             decision = read_cached(path, lambda p: json.loads(p.read_text()))
             decision["cached"] = str(path)
         else:
-            decision = self._decide(model, data, layers, feed)
+            decision = self._decide(model, data, layers, feeds)
             if self.context.use_cache:
                 write_atomic(path, lambda fh: fh.write(json.dumps(decision).encode()))
         chosen = [layers[i] for i in decision["reverted"]]
@@ -162,19 +179,19 @@ class GuardSpeed(CompressionPass):
         self.details = {"skipped": reason}
         return ir.passes.PassResult(model, modified=False)
 
-    def _decide(self, model: ir.Model, data: bytes, layers: list[ir.Node], feed: dict) -> dict:
+    def _decide(self, model: ir.Model, data: bytes, layers: list[ir.Node], feeds: list[dict]) -> dict:
         """Which layers go back to float: indices into `layers`, with every measurement taken."""
         o = self.opts
         threshold = self.budget + o["tolerance"]
         try:
-            timer = _Timer(serialize(self.context.reference), feed, o["runs"], o["warmup"])
+            timer = _Timer(serialize(self.context.reference), feeds, o["runs"], o["warmup"])
             before = timer.ratio(data)
         except OnnxcompError:
             raise
         except Exception as exc:  # ONNX Runtime refusing the timing shapes
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise self.fail(f"cannot time the model at {self.details['shapes']} ({first}); set --shapes") from None
-        decision = {"before": before, "after": before, "reverted": [], "trials": [], "runs": timer.runs}
+        decision = {"before": before, "after": before, "reverted": [], "trials": [], "per_shape": timer.last}
         if before <= threshold:
             return decision
         kinds: dict[str, list[int]] = {}
@@ -207,7 +224,9 @@ class GuardSpeed(CompressionPass):
     def summary(cls, details: dict) -> str | None:
         if "skipped" in details:
             return f"guard_speed: not timed ({details['skipped']})"
-        shapes = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in details["shapes"].items())
+        shapes = " and ".join(
+            ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in feed.items()) for feed in details["shapes"]
+        )
         line = f"guard_speed: latency {details['before']:.2f}x the input's at {shapes}"
         if details["reverted_layers"]:
             line += f" → {details['after']:.2f}x with {len(details['reverted_layers'])} layer(s) back in float"
@@ -217,25 +236,31 @@ class GuardSpeed(CompressionPass):
 
 
 class _Timer:
-    """Latency of candidate models relative to the input model, interleaved in one measurement each.
-    Small models get more runs: at least `runs`, and enough for about `MIN_SECONDS` per model."""
+    """Latency of candidate models relative to the input model: per feed, one interleaved measurement;
+    the ratio is the geometric mean over the feeds. Small models get more runs: at least `runs`, and
+    enough for about `MIN_SECONDS` per model and feed."""
 
     MIN_SECONDS = 0.5
     MAX_RUNS = 3000
 
-    def __init__(self, reference: bytes, feed: dict, runs: int, warmup: int):
+    def __init__(self, reference: bytes, feeds: list[dict], runs: int, warmup: int):
         self.reference = ort_session(reference, 2, spinning=False)
-        self.feed, self.warmup = feed, warmup
-        start = time.perf_counter()
-        for _ in range(max(warmup, 1)):
-            self.reference.run(None, feed)
-        each = (time.perf_counter() - start) / max(warmup, 1)
-        self.runs = int(min(self.MAX_RUNS, max(runs, self.MIN_SECONDS / max(each, 1e-6))))
+        self.feeds, self.warmup, self.runs = feeds, warmup, []
+        for feed in feeds:
+            start = time.perf_counter()
+            for _ in range(max(warmup, 1)):
+                self.reference.run(None, feed)
+            each = (time.perf_counter() - start) / max(warmup, 1)
+            self.runs.append(int(min(self.MAX_RUNS, max(runs, self.MIN_SECONDS / max(each, 1e-6)))))
+        self.last: list[float] = []
 
     def ratio(self, data: bytes) -> float:
         sessions = {"input": self.reference, "output": ort_session(data, 2, spinning=False)}
-        latency = measure_latency(sessions, self.feed, runs=self.runs, warmup=self.warmup)
-        return round(latency["output"]["median_ms"] / latency["input"]["median_ms"], 4)
+        self.last = []
+        for feed, runs in zip(self.feeds, self.runs):
+            latency = measure_latency(sessions, feed, runs=runs, warmup=self.warmup)
+            self.last.append(round(latency["output"]["median_ms"] / latency["input"]["median_ms"], 4))
+        return round(float(np.exp(np.mean(np.log(self.last)))), 4)
 
 
 def _reverted_bytes(model: ir.Model, layers: list[ir.Node], indices: list[int]) -> bytes:

@@ -76,7 +76,9 @@ def _guard_section(guard: dict) -> list[str]:
     """Latency before/after the speed guard, and every trial it timed."""
     if "skipped" in guard:
         return ["<h2>Speed guard</h2>", f"<p>Not timed: {html.escape(guard['skipped'])}.</p>"]
-    shapes = ", ".join(f"{k}: {'×'.join(map(str, v))}" for k, v in guard["shapes"].items())
+    shapes = " and ".join(
+        ", ".join(f"{k}: {'×'.join(map(str, v))}" for k, v in feed.items()) for feed in guard["shapes"]
+    )
     rows = [("compressed", guard["before"]), *((t["revert"], t["ratio"]) for t in guard["trials"])]
     rows.append(("written", guard["after"]))
     plt = _pyplot()

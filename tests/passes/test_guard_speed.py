@@ -143,7 +143,7 @@ def test_cli_times_for_real_and_strict_fails_an_unreachable_budget(digits_path, 
     assert "over its budget of 0.01x" in result.output
     report = json.loads(result.stdout)
     details = report["passes"][-1]["details"]
-    assert details["shapes"] == {"image": [8, 1, 8, 8]} and details["trials"]
+    assert details["shapes"] == [{"image": [8, 1, 8, 8]}] and details["trials"]
     assert report["latency_budget"]["met"] is False and report["latency_budget"]["measured_before"] > 0
     html = page.read_text()
     assert "<h2>Speed guard</h2>" in html and "missed" in html
@@ -170,6 +170,20 @@ def test_bad_guard_options_are_one_line_and_nothing_is_written(digits_path, tmp_
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_default_timing_shapes_add_a_one_token_step_for_sequence_models(digits_path):
+    from onnxcomp import models
+    from onnxcomp.models import minilm
+
+    digits_feeds = guard_speed.timing_feeds(onnx.load(digits_path), {}, None)
+    assert [{k: v.shape for k, v in f.items()} for f in digits_feeds] == [{"image": (1, 1, 8, 8)}]
+    proto = onnx.load(models.onnx_path("minilm"))
+    feeds = guard_speed.timing_feeds(proto, {}, minilm.calibration_feeds())
+    assert [f["input_ids"].shape for f in feeds] == [(1, 128), (1, 1)]
+    assert all(f["attention_mask"].shape == f["input_ids"].shape for f in feeds)
+    given = guard_speed.timing_feeds(proto, {"input_ids": [2, 16]}, None)  # the others follow the first given
+    assert len(given) == 1 and {k: v.shape for k, v in given[0].items()} == dict.fromkeys(given[0], (2, 16))
 
 
 def test_parsers():
