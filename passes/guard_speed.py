@@ -6,13 +6,13 @@ inputs not named there take the batch and sequence of the first one given), else
 calibration sample (else batch 1, sequence 128) and, when the model has a dynamic sequence axis, the
 same row cut to one position: a generation step (weight-only int4 is slower than float on a 256-token
 prompt on CPU but about twice as fast per token). The latency ratio is the geometric mean over the
-shapes. When the compressed model takes more than `latency_budget` × the input's time (+ `tolerance`, the timing noise allowed), its
-quantized layers (`onnxcomp.precision.revert`), grouped by kind (operator and weight shape: one kernel),
-are tried back in float one kind at a time; the kinds whose float version is faster go back, largest
-gain first, until the budget is met; if it still is not, every quantized layer goes back. The decision
-is cached per (model, shapes, options, ONNX Runtime version, machine), so repeated builds on one
-machine give identical bytes; builds that must not depend on timing skip the pass (`--no-speed-guard`,
-`speed_guard=False`, or ONNXCOMP_SPEED_GUARD=0).
+shapes. When the compressed model takes more than `latency_budget` × the input's time (+ `tolerance`,
+the timing noise allowed), its quantized layers (`onnxcomp.precision.revert`), grouped by kind
+(operator and weight shape: one kernel), are tried back in float one kind at a time; the kinds whose
+float version is faster go back, largest gain first, until the budget is met; if it still is not,
+every quantized layer goes back. The decision is cached per (model, shapes, options, ONNX Runtime
+version, machine), so repeated builds on one machine give identical bytes; builds that must not
+depend on timing skip the pass (`--no-speed-guard`, `speed_guard=False`, or ONNXCOMP_SPEED_GUARD=0).
 
 Requires: `context.reference`, the input model (set by `compress`); the ort-cpu target (other targets
 are not timed here: the pass reports that and changes nothing). Guarantees: outputs unchanged but for
