@@ -145,7 +145,7 @@ class PlanPrecision(CompressionPass):
         grams = self.context.statistics.grams
         schemes = [self._candidates(unit) for unit in units]
         ref_index = [self._reference_index(unit_schemes) for unit_schemes in schemes]
-        costs, proxies, backs = [], [], []
+        costs, proxies = [], []
         for unit, unit_schemes, ref in progress(
             list(zip(units, schemes, ref_index)), desc="sensitivity proxies", unit="unit"
         ):
@@ -159,14 +159,11 @@ class PlanPrecision(CompressionPass):
                         for lin in unit.linears
                     )
                 )
-                if i == ref:
-                    backs.append(q.dequantized)
             costs.append(row_bytes)
             proxies.append(row_proxy)
         measured, measured_units, metric = self._measure(
-            model, units, backs, [p[i] for p, i in zip(proxies, ref_index)]
+            model, units, [s[i] for s, i in zip(schemes, ref_index)], [p[i] for p, i in zip(proxies, ref_index)]
         )
-        del backs
         scale = [
             measured[u] / proxies[u][ref_index[u]] if proxies[u][ref_index[u]] > 0 else 0.0 for u in range(len(units))
         ]
@@ -258,8 +255,8 @@ class PlanPrecision(CompressionPass):
                     fixed -= table.nbytes - table.size - 4 * table.shape[0]
         return fixed
 
-    def _measure(self, model, units, backs, ref_proxies) -> tuple[list[float], list[int], str]:
-        """Measured error of each unit at the reference scheme (the rest scaled from their proxy),
+    def _measure(self, model, units, references, ref_proxies) -> tuple[list[float], list[int], str]:
+        """Measured error of each unit at its reference scheme (the rest scaled from their proxy),
         the indices of the units measured, and the metric."""
         m = self.opts["measure"]
         order = sorted(range(len(units)), key=lambda u: -ref_proxies[u])
@@ -271,20 +268,11 @@ class PlanPrecision(CompressionPass):
             names += [t for unit in units for t in unit.tied_tables]
             sweep = Sweep(model, sorted(set(names)), self.holdout, self.opts["workers"], self.opts["ray"])
             metric = sweep.metric
-            tasks = []
-            for u in chosen:
-                overrides = {}
-                for lin in units[u].weights():
-                    overrides[lin.weight.name] = lin.from_kn(backs[u][lin.weight])
-                    for table in units[u].tied_tables:
-                        overrides[table] = np.ascontiguousarray(backs[u][lin.weight].T)
-                tasks.append(overrides)
-            errors = sweep.errors(tasks)
-            for u, error in zip(
-                chosen, progress(errors, desc=f"measured sensitivity ({sweep.where})", total=len(chosen), unit="unit")
-            ):
+            tasks = (_overrides(units[u], references[u]) for u in chosen)  # built as the sweep takes them
+            where = f"measured sensitivity ({sweep.where})"
+            for u, error in zip(chosen, progress(sweep.errors(tasks), desc=where, total=len(chosen), unit="unit")):
                 measured[u] = error
-            del sweep, tasks
+            del sweep
         ratios = [measured[u] / ref_proxies[u] for u in chosen if ref_proxies[u] > 0]
         factor = float(np.median(ratios)) if ratios else 1.0
         for u in set(range(len(units))) - set(chosen):
@@ -341,3 +329,14 @@ def _count(schemes) -> dict:
     for s in schemes:
         counts[scheme_name(s)] = counts.get(scheme_name(s), 0) + 1
     return counts
+
+
+def _overrides(unit: Unit, scheme: Scheme) -> dict[str, np.ndarray]:
+    """The unit's weights (and tied tables) as `scheme` stores them, by initializer name."""
+    dequantized = quantize_unit(unit, scheme).dequantized
+    overrides = {}
+    for lin in unit.weights():
+        overrides[lin.weight.name] = lin.from_kn(dequantized[lin.weight])
+        for table in unit.tied_tables:
+            overrides[table] = np.ascontiguousarray(dequantized[lin.weight].T)
+    return overrides

@@ -14,7 +14,8 @@ so the errors — and the plan chosen from them — are the same wherever the ta
 import multiprocessing
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -78,7 +79,8 @@ class Sweep:
             check_ray_address(ray)
         self.model, self.names, self.feeds = model, names, feeds
 
-    def errors(self, tasks: list[dict[str, np.ndarray]]) -> Iterator[float]:
+    def errors(self, tasks: Iterable[dict[str, np.ndarray]]) -> Iterator[float]:
+        """Errors in task order; tasks are taken as workers free up (at most 2 per worker in flight)."""
         if not self.address and self.workers <= 1:
             yield from (self.local.error(task) for task in tasks)
             return
@@ -92,9 +94,15 @@ class Sweep:
                 with ProcessPoolExecutor(
                     self.workers, context, initializer=_start_process, initargs=(path, self.names, self.feeds)
                 ) as pool:
-                    yield from pool.map(_process_error, tasks)
+                    pending: deque = deque()
+                    for task in tasks:
+                        pending.append(pool.submit(_process_error, task))
+                        if len(pending) >= 2 * self.workers:
+                            yield pending.popleft().result()
+                    while pending:
+                        yield pending.popleft().result()
 
-    def _ray(self, path: str, tasks: list[dict[str, np.ndarray]]) -> Iterator[float]:
+    def _ray(self, path: str, tasks: Iterable[dict[str, np.ndarray]]) -> Iterator[float]:
         ray = require("ray", "distributed", "--ray")
         from ray.util import ActorPool
 
@@ -102,8 +110,17 @@ class Sweep:
         try:
             model_ref = ray.put(Path(path).read_bytes())
             actor = ray.remote(num_cpus=1)(_RayWorker)
-            pool = ActorPool([actor.remote(model_ref, self.names, self.feeds) for _ in range(max(self.workers, 1))])
-            yield from pool.map(lambda worker, task: worker.error.remote(task), tasks)
+            actors = max(self.workers, 1)
+            pool = ActorPool([actor.remote(model_ref, self.names, self.feeds) for _ in range(actors)])
+            in_flight = 0
+            for task in tasks:
+                pool.submit(lambda worker, t: worker.error.remote(t), task)
+                in_flight += 1
+                if in_flight >= 2 * actors:
+                    yield pool.get_next()
+                    in_flight -= 1
+            while pool.has_next():
+                yield pool.get_next()
         finally:
             ray.shutdown()
 
