@@ -29,7 +29,7 @@ lint: install  ## ruff: style, import order, and no onnx/onnxruntime in onnxcomp
 	$(BIN)/ruff format --check .
 
 test: lint  ## ruff, then the whole suite, real models included (what CI runs)
-	$(BIN)/python -m pytest -q -m "not gpu"
+	$(BIN)/python -m pytest -q -m "not gpu" --durations=15
 
 test-fast: install  ## the quick subset for the edit loop
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
