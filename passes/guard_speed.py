@@ -91,16 +91,15 @@ def timing_feeds(proto, shapes: dict, calibration) -> list[dict]:
         for sample in calibration:
             feed = {name: np.asarray(array)[:1] for name, array in sample.items()}
             break
-    dynamic = {spec.name: [i for i, d in enumerate(spec.shape) if i > 0 and d is None] for spec in specs}
-    if not any(dynamic.values()):
+    sequence_axes = {spec.name: [i for i, d in enumerate(spec.shape) if i > 0 and d is None] for spec in specs}
+    if not any(sequence_axes.values()):
         return [feed]
-    step = {
-        name: array[
-            (slice(None), *(slice(0, 1) if i in dynamic.get(name, []) else slice(None) for i in range(1, array.ndim)))
-        ]
-        for name, array in feed.items()
-    }
-    return [feed, step]
+    return [feed, {name: _first_position(array, sequence_axes.get(name, [])) for name, array in feed.items()}]
+
+
+def _first_position(array: np.ndarray, axes: list[int]) -> np.ndarray:
+    """`array` cut to length 1 along `axes` (a one-token step of a sequence input)."""
+    return array[tuple(slice(0, 1) if i in axes else slice(None) for i in range(array.ndim))]
 
 
 def _shape_text(shape) -> str:
