@@ -32,6 +32,7 @@ ROWS = {
     "w8a8-smoothquant-dynamic": [("w8a8-smoothquant", {"quantize_qdq": {"activations": "dynamic"}})],
     "w8a8-mixed": "w8a8-mixed",
     "w8a8-mixed-auto": [("w8a8-mixed", {"plan_fallback": {"activations": "auto"}})],
+    "w4a16-rtn": "w4a16-rtn",
     "w4a16-awq-gptq": "w4a16-awq-gptq",
 }
 
