@@ -15,6 +15,7 @@ from onnxcomp.passes.quantize_weight_only_gptq import QuantizeWeightOnlyGPTQ
 from onnxcomp.passes.remove_unused import RemoveUnused
 from onnxcomp.passes.simplify import Simplify
 from onnxcomp.passes.smoothquant import SmoothQuant
+from onnxcomp.passes.store_fp16 import StoreFp16
 
 PASSES = {
     cls.name: cls
@@ -34,6 +35,7 @@ PASSES = {
         PlanFallback,
         PruneStructured,
         GuardSpeed,
+        StoreFp16,
     )
 }
 

@@ -2,7 +2,7 @@
 
 For every unit (`onnxcomp.precision.units`: the linears reading one input — Q/K/V, gate/up — with a
 tied embedding table counted in its LM head's unit) and every candidate scheme (int4/int8 blocks,
-group 32/64/128, symmetric or not, or `keep` in float):
+group 32/64/128, symmetric or not; `fp16`, stored by `store_fp16`; or `keep` in float):
 - the stored bytes, from round-to-nearest codes in the emitter's layout;
 - the proxy tr(ΔWᵀ H ΔW), H the Gram of the unit's calibration input (`GramRequest`);
 - measured sensitivity: the model's output error in ONNX Runtime with only this unit at the
@@ -52,6 +52,7 @@ DEFAULT_CANDIDATES = [
     "int4-g32-sym",
     "int4-g32-asym",
     "int8-g128-sym",
+    "fp16",
 ]
 NODE_BYTES = 400  # a quantized layer's extra nodes, attributes and initializer names (≈ 300 measured on tiny graphs)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(x|b|kb|mb|gb)?\s*$", re.IGNORECASE)
@@ -113,7 +114,7 @@ class PlanPrecision(CompressionPass):
             raise self.fail(f"candidates must be a non-empty list of schemes, not {o['candidates']!r}")
         self.candidates = [parse_scheme(c) for c in o["candidates"]]
         self.reference = parse_scheme(o["reference"])
-        if self.reference not in self.candidates or self.reference.kind == "keep":
+        if self.reference not in self.candidates or self.reference.kind != "blockwise":
             raise self.fail(f"reference {o['reference']!r} must be one of the blockwise candidates")
         m = o["measure"]
         if m != "all" and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
@@ -228,7 +229,7 @@ class PlanPrecision(CompressionPass):
         fits = [
             s
             for s in self.candidates
-            if s.kind == "keep"
+            if s.kind in ("keep", "fp16")
             or (
                 s.bits in target.block_bits
                 and (s.symmetric or not target.symmetric_only)

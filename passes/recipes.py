@@ -91,7 +91,7 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
         ("quantize_embedding", {}),
         ("remove_unused", {}),
     ],
-    # Mixed precision: each layer's scheme (int4 g32/64/128, sym/asym, or int8) chosen from its measured
+    # Mixed precision: each layer's scheme (int4 g32/64/128, sym/asym, int8, or fp16) chosen from its measured
     # sensitivity to fit the size of the uniform preset (or `size_budget`); codes from AWQ scales + GPTQ.
     "w4a16-mixed": [
         *CANONICALIZE,
@@ -99,6 +99,7 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
         ("plan_precision", {}),
         ("quantize_weight_only_awq", {"scale_only": True}),
         ("quantize_weight_only_gptq", {}),
+        ("store_fp16", {}),
         ("quantize_embedding", {}),
         ("remove_unused", {}),
     ],

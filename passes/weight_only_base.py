@@ -114,13 +114,15 @@ class WeightOnlyPass(CompressionPass):
         self.plan = self.context.precision_plan or weight_only_plan(
             (linear.node for linear in targets), o["bits"], o["group_size"], o["symmetric"], o["output_layer_bits"]
         )
-        kept = [linear for linear in targets if self.scheme_for(linear).kind == "keep"]
+        kept = [linear for linear in targets if self.scheme_for(linear).kind in ("keep", "fp16")]
+        reasons = {"keep": "kept in float by the precision plan", "fp16": "float16 by the precision plan (store_fp16)"}
         skipped += [
             {
                 "node": linear.name,
-                "reason": "kept in float by the precision plan"
-                if self.plan.scheme_for(linear.node).kind == "keep"
-                else f"K = {linear.k}: no whole block for target {self.context.target.name!r}",
+                "reason": reasons.get(
+                    self.plan.scheme_for(linear.node).kind,
+                    f"K = {linear.k}: no whole block for target {self.context.target.name!r}",
+                ),
             }
             for linear in kept
         ]

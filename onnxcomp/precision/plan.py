@@ -15,8 +15,9 @@ import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
 
-# blockwise: weight-only blocks; keep: float; dynamic: int8 QDQ with activation ranges computed at run time
-KINDS = ("blockwise", "keep", "dynamic")
+# blockwise: weight-only blocks; keep: float; fp16: the weight stored as float16 (read through a Cast);
+# dynamic: int8 QDQ with activation ranges computed at run time
+KINDS = ("blockwise", "keep", "fp16", "dynamic")
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,9 @@ class Unit:
 
 
 def parse_scheme(text: str) -> Scheme:
-    """'int4-g128-sym', 'int8-g32-asym', 'keep' → Scheme."""
-    if text == "keep":
-        return Scheme("keep")
+    """'int4-g128-sym', 'int8-g32-asym', 'fp16', 'keep' → Scheme."""
+    if text in ("keep", "fp16"):
+        return Scheme(text)
     parts = text.split("-")
     try:
         bits, group, sym = parts
@@ -65,13 +65,13 @@ def parse_scheme(text: str) -> Scheme:
         return Scheme("blockwise", int(bits[3:]), int(group[1:]), sym == "sym")
     except (ValueError, AssertionError):
         raise OnnxcompError(
-            f"unknown scheme {text!r} (write int4|int8-g32|g64|g128-sym|asym, e.g. int4-g128-sym, or keep)"
+            f"unknown scheme {text!r} (write int4|int8-g32|g64|g128-sym|asym, e.g. int4-g128-sym, fp16 or keep)"
         ) from None
 
 
 def scheme_name(scheme: Scheme) -> str:
-    if scheme.kind == "keep":
-        return "keep"
+    if scheme.kind in ("keep", "fp16"):
+        return scheme.kind
     return f"int{scheme.bits}-g{scheme.group}-{'sym' if scheme.symmetric else 'asym'}"
 
 
@@ -117,6 +117,11 @@ def quantize_unit(unit: Unit, scheme: Scheme, signed_scales: bool = True) -> Qua
     """Round-to-nearest codes of every weight of the unit (the emitter's byte layout)."""
     if scheme.kind == "keep":
         return Quantized(unit.float_bytes, {linear.weight: linear.weight_kn() for linear in unit.weights()})
+    if scheme.kind == "fp16":  # stored as float16 (`store_fp16`): half the bytes, float16 rounding
+        return Quantized(
+            unit.float_bytes // 2,
+            {linear.weight: linear.weight_kn().astype(np.float16).astype(np.float32) for linear in unit.weights()},
+        )
     total, backs = 0, {}
     for linear in unit.weights():
         q: BlockQuantized = quantize_blockwise(

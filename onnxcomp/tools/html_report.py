@@ -12,7 +12,7 @@ import io
 
 from onnxcomp.errors import OnnxcompError
 
-COLORS = {"int4": "#4c72b0", "int8": "#dd8452", "keep": "#55a868"}
+COLORS = {"int4": "#4c72b0", "int8": "#dd8452", "keep": "#55a868", "fp16": "#c44e52"}
 
 
 def _pyplot():
@@ -47,7 +47,7 @@ def _plan_figures(plan: dict) -> list[tuple[str, str]]:
     ax.set_yscale("log")
     ax.set_xlabel("unit (graph order)")
     ax.set_ylabel(f"measured error at {plan['reference']} ({plan['metric']})")
-    ax.set_title("Sensitivity per unit; colour = chosen precision (blue int4, orange int8, green float)")
+    ax.set_title("Sensitivity per unit; colour = chosen precision (blue int4, orange int8, red fp16, green float)")
     figures.append(("Sensitivity and chosen precision per unit", _png(fig)))
 
     sizes: dict[str, int] = {}

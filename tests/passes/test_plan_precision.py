@@ -61,7 +61,7 @@ def test_units_group_by_input_and_keep_tied_tables_with_the_head(tiny):
     assert units[2].tied_tables == ["table"] and not skipped
 
 
-@pytest.mark.parametrize("text", ["int4-g16-sym", "int3-g128-sym", "fp16", "int4-128-sym"])
+@pytest.mark.parametrize("text", ["int4-g16-sym", "int3-g128-sym", "fp8", "int4-128-sym"])
 def test_unknown_schemes_are_refused(text):
     with pytest.raises(OnnxcompError, match="unknown scheme"):
         parse_scheme(text)
@@ -133,3 +133,28 @@ def test_shortlisted_measurement_scales_the_rest_by_the_measured_ratio(tiny):
     proxies_only = plan_details(mixed(model, measure=0).report)
     assert all(u["measured_error"] is None for u in proxies_only["units"])
     assert proxies_only["metric"] == "proxy" and proxies_only["proxy_rank_correlation"] is None
+
+
+def test_fp16_units_are_stored_as_float16_behind_a_cast(tiny):
+    """With room for everything the allocator takes the least error: fp16 for the untied units; the
+    head's unit has a tied table, so it stays blockwise. The fp16 bytes are the predicted ones."""
+    model = tiny_lm(tiny)
+    result = mixed(model, candidates=["int4-g128-sym", "fp16"], size_budget="1x")
+    details = plan_details(result.report)
+    choices = {u["unit"]: u["choice"] for u in details["units"]}
+    assert choices["q_proj"] == choices["o_proj"] == "fp16" and choices["lm_head"] != "fp16"
+    out = result.model
+    halves = {i.name: i for i in out.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    assert len(halves) == 3  # wq, wk, wo
+    for name in ("q_proj", "k_proj", "o_proj"):
+        cast = tiny.producer(out, tiny.node_named(out, name).input[1])
+        assert cast.op_type == "Cast" and cast.input[0] in halves
+    predicted = sum(u["candidates"]["fp16"]["bytes"] for u in details["units"] if u["choice"] == "fp16")
+    assert predicted == sum(numpy_helper.to_array(i).nbytes for i in halves.values())
+    originals = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for name, half in halves.items():  # float16 rounding of the original weight, nothing more
+        original = originals[name.removesuffix("_fp16")]
+        assert (
+            np.abs(numpy_helper.to_array(half).astype(np.float32) - original).max() <= 2**-11 * np.abs(original).max()
+        )
+    assert tiny.run(out, feeds(1)[0])[0].shape == (1, 16, VOCAB)
