@@ -15,7 +15,13 @@ from onnxcomp.calibration.readers import make_reader
 from onnxcomp.emit.conformance import check_input, require_conformance
 from onnxcomp.emit.targets import target_named
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.graph import initializer_bytes, input_specs
+from onnxcomp.ir.graph import (
+    INPUT_INITIALIZER,
+    drop_initializer_inputs,
+    initializer_bytes,
+    input_initializers,
+    input_specs,
+)
 from onnxcomp.ir.modelio import (
     DEFAULT_OPSET,
     check_model,
@@ -33,7 +39,7 @@ from onnxcomp.ir.modelio import (
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.manager import Pipeline
-from onnxcomp.passes.recipes import apply_overrides, load_recipe, recipe_target
+from onnxcomp.passes.recipes import apply_overrides, load_recipe, recipe_inline_input_initializers, recipe_target
 from onnxcomp.precision.measure import model_error
 from onnxcomp.precision.plan import PrecisionPlan
 
@@ -64,6 +70,7 @@ def compress(
     use_cache: bool = True,
     precision_plan: PrecisionPlan | None = None,
     target: str | None = None,
+    inline_input_initializers: bool | None = None,
 ) -> CompressResult:
     """Compress an ONNX model with a recipe; identical inputs give byte-identical output.
 
@@ -77,6 +84,10 @@ def compress(
     target: the runtime the output is for (`onnxcomp.emit.targets.TARGETS`: ort-cpu, the default,
     ort-cuda, tensorrt, portable; else a recipe file's `target`); passes adapt to it and the output
     must pass its conformance check.
+    inline_input_initializers: initializers that are also graph inputs (IR >= 4) are overridable
+    defaults, so by default passes leave them in float and the report lists them
+    (`input_initializers`); True treats them as constants (removed from the graph inputs first,
+    then compressed like any weight). None: a recipe file's `inline_input_initializers`, else False.
     """
     start = time.perf_counter()
     _check_arguments(model, recipe, options)
@@ -84,6 +95,12 @@ def compress(
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
     deployment = target_named(target or recipe_target(recipe))  # an unknown target: refused before any work
     steps = apply_overrides(load_recipe(recipe), options or {}, "options")
+    if inline_input_initializers is None:
+        inline_input_initializers = recipe_inline_input_initializers(recipe)
+    if not isinstance(inline_input_initializers, bool):
+        raise OnnxcompError(
+            f"inline_input_initializers must be True or False, not {type(inline_input_initializers).__name__}"
+        )
     if precision_plan is not None and not isinstance(precision_plan, PrecisionPlan):
         raise OnnxcompError(
             f"precision_plan must be an onnxcomp.precision.PrecisionPlan, not {type(precision_plan).__name__}"
@@ -101,6 +118,7 @@ def compress(
         del data
     upgraded = upgrade_opset(proto, opset or DEFAULT_OPSET, exact=opset is not None)
     ir_model = to_ir(upgraded, source)
+    overridable = (drop_initializer_inputs if inline_input_initializers else input_initializers)(ir_model)
     check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset or DEFAULT_OPSET}")
     check_weights(ir_model, source)
     check_input(ir_model, deployment, source)
@@ -138,6 +156,12 @@ def compress(
         "seconds": round(time.perf_counter() - start, 3),
         "process_peak_rss_bytes": _peak_rss_bytes(),
     }
+    if overridable:
+        report["input_initializers"] = {
+            "names": overridable,
+            "treated_as": "constants" if inline_input_initializers else "inputs",
+            "reason": INPUT_INITIALIZER,
+        }
     if context.size_budget is not None:
         report["size_budget"] = {
             "bytes": context.size_budget,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.ir.graph import NodeFilter, constant_array
+from onnxcomp.ir.graph import INPUT_INITIALIZER, NodeFilter, constant_array
 
 LINEAR_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -147,12 +147,17 @@ def weight_only_linears(model: ir.Model, exclude: list[str] = ()) -> tuple[list[
             skipped.append({"node": node.name, "reason": "excluded"})
             continue
         linear = linear_of(node)
-        why = "weight is not a constant" if linear is None else linear.skip_reason()
+        why = _not_constant(node.inputs[1]) if linear is None else linear.skip_reason()
         if why:
             skipped.append({"node": node.name, "reason": why})
             continue
         linears.append(linear)
     return linears, skipped
+
+
+def _not_constant(weight: ir.Value | None) -> str:
+    overridable = weight is not None and weight.is_graph_input() and weight.const_value is not None
+    return INPUT_INITIALIZER if overridable else "weight is not a constant"
 
 
 def _constant_vector(value: ir.Value | None, n: int) -> ir.Value | None:
