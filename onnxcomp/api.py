@@ -29,9 +29,16 @@ from onnxcomp.ir.modelio import (
     check_size,
     check_tensor_data,
     check_weights,
+    external_bytes,
+    ir_with_external_data,
+    is_large,
+    load_external_data,
     read_model_file,
+    release_external_data,
     save_model,
+    save_with_external_data,
     serialize,
+    tensor_bytes,
     to_ir,
     upgrade_opset,
     write_bytes_atomic,
@@ -106,26 +113,35 @@ def compress(
             f"precision_plan must be an onnxcomp.precision.PrecisionPlan, not {type(precision_plan).__name__}"
         )
     if isinstance(model, onnx.ModelProto):
-        proto, source = model, "<ModelProto>"
+        proto, source, large = model, "<ModelProto>", False
         check_size(proto, source)
         check_tensor_data(proto, source)
         input_digest = digest(serialize(model))
     else:
-        (proto, data), source = read_model_file(model), str(model)
-        check_size(proto, source)
+        (proto, data), source = read_model_file(model, load_external=False), str(model)
+        large = is_large(tensor_bytes(proto) + external_bytes(proto))
+        if large and output is None:
+            raise OnnxcompError(f"{source}: a model over 2 GiB needs an output path (written with external data)")
+        if large and verify:
+            raise OnnxcompError(f"{source}: --verify is not supported for models over 2 GiB")
+        if not large:
+            load_external_data(proto, source)
+            check_size(proto, source)
         check_tensor_data(proto, source)
         input_digest = digest(data)
         del data
     upgraded = upgrade_opset(proto, opset or DEFAULT_OPSET, exact=opset is not None)
-    ir_model = to_ir(upgraded, source)
+    ir_model = ir_with_external_data(upgraded, source, source) if large else to_ir(upgraded, source)
     overridable = (drop_initializer_inputs if inline_input_initializers else input_initializers)(ir_model)
     check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset or DEFAULT_OPSET}")
     check_weights(ir_model, source)
+    if large:
+        release_external_data(ir_model)  # the checks read every weight: unmap them again
     check_input(ir_model, deployment, source)
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
-    input_bytes = proto.ByteSize()
+    input_bytes = proto.ByteSize() + (external_bytes(proto) if large else 0)
     context = Context(
         calibration=reader,
         use_cache=use_cache,
@@ -141,8 +157,13 @@ def compress(
 
     entries = Pipeline(passes, context).run(ir_model, verify_feed)
     conformance = require_conformance(ir_model, deployment, "the compressed model")
-    result_proto = ir.to_proto(ir_model)
-    data = serialize(result_proto)
+    if large:  # written now, streamed from the tensors; the result's proto refers to the written data
+        output_bytes = save_with_external_data(ir_model, output)
+        result_proto, data = onnx.load(output, load_external_data=False), None
+    else:
+        result_proto = ir.to_proto(ir_model)
+        data = serialize(result_proto)
+        output_bytes = len(data)
     report = {
         "input": source,
         "input_digest": input_digest,
@@ -152,7 +173,7 @@ def compress(
         "target": deployment.name,
         "conformance": conformance.as_dict(),
         "input_bytes": input_bytes,
-        "output_bytes": len(data),
+        "output_bytes": output_bytes,
         "seconds": round(time.perf_counter() - start, 3),
         "process_peak_rss_bytes": _peak_rss_bytes(),
     }
@@ -165,13 +186,13 @@ def compress(
     if context.size_budget is not None:
         report["size_budget"] = {
             "bytes": context.size_budget,
-            "output_bytes": len(data),
-            "met": len(data) <= context.size_budget,
+            "output_bytes": output_bytes,
+            "met": output_bytes <= context.size_budget,
         }
-    if context.error_feeds:  # a planned model: its error is measured, not predicted
+    if context.error_feeds and data is not None:  # a planned model: its error is measured, not predicted
         error, metric = model_error(proto, data, context.error_feeds)
         report["final_error"] = {"metric": metric, "value": error, "feeds": len(context.error_feeds)}
-    if output is not None:
+    if output is not None and data is not None:
         write_bytes_atomic(output, data)
     return CompressResult(result_proto, report)
 

@@ -134,6 +134,18 @@ def linear_of(node: ir.Node) -> Linear | None:
     return linear
 
 
+def release_weight(linear: Linear) -> None:
+    """Forget the layer's weight array; a weight in external data is unmapped (it maps again when
+    read), so a pass over a large model holds one layer's pages at a time, not the whole file."""
+    linear._cache = (None, None)
+    tensor = linear.weight.const_value
+    if isinstance(tensor, ir.ExternalTensor):
+        try:
+            tensor.release()
+        except BufferError:  # another view of the map is alive: keep it
+            pass
+
+
 def weight_only_linears(model: ir.Model, exclude: list[str] = ()) -> tuple[list[Linear], list[dict]]:
     """The MatMul/Gemm linears weight-only quantization can rewrite, in graph order, and
     [{node, reason}] for the others (excluded by name/op glob, no constant weight, `skip_reason`)."""
