@@ -178,17 +178,41 @@ def build_library(cuda: bool | None = None, force: bool = False) -> dict:
         (tmp / "build.json").write_text(json.dumps(info, indent=1))
         for f in tmp.glob("*.o"):
             f.unlink()
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:  # another process finished the same build first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not lib.exists():
-                raise
+        _install(tmp, out_dir, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     info.update(path=str(lib), cached=False, log=str(out_dir / "build.log"))
     return info
+
+
+def _install(tmp: Path, out_dir: Path, force: bool) -> None:
+    """Rename the finished build `tmp` to `out_dir`. When `out_dir` exists (another process finished
+    the same build first) theirs is used, unless `force`: then the old build is moved aside and
+    removed (a process that loaded the old library keeps its mapped copy)."""
+    try:
+        os.replace(tmp, out_dir)
+        return
+    except OSError:
+        if not force:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out_dir / LIB_NAME).exists():
+                raise
+            return
+    trash = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old", dir=out_dir.parent))
+    try:
+        try:
+            os.replace(out_dir, trash / "build")
+        except FileNotFoundError:  # a concurrent forced build moved it first
+            pass
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:  # a concurrent forced build put its own in place meanwhile: use that one
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out_dir / LIB_NAME).exists():
+                raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def library_path(cuda: bool | None = None) -> str:
