@@ -14,7 +14,8 @@ from onnx import helper as h
 import onnxcomp
 from onnxcomp.cli import cli
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.graph import INPUT_INITIALIZER
+from onnxcomp.ir.graph import INPUT_INITIALIZER, input_specs
+from onnxcomp.runtime import synthetic_feed
 
 WEIGHTS = ("W1", "W2", "W3")
 
@@ -144,3 +145,35 @@ def test_bad_values_are_one_line(tmp_path):
     recipe.write_text('base = "w4a16-rtn"\ninline_input_initializers = "yes"\n')
     with pytest.raises(OnnxcompError, match="'inline_input_initializers' must be true or false"):
         onnxcomp.compress(mlp(), recipe)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "recipe"), [("digits", "int8"), ("minilm", "w4a16-rtn")])
+def test_zoo_model_with_its_weights_declared_as_inputs(kind, recipe):
+    """A zoo model with every weight of a linear layer re-declared as a graph input (as older
+    exporters wrote models): honoured by default, and with the opt-in byte-identical to the plain
+    model's output."""
+    from onnxcomp import models
+
+    module, path = models.get(kind), models.onnx_path(kind)
+    plain = onnx.load(str(path))
+    model = onnx.load(str(path))
+    linear_weights = {n.input[1] for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")}
+    weights = [t for t in model.graph.initializer if t.name in linear_weights and len(t.dims) >= 2]
+    assert len(weights) >= (36 if kind == "minilm" else 3)
+    model.graph.input.extend(h.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights)
+    calibration = module.calibration_feeds() if recipe == "int8" else None
+
+    honoured = onnxcomp.compress(model, recipe, calibration, use_cache=False)
+    assert len(honoured.report["input_initializers"]["names"]) == len(weights)
+    assert size(honoured.model) <= size(model) * 1.02
+    feed = synthetic_feed(input_specs(plain), batch=2, sequence=16)  # MiniLM: token ids of 1
+    fed = {**feed, weights[-1].name: np.zeros(list(weights[-1].dims), np.float32)}
+    expected_fed = run(model, fed)
+    assert cosine(run(model, feed), expected_fed) < 0.999  # the fed weight matters
+    assert cosine(run(honoured.model, fed), expected_fed) > 0.99
+
+    inlined = onnxcomp.compress(model, recipe, calibration, use_cache=False, inline_input_initializers=True)
+    reference = onnxcomp.compress(plain, recipe, calibration, use_cache=False)
+    assert size(inlined.model) < size(plain) * 0.35
+    assert inlined.model.SerializeToString(deterministic=True) == reference.model.SerializeToString(deterministic=True)
