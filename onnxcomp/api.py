@@ -30,6 +30,7 @@ from onnxcomp.ir.modelio import (
     check_tensor_data,
     check_weights,
     external_bytes,
+    external_tensors,
     ir_with_external_data,
     is_large,
     load_external_data,
@@ -57,6 +58,11 @@ class CompressResult:
     report: dict
 
     def save(self, path: str | os.PathLike) -> int:
+        if external_tensors(self.model):  # a large model's result: its tensors are in the written files
+            raise OnnxcompError(
+                f"this result is already written to {self.report['output']} with its external data "
+                f"({self.report['output']}.data); copy both files"
+            )
         return save_model(self.model, path)
 
 

@@ -48,6 +48,8 @@ def test_large_path_matches_the_normal_path(model_path, tmp_path, monkeypatch, r
     assert written < weights * ratio
     tensors = [t for t in result.model.graph.initializer if t.data_location == onnx_external()]
     assert tensors and all(modelio.external_location(t)["location"] == "big.onnx.data" for t in tensors)
+    with pytest.raises(OnnxcompError, match="already written to .* with its external data"):
+        result.save(tmp_path / "again.onnx")
     feed = large_models.feeds(DIM, count=1, seed=7)[0]
     np.testing.assert_allclose(run(out, feed), run(tmp_path / "normal.onnx", feed), rtol=1e-5, atol=1e-5)
 
