@@ -20,7 +20,14 @@ from onnxcomp.custom_ops import build
 
 tag, force, rounds, start = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), float(sys.argv[4])
 
+barrier = Path(sys.argv[5]) if len(sys.argv) > 5 else None
+
 def fake_run(cmd, cwd, log):
+    if barrier is not None:  # both processes are past the cache check, building, before either finishes
+        (barrier / tag).touch()
+        deadline = time.time() + 30
+        while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.01)
     time.sleep(0.05)
     Path(cmd[cmd.index("-o") + 1]).write_text(tag)
     return ""
@@ -37,12 +44,13 @@ print(json.dumps(seen))
 """
 
 
-def run_pair(cache: Path, force: bool, rounds: int = 1) -> list[list[dict]]:
+def run_pair(cache: Path, force: bool, rounds: int = 1, barrier: Path | None = None) -> list[list[dict]]:
     env = {**os.environ, "ONNXCOMP_CACHE": str(cache), "PYTHONPATH": str(REPO)}
     start = time.time() + 3  # both children past their imports
+    extra = [str(barrier)] if barrier else []
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, tag, "1" if force else "0", str(rounds), str(start)],
+            [sys.executable, "-c", CHILD, tag, "1" if force else "0", str(rounds), str(start), *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -63,12 +71,14 @@ def leftovers(cache: Path) -> list[str]:
 
 
 def test_two_processes_building_at_once_share_one_complete_build(tmp_path):
-    (a,), (b,) = run_pair(tmp_path, force=False)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    (a,), (b,) = run_pair(tmp_path / "cache", force=False, barrier=barrier)
     assert not a["cached"] and not b["cached"]  # both really built at the same time
     assert a["path"] == b["path"] and a["lib"] == b["lib"] in ("A", "B")  # the loser uses the winner's
     folder = Path(a["path"]).parent
     assert json.loads((folder / "build.json").read_text())["cuda"] is False
-    assert leftovers(tmp_path) == []
+    assert leftovers(tmp_path / "cache") == []
 
 
 def test_force_replaces_an_existing_build(tmp_path, monkeypatch):
