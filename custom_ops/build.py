@@ -188,31 +188,22 @@ def build_library(cuda: bool | None = None, force: bool = False) -> dict:
 
 def _install(tmp: Path, out_dir: Path, force: bool) -> None:
     """Rename the finished build `tmp` to `out_dir`. When `out_dir` exists (another process finished
-    the same build first) theirs is used, unless `force`: then the old build is moved aside and
-    removed (a process that loaded the old library keeps its mapped copy)."""
+    the same build first) theirs is used, unless `force`: then our files replace theirs one by one
+    (each rename is atomic; the folder and the library path never go missing, and a process that
+    loaded the old library keeps its mapped copy)."""
     try:
         os.replace(tmp, out_dir)
         return
     except OSError:
-        if not force:
+        if not (out_dir / LIB_NAME).exists():
             shutil.rmtree(tmp, ignore_errors=True)
-            if not (out_dir / LIB_NAME).exists():
-                raise
-            return
-    trash = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old", dir=out_dir.parent))
+            raise
     try:
-        try:
-            os.replace(out_dir, trash / "build")
-        except FileNotFoundError:  # a concurrent forced build moved it first
-            pass
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:  # a concurrent forced build put its own in place meanwhile: use that one
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (out_dir / LIB_NAME).exists():
-                raise
+        if force:
+            for item in sorted(tmp.iterdir(), key=lambda p: p.name == LIB_NAME):  # the library last
+                os.replace(item, out_dir / item.name)
     finally:
-        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def library_path(cuda: bool | None = None) -> str:
