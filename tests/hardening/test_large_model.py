@@ -6,8 +6,10 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
 
 import onnxcomp
+from onnxcomp.cli import cli
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir import modelio
 from tests.hardening import large_models
@@ -72,3 +74,13 @@ def test_failed_write_leaves_nothing(model_path, tmp_path, large, monkeypatch):
 def test_large_model_needs_an_output_path(model_path, large):
     with pytest.raises(OnnxcompError, match="needs an output path"):
         onnxcomp.compress(model_path, "w4a16-rtn")
+
+
+def test_cli_writes_the_output_with_external_data(model_path, tmp_path, large):
+    out = tmp_path / "o.onnx"
+    result = CliRunner().invoke(cli, ["compress", str(model_path), "-o", str(out), "--recipe", "w4a16-rtn"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.onnx", "o.onnx.data"]
+    assert f"wrote {out}" in result.output
+    feed = large_models.feeds(DIM, count=1)[0]
+    assert run(out, feed).shape == (4, DIM)
