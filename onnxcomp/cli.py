@@ -61,6 +61,8 @@ class _Group(click.Group):
             where = f" (see onnxcomp {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
             click.echo(f"error: {exc.format_message()}{where}", err=True)
             sys.exit(2)
+        except (click.exceptions.Exit, click.exceptions.Abort):  # --help, --version: click's own exits
+            raise
         except KeyboardInterrupt:  # outputs are written by rename: nothing half-written is left
             click.echo("error: interrupted", err=True)
             sys.exit(130)
