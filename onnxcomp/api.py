@@ -51,6 +51,10 @@ from onnxcomp.passes.recipes import apply_overrides, load_recipe, recipe_inline_
 from onnxcomp.precision.measure import model_error
 from onnxcomp.precision.plan import PrecisionPlan
 
+# passes whose ONNX Runtime sessions serialize the whole model (GPTQ's stages, precision planning and
+# measurement, pruning's sequential statistics): refused on the large-model path
+NOT_FOR_LARGE_MODELS = {"quantize_weight_only_gptq", "plan_precision", "plan_fallback", "prune_structured"}
+
 
 @dataclass
 class CompressResult:
@@ -130,6 +134,13 @@ def compress(
             raise OnnxcompError(f"{source}: a model over 2 GiB needs an output path (written with external data)")
         if large and verify:
             raise OnnxcompError(f"{source}: --verify is not supported for models over 2 GiB")
+        unsupported = sorted({name for name, _ in steps} & NOT_FOR_LARGE_MODELS) if large else []
+        if unsupported:
+            raise OnnxcompError(
+                f"{source}: pass {unsupported[0]!r} does not support models over 2 GiB yet "
+                "(their ONNX Runtime sessions are built from one serialized model); "
+                "canonicalize, int8, w8a8-smoothquant, w4a16-rtn, w8a16 and w4a16-awq do"
+            )
         if not large:
             load_external_data(proto, source)
             check_size(proto, source)

@@ -84,3 +84,10 @@ def test_cli_writes_the_output_with_external_data(model_path, tmp_path, large):
     assert f"wrote {out}" in result.output
     feed = large_models.feeds(DIM, count=1)[0]
     assert run(out, feed).shape == (4, DIM)
+
+
+@pytest.mark.parametrize("recipe", ["w4a16-gptq", "w4a16-mixed", "w8a8-mixed", "prune"])
+def test_recipes_without_a_large_model_path_are_refused_before_any_work(model_path, tmp_path, large, recipe):
+    with pytest.raises(OnnxcompError, match="does not support models over 2 GiB yet"):
+        onnxcomp.compress(model_path, recipe, large_models.feeds(DIM), output=tmp_path / "o.onnx")
+    assert list(tmp_path.iterdir()) == []
