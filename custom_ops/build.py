@@ -178,17 +178,32 @@ def build_library(cuda: bool | None = None, force: bool = False) -> dict:
         (tmp / "build.json").write_text(json.dumps(info, indent=1))
         for f in tmp.glob("*.o"):
             f.unlink()
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:  # another process finished the same build first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not lib.exists():
-                raise
+        _install(tmp, out_dir, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     info.update(path=str(lib), cached=False, log=str(out_dir / "build.log"))
     return info
+
+
+def _install(tmp: Path, out_dir: Path, force: bool) -> None:
+    """Rename the finished build `tmp` to `out_dir`. When `out_dir` exists (another process finished
+    the same build first) theirs is used, unless `force`: then our files replace theirs one by one
+    (each rename is atomic; the folder and the library path never go missing, and a process that
+    loaded the old library keeps its mapped copy)."""
+    try:
+        os.replace(tmp, out_dir)
+        return
+    except OSError:
+        if not (out_dir / LIB_NAME).exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    try:
+        if force:
+            for item in sorted(tmp.iterdir(), key=lambda p: p.name == LIB_NAME):  # the library last
+                os.replace(item, out_dir / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def library_path(cuda: bool | None = None) -> str:

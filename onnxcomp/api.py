@@ -15,7 +15,13 @@ from onnxcomp.calibration.readers import make_reader
 from onnxcomp.emit.conformance import check_input, require_conformance
 from onnxcomp.emit.targets import target_named
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.ir.graph import initializer_bytes, input_specs
+from onnxcomp.ir.graph import (
+    INPUT_INITIALIZER,
+    drop_initializer_inputs,
+    initializer_bytes,
+    input_initializers,
+    input_specs,
+)
 from onnxcomp.ir.modelio import (
     DEFAULT_OPSET,
     check_model,
@@ -23,9 +29,17 @@ from onnxcomp.ir.modelio import (
     check_size,
     check_tensor_data,
     check_weights,
+    external_bytes,
+    external_tensors,
+    ir_with_external_data,
+    is_large,
+    load_external_data,
     read_model_file,
+    release_external_data,
     save_model,
+    save_with_external_data,
     serialize,
+    tensor_bytes,
     to_ir,
     upgrade_opset,
     write_bytes_atomic,
@@ -33,9 +47,13 @@ from onnxcomp.ir.modelio import (
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.base import Context
 from onnxcomp.passes.manager import Pipeline
-from onnxcomp.passes.recipes import apply_overrides, load_recipe, recipe_target
+from onnxcomp.passes.recipes import apply_overrides, load_recipe, recipe_inline_input_initializers, recipe_target
 from onnxcomp.precision.measure import model_error
 from onnxcomp.precision.plan import PrecisionPlan
+
+# passes whose ONNX Runtime sessions serialize the whole model (GPTQ's stages, precision planning and
+# measurement, pruning's sequential statistics): refused on the large-model path
+NOT_FOR_LARGE_MODELS = {"quantize_weight_only_gptq", "plan_precision", "plan_fallback", "prune_structured"}
 
 
 @dataclass
@@ -44,6 +62,11 @@ class CompressResult:
     report: dict
 
     def save(self, path: str | os.PathLike) -> int:
+        if external_tensors(self.model):  # a large model's result: its tensors are in the written files
+            raise OnnxcompError(
+                f"this result is already written to {self.report['output']} with its external data "
+                f"({self.report['output']}.data); copy both files"
+            )
         return save_model(self.model, path)
 
 
@@ -65,6 +88,7 @@ def compress(
     precision_plan: PrecisionPlan | None = None,
     target: str | None = None,
     speed_guard: bool | None = None,
+    inline_input_initializers: bool | None = None,
 ) -> CompressResult:
     """Compress an ONNX model with a recipe; identical inputs give byte-identical output.
 
@@ -83,6 +107,10 @@ def compress(
     Default: on, unless the environment sets ONNXCOMP_SPEED_GUARD=0. Its decision depends on
     timing: it is cached per machine, so repeated builds there give identical bytes; turn it off
     where the output must not depend on the machine at all.
+    inline_input_initializers: initializers that are also graph inputs (IR >= 4) are overridable
+    defaults, so by default passes leave them in float and the report lists them
+    (`input_initializers`); True treats them as constants (removed from the graph inputs first,
+    then compressed like any weight). None: a recipe file's `inline_input_initializers`, else False.
     """
     start = time.perf_counter()
     _check_arguments(model, recipe, options)
@@ -90,30 +118,53 @@ def compress(
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
     deployment = target_named(target or recipe_target(recipe))  # an unknown target: refused before any work
     steps = apply_overrides(with_speed_guard(load_recipe(recipe), speed_guard), options or {}, "options")
+    if inline_input_initializers is None:
+        inline_input_initializers = recipe_inline_input_initializers(recipe)
+    if not isinstance(inline_input_initializers, bool):
+        raise OnnxcompError(
+            f"inline_input_initializers must be True or False, not {type(inline_input_initializers).__name__}"
+        )
     if precision_plan is not None and not isinstance(precision_plan, PrecisionPlan):
         raise OnnxcompError(
             f"precision_plan must be an onnxcomp.precision.PrecisionPlan, not {type(precision_plan).__name__}"
         )
     if isinstance(model, onnx.ModelProto):
-        proto, source = model, "<ModelProto>"
+        proto, source, large = model, "<ModelProto>", False
         check_size(proto, source)
         check_tensor_data(proto, source)
         input_digest = digest(serialize(model))
     else:
-        (proto, data), source = read_model_file(model), str(model)
-        check_size(proto, source)
+        (proto, data), source = read_model_file(model, load_external=False), str(model)
+        large = is_large(tensor_bytes(proto) + external_bytes(proto))
+        if large and output is None:
+            raise OnnxcompError(f"{source}: a model over 2 GiB needs an output path (written with external data)")
+        if large and verify:
+            raise OnnxcompError(f"{source}: --verify is not supported for models over 2 GiB")
+        unsupported = sorted({name for name, _ in steps} & NOT_FOR_LARGE_MODELS) if large else []
+        if unsupported:
+            raise OnnxcompError(
+                f"{source}: pass {unsupported[0]!r} does not support models over 2 GiB yet "
+                "(their ONNX Runtime sessions are built from one serialized model); "
+                "canonicalize, int8, w8a8-smoothquant, w4a16-rtn, w8a16 and w4a16-awq do"
+            )
+        if not large:
+            load_external_data(proto, source)
+            check_size(proto, source)
         check_tensor_data(proto, source)
         input_digest = digest(data)
         del data
     upgraded = upgrade_opset(proto, opset or DEFAULT_OPSET, exact=opset is not None)
-    ir_model = to_ir(upgraded, source)
+    ir_model = ir_with_external_data(upgraded, source, source) if large else to_ir(upgraded, source)
+    overridable = (drop_initializer_inputs if inline_input_initializers else input_initializers)(ir_model)
     check_model(ir_model, source if upgraded is proto else f"{source} converted to opset {opset or DEFAULT_OPSET}")
     check_weights(ir_model, source)
+    if large:
+        release_external_data(ir_model)  # the checks read every weight: unmap them again
     check_input(ir_model, deployment, source)
     ShapeInferencePass()(ir_model)  # passes read tensor dtypes: make them all known
 
     reader = make_reader(calibration, input_specs(upgraded), tokenizer) if calibration is not None else None
-    input_bytes = proto.ByteSize()
+    input_bytes = proto.ByteSize() + (external_bytes(proto) if large else 0)
     context = Context(
         calibration=reader,
         use_cache=use_cache,
@@ -130,8 +181,13 @@ def compress(
 
     entries = Pipeline(passes, context).run(ir_model, verify_feed)
     conformance = require_conformance(ir_model, deployment, "the compressed model")
-    result_proto = ir.to_proto(ir_model)
-    data = serialize(result_proto)
+    if large:  # written now, streamed from the tensors; the result's proto refers to the written data
+        output_bytes = save_with_external_data(ir_model, output)
+        result_proto, data = onnx.load(output, load_external_data=False), None
+    else:
+        result_proto = ir.to_proto(ir_model)
+        data = serialize(result_proto)
+        output_bytes = len(data)
     report = {
         "input": source,
         "input_digest": input_digest,
@@ -141,15 +197,21 @@ def compress(
         "target": deployment.name,
         "conformance": conformance.as_dict(),
         "input_bytes": input_bytes,
-        "output_bytes": len(data),
+        "output_bytes": output_bytes,
         "seconds": round(time.perf_counter() - start, 3),
         "process_peak_rss_bytes": _peak_rss_bytes(),
     }
+    if overridable:
+        report["input_initializers"] = {
+            "names": overridable,
+            "treated_as": "constants" if inline_input_initializers else "inputs",
+            "reason": INPUT_INITIALIZER,
+        }
     if context.size_budget is not None:
         report["size_budget"] = {
             "bytes": context.size_budget,
-            "output_bytes": len(data),
-            "met": len(data) <= context.size_budget,
+            "output_bytes": output_bytes,
+            "met": output_bytes <= context.size_budget,
         }
     guard = next(
         (e["details"] for e in entries if e["pass"] == "guard_speed" and "before" in e.get("details", {})), None
@@ -161,10 +223,10 @@ def compress(
             "measured": guard["after"],
             "met": guard["met"],
         }
-    if context.error_feeds:  # a planned model: its error is measured, not predicted
+    if context.error_feeds and data is not None:  # a planned model: its error is measured, not predicted
         error, metric = model_error(proto, data, context.error_feeds)
         report["final_error"] = {"metric": metric, "value": error, "feeds": len(context.error_feeds)}
-    if output is not None:
+    if output is not None and data is not None:
         write_bytes_atomic(output, data)
     return CompressResult(result_proto, report)
 

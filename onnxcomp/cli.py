@@ -21,7 +21,7 @@ from onnxcomp.ir.modelio import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_outpu
 from onnxcomp.passes import PASSES
 from onnxcomp.passes.guard_speed import parse_latency_budget, parse_timing_shapes
 from onnxcomp.passes.plan_precision import parse_size_budget
-from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names, recipe_target
+from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names, recipe_inline_input_initializers, recipe_target
 from onnxcomp.tools import html_report
 from onnxcomp.tools.demo import run_demo
 from onnxcomp.tools.evaluate import evaluate, summary_rows
@@ -62,6 +62,8 @@ class _Group(click.Group):
             where = f" (see onnxcomp {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
             click.echo(f"error: {exc.format_message()}{where}", err=True)
             sys.exit(2)
+        except (click.exceptions.Exit, click.exceptions.Abort):  # --help, --version: click's own exits
+            raise
         except KeyboardInterrupt:  # outputs are written by rename: nothing half-written is left
             click.echo("error: interrupted", err=True)
             sys.exit(130)
@@ -264,6 +266,13 @@ def export(source, output, opset, as_json):
 )
 @click.option("--no-cache", is_flag=True, help="Recompute calibration statistics even if cached.")
 @click.option(
+    "--inline-input-initializers",
+    "inline_inputs",
+    is_flag=True,
+    help="Treat initializers that are also graph inputs (older exports) as constants and compress them. "
+    "[default: they stay overridable inputs, left in float and listed in the report]",
+)
+@click.option(
     "--target",
     help=f"Runtime the output is for: {', '.join(TARGETS)} (`onnxcomp targets`). "
     "[default: the recipe file's target, else ort-cpu]",
@@ -296,6 +305,7 @@ def compress(
     report_path,
     opset,
     no_cache,
+    inline_inputs,
     target,
     as_json,
 ):
@@ -400,6 +410,7 @@ def compress(
         use_cache=not no_cache,
         target=target,
         speed_guard=guard_on,
+        inline_input_initializers=inline_inputs or recipe_inline_input_initializers(recipe),
     )
     report = result.report
     if report_path and Path(report_path).suffix.lower() in (".html", ".htm"):
@@ -428,6 +439,12 @@ def compress(
         f"\n\nwrote {output}: {_mb(report['input_bytes'])} → {_mb(report['output_bytes'])} "
         f"({report['output_bytes'] / report['input_bytes']:.2f}x) in {report['seconds']:.1f} s"
     )
+    overridable = report.get("input_initializers")
+    if overridable and overridable["treated_as"] == "inputs":
+        text += (
+            f"\nnote: {len(overridable['names'])} initializers are also graph inputs (overridable), left as they were; "
+            "--inline-input-initializers compresses them as constants"
+        )
     if "final_error" in report:
         final = report["final_error"]
         text += f"\nmeasured output error of the written model: {final['value']:.4g} ({final['metric']})"

@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from onnxcomp.custom_ops import DOMAIN as CUSTOM_DOMAIN
+from onnxcomp.custom_ops import BuildError, library_path
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import InputSpec
 from onnxcomp.progress import progress
@@ -49,6 +51,8 @@ def ort_session(
 ) -> ort.InferenceSession:
     """The one ONNX Runtime CPU session factory; `model` is a path, bytes or a ModelProto."""
     options = session_options(threads, calibration=calibration, spinning=spinning, optimized_path=optimized_path)
+    if uses_custom_ops(model):
+        register_custom_ops(options)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
@@ -62,6 +66,38 @@ def ort_session(
         raise OnnxcompError(
             f"{model if isinstance(model, str) else 'model'}: ONNX Runtime cannot load it: {first}"
         ) from None
+
+
+def uses_custom_ops(model) -> bool:
+    """The model (a path, bytes or a ModelProto) imports the project's operator domain (MatMulInt4,
+    written by `format = "custom"`)."""
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        try:
+            proto = (
+                onnx.load_model_from_string(model)
+                if isinstance(model, bytes)
+                else onnx.load(str(model), load_external_data=False)
+            )
+        except Exception:  # not readable here: ONNX Runtime will say what is wrong
+            return False
+    return any(entry.domain == CUSTOM_DOMAIN for entry in proto.opset_import)
+
+
+def register_custom_ops(options: ort.SessionOptions) -> None:
+    """Register the MatMulInt4 library (built once into the cache); one line when it cannot be."""
+    try:
+        options.register_custom_ops_library(library_path(cuda=False))
+    except BuildError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise OnnxcompError(
+            f"the model uses {CUSTOM_DOMAIN} operators (format 'custom'), but their library cannot be built: "
+            f"{first} (see `onnxcomp build-ops`)"
+        ) from None
+    except Exception as exc:  # ONNX Runtime refusing the library file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxcompError(f"ONNX Runtime cannot load the {CUSTOM_DOMAIN} operator library: {first}") from None
 
 
 def calibration_session(model_bytes: bytes) -> ort.InferenceSession:

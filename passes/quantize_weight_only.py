@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from onnxcomp.algorithms.blockwise import BlockQuantized, quantize_blockwise
 from onnxcomp.ir.graph import NameAllocator
+from onnxcomp.ir.linears import release_weight
 from onnxcomp.passes.weight_only_base import COMMON_OPTIONS, WeightOnlyPass
 
 
@@ -43,4 +44,6 @@ class QuantizeWeightOnly(WeightOnlyPass):
             q, stored = quantized[key]
             layers.append(self.layer_report(linear, weight, q))
             self.emit(model.graph, names, linear, q, stored)
+            del weight
+            release_weight(linear)
         return self.finish(model, layers, skipped, len(quantized))

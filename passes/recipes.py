@@ -14,7 +14,8 @@ or starts from a preset and overrides options of its passes:
     [options.quantize_qdq]
     activation_dtype = "int8"
 
-Either may name the runtime it is for: `target = "tensorrt"` (see `onnxcomp.emit.targets`).
+Either may name the runtime it is for: `target = "tensorrt"` (see `onnxcomp.emit.targets`), and
+treat initializers that are also graph inputs as constants: `inline_input_initializers = true`.
 """
 
 import copy
@@ -147,6 +148,19 @@ def recipe_target(recipe: str | Path | list) -> str | None:
     return target
 
 
+def recipe_inline_input_initializers(recipe: str | Path | list) -> bool:
+    """A recipe file's `inline_input_initializers = true` (False for presets, lists, files without it)."""
+    if isinstance(recipe, list) or str(recipe) in PRESETS:
+        return False
+    path = Path(recipe)
+    if path.suffix.lower() not in (".toml", ".yaml", ".yml") or not path.is_file():
+        return False
+    value = _read_table(path).get("inline_input_initializers", False)
+    if not isinstance(value, bool):
+        raise OnnxcompError(f"{path}: 'inline_input_initializers' must be true or false")
+    return value
+
+
 def _read_table(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
@@ -164,7 +178,9 @@ def _parse_file(path: Path) -> list[tuple[str, dict]]:
         raise OnnxcompError(f"{path}: cannot parse recipe ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise OnnxcompError(f"{path}: a recipe must be a table with 'passes' or 'base'")
-    unknown = sorted(set(data) - {"name", "description", "passes", "base", "options", "target"})
+    unknown = sorted(
+        set(data) - {"name", "description", "passes", "base", "options", "target", "inline_input_initializers"}
+    )
     if unknown:
         raise OnnxcompError(f"{path}: unknown recipe key {unknown[0]!r}")
     if "passes" in data and not isinstance(data["passes"], list):

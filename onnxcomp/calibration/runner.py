@@ -6,6 +6,10 @@ Gram accumulators) and are then dropped. Range statistics are cached on disk key
 the model bytes, the data and the settings, so a rerun skips the work.
 """
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -14,6 +18,8 @@ from onnxcomp.cache import cache_dir, digest, read_cached, write_atomic
 from onnxcomp.calibration.collectors import NUM_BINS, GramAccumulator, TensorStats
 from onnxcomp.calibration.requests import GramRequest, RangeRequest, Request, RowsRequest, Statistics
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.ir.graph import initializer_bytes
+from onnxcomp.ir.modelio import is_large, release_external_data
 from onnxcomp.progress import progress
 from onnxcomp.runtime import calibration_session
 
@@ -31,6 +37,37 @@ def bytes_with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
         return proto.SerializeToString(deterministic=True)
     finally:
         del proto.graph.output[count:]
+
+
+def large_model_session(model: ir.Model, names: list[str]):
+    """A calibration session for a model past protobuf's 2 GB limit, never serialized whole: the
+    model with `names` as extra outputs is saved with external data into a temporary folder (the
+    tensors streamed from where they are), ONNX Runtime loads it from there, the folder is removed.
+    Not cached (the key would hash gigabytes)."""
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    values.update({v.name: v for v in model.graph.inputs})
+    count = len(model.graph.outputs)
+    existing = {v.name for v in model.graph.outputs}
+    untyped = []
+    folder = tempfile.mkdtemp(dir=cache_dir("calibration"), prefix="large-model-")
+    try:
+        for name in names:
+            value = values[name]
+            if name not in existing:
+                model.graph.outputs.append(value)
+            if value.type is None:
+                untyped.append(value)
+                value.type = ir.TensorType(ir.DataType.FLOAT)
+        path = Path(folder) / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data")
+        release_external_data(model)  # the session holds its own copy of the weights
+        return calibration_session(str(path))
+    finally:
+        while len(model.graph.outputs) > count:
+            model.graph.outputs.pop()
+        for value in untyped:
+            value.type = None
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def data_fingerprint(reader) -> str:
@@ -62,18 +99,20 @@ def collect(
     row_requests = [r for r in requests if isinstance(r, RowsRequest)]
     gram_names = sorted({r.tensor for r in requests if isinstance(r, GramRequest)})
     names = sorted({r.tensor for r in requests})
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    model_bytes = bytes_with_outputs(proto, names)
-    del proto  # a temporary copy when `model` is IR: free it before ONNX Runtime makes its own
     cache_file = None
-    if use_cache and range_names:
-        key = digest(CACHE_VERSION, model_bytes, data_fingerprint(reader), str(num_bins))
-        cache_file = cache_dir("calibration") / f"{key}.npz"
-        if cache_file.exists() and not row_requests and not gram_names:
-            return Statistics(ranges=_load(cache_file, range_names))
-
-    session = calibration_session(model_bytes)
-    del model_bytes
+    if isinstance(model, ir.Model) and is_large(initializer_bytes(model)):
+        session = large_model_session(model, names)  # past protobuf's limit: ORT reads it from files
+    else:
+        proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+        model_bytes = bytes_with_outputs(proto, names)
+        del proto  # a temporary copy when `model` is IR: free it before ONNX Runtime makes its own
+        if use_cache and range_names:
+            key = digest(CACHE_VERSION, model_bytes, data_fingerprint(reader), str(num_bins))
+            cache_file = cache_dir("calibration") / f"{key}.npz"
+            if cache_file.exists() and not row_requests and not gram_names:
+                return Statistics(ranges=_load(cache_file, range_names))
+        session = calibration_session(model_bytes)
+        del model_bytes
     feeds = list(reader) if row_requests else reader  # the row stride needs the number of batches
     stats = {name: TensorStats(num_bins) for name in range_names}
     kept: dict[RowsRequest, list[np.ndarray]] = {r: [] for r in row_requests}

@@ -9,13 +9,16 @@ import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
 
+INPUT_INITIALIZER = "initializer is also a graph input"
+
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
-    """The numpy value of an initializer or Constant output, else None."""
+    """The numpy value of an initializer or Constant output, else None. An initializer that is also
+    a graph input (IR >= 4) is a default a caller may override: not a constant."""
     if value is None:
         return None
     if value.const_value is not None:
-        return value.const_value.numpy()
+        return None if value.is_graph_input() else value.const_value.numpy()
     producer = value.producer()
     if producer is not None and producer.op_type == "Constant" and producer.domain == "":
         attr = producer.attributes.get("value")
@@ -35,6 +38,19 @@ def op_histogram(model: ir.Model) -> Counter:
 
 def initializer_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def input_initializers(model: ir.Model) -> list[str]:
+    """Names of the graph inputs that also have an initializer (overridable defaults, IR >= 4)."""
+    return [v.name for v in model.graph.inputs if v.const_value is not None or v.name in model.graph.initializers]
+
+
+def drop_initializer_inputs(model: ir.Model) -> list[str]:
+    """Remove the initializers' names from the graph inputs, so passes treat them as constants."""
+    names = input_initializers(model)
+    for name in names:
+        model.graph.inputs.remove(model.graph.initializers[name])
+    return names
 
 
 class InputSpec:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.ir.graph import NodeFilter, constant_array
+from onnxcomp.ir.graph import INPUT_INITIALIZER, NodeFilter, constant_array
 
 LINEAR_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -134,6 +134,18 @@ def linear_of(node: ir.Node) -> Linear | None:
     return linear
 
 
+def release_weight(linear: Linear) -> None:
+    """Forget the layer's weight array; a weight in external data is unmapped (it maps again when
+    read), so a pass over a large model holds one layer's pages at a time, not the whole file."""
+    linear._cache = (None, None)
+    tensor = linear.weight.const_value
+    if isinstance(tensor, ir.ExternalTensor):
+        try:
+            tensor.release()
+        except BufferError:  # another view of the map is alive: keep it
+            pass
+
+
 def weight_only_linears(model: ir.Model, exclude: list[str] = ()) -> tuple[list[Linear], list[dict]]:
     """The MatMul/Gemm linears weight-only quantization can rewrite, in graph order, and
     [{node, reason}] for the others (excluded by name/op glob, no constant weight, `skip_reason`)."""
@@ -147,12 +159,17 @@ def weight_only_linears(model: ir.Model, exclude: list[str] = ()) -> tuple[list[
             skipped.append({"node": node.name, "reason": "excluded"})
             continue
         linear = linear_of(node)
-        why = "weight is not a constant" if linear is None else linear.skip_reason()
+        why = _not_constant(node.inputs[1]) if linear is None else linear.skip_reason()
         if why:
             skipped.append({"node": node.name, "reason": why})
             continue
         linears.append(linear)
     return linears, skipped
+
+
+def _not_constant(weight: ir.Value | None) -> str:
+    overridable = weight is not None and weight.is_graph_input() and weight.const_value is not None
+    return INPUT_INITIALIZER if overridable else "weight is not a constant"
 
 
 def _constant_vector(value: ir.Value | None, n: int) -> ir.Value | None:

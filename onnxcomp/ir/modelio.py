@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,9 +34,10 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     return read_model_file(path)[0]
 
 
-def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
+def read_model_file(path: str | os.PathLike, load_external: bool = True) -> tuple[onnx.ModelProto, bytes]:
     """(the model with its external data, the file's bytes), reading the file once; clear error
-    when it is not ONNX."""
+    when it is not ONNX. load_external=False: the external data is checked (`check_external_data`)
+    but left where it is (`load_external` reads it later; `ir_with_external_data` maps it)."""
     path = Path(path)
     if not path.is_file():
         raise OnnxcompError(f"{path}: no such file")
@@ -45,11 +47,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
     except Exception as exc:  # protobuf raises DecodeError and others; all mean "not ONNX"
         raise OnnxcompError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     check_external_data(proto, path)
-    try:
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise OnnxcompError(f"{path}: cannot read its external data ({type(exc).__name__}: {first})") from None
+    if load_external:
+        load_external_data(proto, path)
     if not proto.graph.node and not proto.graph.output:
         raise OnnxcompError(f"{path}: not an ONNX model (empty or truncated graph)")
     if model_opset(proto) > MAX_OPSET:
@@ -57,6 +56,34 @@ def read_model_file(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes]:
             f"{path}: opset {model_opset(proto)} is newer than the installed onnx knows ({MAX_OPSET}); upgrade onnx"
         )
     return proto, data
+
+
+def load_external_data(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Read the (checked) external data of the model at `path` into `proto`."""
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(Path(path).parent))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise OnnxcompError(f"{path}: cannot read its external data ({type(exc).__name__}: {first})") from None
+
+
+def ir_with_external_data(proto: onnx.ModelProto, path: str | os.PathLike, what: str) -> ir.Model:
+    """`to_ir` of a proto whose external data was not loaded: its tensors map the files lazily."""
+    model = to_ir(proto, what)
+    ir.external_data.set_base_dir(model.graph, str(Path(path).parent))
+    return model
+
+
+def release_external_data(model: ir.Model) -> None:
+    """Unmap the external-data files the model's tensors have read so far (they map again on the
+    next read): pages read once stop counting against the process while another reader, such as
+    an ONNX Runtime session, holds its own copy. A tensor whose array is still referenced stays."""
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, ir.ExternalTensor):
+            try:
+                value.const_value.release()
+            except BufferError:  # numpy views of the map are alive: keep it
+                pass
 
 
 def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -138,6 +165,28 @@ def to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
 
 
 PROTOBUF_LIMIT = 2**31 - 1  # bytes: one serialized ModelProto
+# Weights at or past this many bytes take the large-model path: external data mapped, not loaded;
+# calibration runs from a saved copy; the output written with external data. Tests lower it.
+LARGE_MODEL_BYTES = PROTOBUF_LIMIT
+
+
+def is_large(weight_bytes: int) -> bool:
+    return weight_bytes >= LARGE_MODEL_BYTES
+
+
+def external_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the model's tensors held in external data (as declared: `length`, else dims x dtype)."""
+    total = 0
+    for tensor in external_tensors(proto):
+        length = external_location(tensor).get("length")
+        if length is not None:
+            total += int(length)
+        else:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            total += int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+    return total
+
+
 _ITEM_BYTES = {"float_data": 4, "int32_data": 4, "int64_data": 8, "double_data": 8, "uint64_data": 8}
 
 
@@ -175,12 +224,13 @@ _FOUR_BIT = {
 
 
 def check_size(proto: onnx.ModelProto, what: str) -> None:
-    """Refuse, before any work, a model whose weights alone pass protobuf's 2 GB limit: calibration
-    and the output are serialized as one ModelProto, which would fail only after minutes of work."""
+    """Refuse, before any work, an in-memory ModelProto whose weights pass protobuf's 2 GB limit
+    (it cannot be serialized); a model file with external data takes the large-model path instead."""
     size = tensor_bytes(proto)
     if size >= PROTOBUF_LIMIT:
         raise OnnxcompError(
-            f"{what}: {size / 2**30:.2f} GiB of weights; models over protobuf's 2 GiB limit are not supported yet"
+            f"{what}: {size / 2**30:.2f} GiB of weights in one ModelProto, past protobuf's 2 GiB limit; "
+            "save it with external data (onnx.save(..., save_as_external_data=True)) and pass the path"
         )
 
 
@@ -293,6 +343,32 @@ def serialize(model: ir.Model | onnx.ModelProto) -> bytes:
     """Deterministic bytes of a model (all tensors inline)."""
     proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
     return proto.SerializeToString(deterministic=True)
+
+
+def save_with_external_data(model: ir.Model, path: str | os.PathLike) -> int:
+    """Write the model as `path` plus its tensors in `<name>.data` beside it, atomically: both are
+    written into a temporary folder beside `path`, then renamed (the data first); on failure
+    nothing is left. Tensors are streamed from their source (no whole-model copy in memory).
+    Returns the bytes written."""
+    path = Path(path)
+    data_name = f"{path.name}.data"
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise OnnxcompError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        ir.save(model, tmp / path.name, external_data=data_name)
+        written = 0
+        for name in (path.name, data_name):
+            os.chmod(tmp / name, 0o666 & ~_umask())
+            written += (tmp / name).stat().st_size
+        os.replace(tmp / data_name, path.parent / data_name)
+        os.replace(tmp / path.name, path)
+        return written
+    except OSError as exc:  # a full disk, a file-size limit, a folder removed meanwhile
+        raise OnnxcompError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_model(model: ir.Model | onnx.ModelProto, path: str | os.PathLike) -> int:

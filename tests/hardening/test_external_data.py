@@ -123,12 +123,12 @@ def test_cli_refusal_is_one_line_and_writes_nothing(model_dir, tmp_path):
     assert sorted(p.name for p in model_dir.iterdir()) == before
 
 
-def test_model_over_the_protobuf_limit_is_refused_before_any_work(model_dir, monkeypatch):
+def test_in_memory_model_over_the_protobuf_limit_is_refused_before_any_work(model_dir, monkeypatch):
     import onnxcomp
     from onnxcomp.ir import modelio
 
-    path = external_model(model_dir)
+    proto = onnx.load(str(external_model(model_dir)))  # external data loaded: one ModelProto
     monkeypatch.setattr(modelio, "PROTOBUF_LIMIT", 64 * 64 * 4)  # this model's weight: stands in for 2 GiB
-    with pytest.raises(OnnxcompError, match="over protobuf's 2 GiB limit"):
-        onnxcomp.compress(path, "w4a16-rtn", output=model_dir / "o.onnx")
+    with pytest.raises(OnnxcompError, match="past protobuf's 2 GiB limit; save it with external data"):
+        onnxcomp.compress(proto, "w4a16-rtn", output=model_dir / "o.onnx")
     assert not (model_dir / "o.onnx").exists()
