@@ -25,7 +25,7 @@ import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.extras import require
-from onnxcomp.precision.measure import OverrideRunner
+from onnxcomp.precision.measure import OverrideRunner, output_metric
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -72,8 +72,9 @@ class Sweep:
 
     def __init__(self, model: ir.Model, names: list[str], feeds: list[dict], workers: int = 1, ray: str = ""):
         self.workers, self.address = workers, ray
-        self.local = OverrideRunner(model, names, feeds)  # the reference outputs, and the in-process executor
-        self.metric = self.local.metric
+        in_process = not ray and workers <= 1
+        self.local = OverrideRunner(model, names, feeds) if in_process else None  # workers build their own
+        self.metric = output_metric([value.name for value in model.graph.outputs])
         self.where = f"Ray cluster {ray}" if ray else (f"{workers} processes" if workers > 1 else "this process")
         if ray:
             check_ray_address(ray)
@@ -81,7 +82,7 @@ class Sweep:
 
     def errors(self, tasks: Iterable[dict[str, np.ndarray]]) -> Iterator[float]:
         """Errors in task order; tasks are taken as workers free up (at most 2 per worker in flight)."""
-        if not self.address and self.workers <= 1:
+        if self.local is not None:
             yield from (self.local.error(task) for task in tasks)
             return
         with tempfile.TemporaryDirectory(prefix="onnxcomp-sweep-") as folder:
