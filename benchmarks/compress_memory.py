@@ -9,12 +9,15 @@ costs (torch is never imported by either) do not count for or against either sid
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("ONNXCOMP_SPEED_GUARD", "0")  # methods are compared here, not this machine's speed guard
 
 RUNTIME = """
 import glob, resource, sys, numpy as np, onnxruntime as ort

@@ -29,7 +29,7 @@ from onnxcomp.runtime import measure_latency, ort_session, synthetic_feed  # noq
 ROWS = {
     "fp32": None,
     "w8a8-smoothquant": "w8a8-smoothquant",
-    "w8a8-smoothquant-dynamic": [("w8a8-smoothquant", {"quantize_qdq": {"activations": "dynamic"}})],
+    "w8a8-dynamic": "w8a8-dynamic",
     "w8a8-mixed": "w8a8-mixed",
     "w8a8-mixed-auto": [("w8a8-mixed", {"plan_fallback": {"activations": "auto"}})],
     "w4a16-rtn": "w4a16-rtn",

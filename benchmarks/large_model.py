@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from onnxcomp.cache import cache_dir  # noqa: E402
 from tests.hardening import large_models  # noqa: E402
 
+os.environ.setdefault("ONNXCOMP_SPEED_GUARD", "0")  # methods are compared here, not this machine's speed guard
+
 CHILD = """
 import sys
 sys.path.insert(0, {repo!r})

@@ -24,6 +24,7 @@ Torch-Pruning is needed only for its rows: `pip install torch-pruning` into the 
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -43,6 +44,8 @@ from onnxcomp.pruning.groups import find_groups
 from onnxcomp.pruning.params import ParamCounter
 from onnxcomp.runtime import measure_latency, ort_session, runner, synthetic_feed
 from onnxcomp.tools.export import export_module
+
+os.environ.setdefault("ONNXCOMP_SPEED_GUARD", "0")  # methods are compared here, not this machine's speed guard
 
 SETTINGS = {  # calibration feeds, refit damping, latency (batch, sequence, runs)
     "digits": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},

@@ -43,6 +43,17 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
         ("quantize_embedding", {}),
         ("remove_unused", {}),
     ],
+    # SmoothQuant, then int8 with run-time activation ranges for MatMul/Gemm (DynamicQuantizeLinear: no
+    # calibrated range to go stale on data unlike the calibration text); Convs keep calibrated ranges.
+    "w8a8-dynamic": [
+        *CANONICALIZE,
+        ("calibrate", {}),
+        ("smoothquant", {"alpha": "auto", "fallback": "mul"}),
+        ("calibrate", {}),
+        ("quantize_qdq", {"activations": "dynamic"}),
+        ("quantize_embedding", {}),
+        ("remove_unused", {}),
+    ],
     # Weight-only: int4 blocks (group 128, symmetric) read by ONNX Runtime's MatMulNBits;
     # activations stay float. The word-embedding table goes int8 per row.
     "w4a16-rtn": [*CANONICALIZE, ("quantize_weight_only", {}), ("quantize_embedding", {}), ("remove_unused", {})],
