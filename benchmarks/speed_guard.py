@@ -32,6 +32,7 @@ PRESETS = (
     "int8",
     "w8a8-smoothquant",
     "w8a8-mixed",
+    "w8a8-dynamic",
     "w8a16",
     "w4a16-rtn",
     "w4a16-awq",
