@@ -54,6 +54,18 @@ def _kinds(value) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Under grouped-query attention, the same number of query heads (the best-scored) per KV
+    head; `len(keep)` is a multiple of `kv_heads` (the selection's rounding)."""
+    if group.kv_heads == 1:
+        return keep
+    size, per = group.channels // group.kv_heads, len(keep) // group.kv_heads
+    best = [
+        j * size + np.argsort(-scores[j * size : (j + 1) * size], kind="stable")[:per] for j in range(group.kv_heads)
+    ]
+    return np.sort(np.concatenate(best))
+
+
 class PruneStructured(CompressionPass):
     name = "prune_structured"
     options = {
@@ -155,7 +167,8 @@ class PruneStructured(CompressionPass):
             self.details["note"] = "no prunable group"
             return ir.passes.PassResult(model, modified=False)
         counter = ParamCounter(groups)
-        multiples = [1 if g.kind == "heads" else o["multiple"] for g in groups]  # a head is its own unit
+        # a head is its own unit; under grouped-query attention as many per KV head
+        multiples = [g.kv_heads if g.kind == "heads" else o["multiple"] for g in groups]
         min_keep = [min(m, g.channels) for m, g in zip(multiples, groups)]
         total = counter.total
         target = int(round(o["sparsity"] * total))
@@ -170,6 +183,7 @@ class PruneStructured(CompressionPass):
             keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
         else:
             keeps = self._uniform(groups, scores, counter, target, min_keep, multiples)
+        keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
         if o["sequential"] and o["recovery"] != "none":
