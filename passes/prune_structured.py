@@ -52,6 +52,19 @@ def _kinds(value) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _kv_units(groups: list[PruneGroup], raw: list[np.ndarray]) -> list[tuple[float, int]]:
+    """Removable units of grouped-query head groups, lowest first across layers: a group's u-th
+    unit is each KV head's u-th weakest query head, scored by their mean unstandardized score
+    (as FLAP compares heads across layers); a group keeps at least one query head per KV head."""
+    units = []
+    for index, (group, score) in enumerate(zip(groups, raw)):
+        if group.kind != "heads" or group.kv_heads == 1:
+            continue
+        per_kv = np.sort(np.asarray(score, dtype=np.float64).reshape(group.kv_heads, -1), axis=1)
+        units += [(float(per_kv[:, u].mean()), index) for u in range(per_kv.shape[1] - 1)]
+    return sorted(units, key=lambda unit: unit[0])
+
+
 def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Under grouped-query attention, the same number of query heads (the best-scored) per KV
     head; `len(keep)` is a multiple of `kv_heads` (the selection's rounding)."""
@@ -168,7 +181,7 @@ class PruneStructured(CompressionPass):
         if o["allocation"] == "global":
             keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
         else:
-            keeps = self._uniform(groups, scores, counter, target, min_keep, multiples, self._kv_units(groups, raw))
+            keeps = self._uniform(groups, scores, counter, target, min_keep, multiples, _kv_units(groups, raw))
         keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
@@ -191,7 +204,7 @@ class PruneStructured(CompressionPass):
         bisected until the exact parameter count reaches `target`; kept counts rounded up to
         `multiples`. Grouped-query heads go in units of one query head per KV head (3 of 9 at a
         time: a per-layer fraction would round to all or a third), the same fraction of all
-        layers' units, the cheapest first across layers (`_kv_units`)."""
+        layers' units, the lowest-scored units first across layers (`_kv_units`)."""
         gqa = {index for _, index in units}
         total_units = sum(groups[index].channels // groups[index].kv_heads for index in gqa)
 
@@ -212,36 +225,6 @@ class PruneStructured(CompressionPass):
             mid = (low + high) / 2
             low, high = (mid, high) if counter.removed_for(counts(mid)) < target else (low, mid)
         return [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts(high))]
-
-    def _kv_units(self, groups: list[PruneGroup], raw: list[np.ndarray]) -> list[tuple[float, int]]:
-        """Removable units of grouped-query head groups, cheapest first across layers: a group's
-        u-th unit is each KV head's u-th weakest query head; its price is O's relative output
-        error once units 0…u are gone and O is recovered (the report's error, from the same
-        moments; raw FLAP scores are not comparable between layers). A group keeps at least one
-        query head per KV head."""
-        units = []
-        for index, (group, score) in enumerate(zip(groups, raw)):
-            if group.kind != "heads" or group.kv_heads == 1:
-                continue
-            size = group.channels // group.kv_heads
-            order = np.argsort(np.asarray(score).reshape(group.kv_heads, size), axis=1, kind="stable")
-            order += (np.arange(group.kv_heads) * size)[:, None]
-            consumer = group.consumers[0]
-            moments, w = self._moments(consumer), consumer.weight_kn().astype(np.float64)
-            for u in range(size - 1):
-                keep = np.sort(order[:, u + 1 :].reshape(-1))
-                if moments is None:
-                    units.append((float(np.mean(score[order[:, u]])), index))
-                    continue
-                rows = consumer_rows(group, keep)
-                if self.opts["recovery"] == "refit":
-                    kept, delta = least_squares(w, moments, rows, float(self.opts["damp"]))
-                elif self.opts["recovery"] == "bias":
-                    kept, delta = w[rows], bias_compensation(w, moments, rows)
-                else:
-                    kept, delta = w[rows], np.zeros(w.shape[1])
-                units.append((relative_error(w, moments, rows, kept, delta), index))
-        return sorted(units, key=lambda unit: unit[0])
 
     @staticmethod
     def _refit_inputs(groups: list[PruneGroup]) -> list[str]:
