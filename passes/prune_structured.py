@@ -52,19 +52,6 @@ def _kinds(value) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
-def _kv_units(groups: list[PruneGroup], raw: list[np.ndarray]) -> list[tuple[float, int]]:
-    """Removable units of grouped-query head groups, lowest first across layers: a group's u-th
-    unit is each KV head's u-th weakest query head, scored by their mean unstandardized score
-    (as FLAP compares heads across layers); a group keeps at least one query head per KV head."""
-    units = []
-    for index, (group, score) in enumerate(zip(groups, raw)):
-        if group.kind != "heads" or group.kv_heads == 1:
-            continue
-        per_kv = np.sort(np.asarray(score, dtype=np.float64).reshape(group.kv_heads, -1), axis=1)
-        units += [(float(per_kv[:, u].mean()), index) for u in range(per_kv.shape[1] - 1)]
-    return sorted(units, key=lambda unit: unit[0])
-
-
 def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Under grouped-query attention, the same number of query heads (the best-scored) per KV
     head; `len(keep)` is a multiple of `kv_heads` (the selection's rounding)."""
@@ -176,12 +163,11 @@ class PruneStructured(CompressionPass):
             if self.context.calibration is None:
                 raise self.fail(f"importance {o['importance']!r} and recovery {o['recovery']!r} need calibration data")
             self.stats = input_moments(model, self._refit_inputs(groups), self.context.calibration)
-        raw = [self._scores(g) for g in groups]
-        scores = [imp.standardize(r) for r in raw]
+        scores = [imp.standardize(self._scores(g)) for g in groups]
         if o["allocation"] == "global":
             keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
         else:
-            keeps = self._uniform(groups, scores, counter, target, min_keep, multiples, _kv_units(groups, raw))
+            keeps = self._uniform(groups, scores, counter, target, min_keep, multiples)
         keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
@@ -199,25 +185,20 @@ class PruneStructured(CompressionPass):
         )
         return ir.passes.PassResult(model, modified=removed > 0)
 
-    def _uniform(self, groups, scores, counter, target, min_keep, multiples, units) -> list[np.ndarray]:
+    def _uniform(self, groups, scores, counter, target: int, min_keep: list[int], multiples) -> list[np.ndarray]:
         """The same fraction of every group's channels (its best-scored kept), the fraction
-        bisected until the exact parameter count reaches `target`; kept counts rounded up to
-        `multiples`. Grouped-query heads go in units of one query head per KV head (3 of 9 at a
-        time: a per-layer fraction would round to all or a third), the same fraction of all
-        layers' units, the lowest-scored units first across layers (`_kv_units`)."""
-        gqa = {index for _, index in units}
-        total_units = sum(groups[index].channels // groups[index].kv_heads for index in gqa)
+        bisected until the exact parameter count reaches `target`. Kept counts are rounded up to
+        `multiples`, except grouped-query heads, rounded to the nearest multiple of their KV
+        heads (rounding 9 query heads up to 3 per KV head would keep them all below 1/3)."""
 
         def counts(ratio: float) -> list[int]:
             out = []
             for g, m, multiple in zip(groups, min_keep, multiples):
+                if g.kv_heads > 1:
+                    out.append(max(m, int(round((1 - ratio) * g.channels / multiple)) * multiple))
+                    continue
                 kept = max(m, int(round((1 - ratio) * g.channels)))
                 out.append(min(g.channels, -(-kept // multiple) * multiple))
-            gone = [index for _, index in units[: int(round(ratio * total_units))]]
-            for index in set(gone):
-                out[index] = groups[index].channels - gone.count(index) * groups[index].kv_heads
-            for index in gqa - set(gone):
-                out[index] = groups[index].channels
             return out
 
         low, high = 0.0, 1.0
