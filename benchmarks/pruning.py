@@ -48,7 +48,7 @@ from onnxcomp.tools.export import export_module
 
 SETTINGS = {  # calibration feeds, refit damping, latency (batch, sequence, runs)
     "digits": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},
-    "minilm": {"calib": lambda m: m.calibration_feeds(128), "damp": 0.01, "latency": (1, 128, 30)},
+    "minilm": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.01, "latency": (1, 128, 30)},
     "smollm2": {"calib": lambda m: m.calibration_feeds(16), "damp": 0.01, "latency": (1, 256, 8)},
 }
 FFN_FIRST = ("intermediate.dense", "gate_proj", "up_proj")
