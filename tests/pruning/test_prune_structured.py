@@ -438,3 +438,23 @@ def test_prune_pass_keeps_query_heads_in_equal_numbers_per_kv_head(tiny, tmp_pat
     heads = [next(h for h in range(9) if np.array_equal(kept[:, 4 * j], wq[:, 4 * h])) for j in range(6)]
     assert [h // 3 for h in heads] == [0, 0, 1, 1, 2, 2]  # two query heads of each KV head
     assert tiny.run(pruned, feeds[0])[0].shape == (2, 5, HID)
+
+
+def test_input_moments_leave_padding_positions_out(tiny):
+    """Rows the feed's attention_mask marks as padding (here filled with 1000) are not counted."""
+    from onnxcomp.pruning.sequential import input_moments
+
+    nodes = [
+        h.make_node("Relu", ["x"], ["r"]),
+        h.make_node("Cast", ["attention_mask"], ["m"], to=onnx.TensorProto.FLOAT),
+        h.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+        h.make_node("Mul", ["r", "m3"], ["y"]),
+    ]
+    mask_input = h.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64, ["b", "s"])
+    proto = tiny.make_model(
+        nodes, [("x", ["b", "s", 2]), mask_input], [("y", ["b", "s", 2])], {"axis": np.array([-1], np.int64)}
+    )
+    x = np.array([[[1.0, 2.0], [3.0, 4.0], [1000.0, 1000.0]]], np.float32)
+    feeds = [{"x": x, "attention_mask": np.array([[1, 1, 0]], np.int64)}]
+    moments = input_moments(_ir(proto), ["r"], feeds)["r"]
+    assert np.allclose(moments.mean, [2.0, 3.0]) and np.allclose(moments.second, (x[0, :2].T @ x[0, :2]) / 2)
