@@ -458,3 +458,24 @@ def test_input_moments_leave_padding_positions_out(tiny):
     feeds = [{"x": x, "attention_mask": np.array([[1, 1, 0]], np.int64)}]
     moments = input_moments(_ir(proto), ["r"], feeds)["r"]
     assert np.allclose(moments.mean, [2.0, 3.0]) and np.allclose(moments.second, (x[0, :2].T @ x[0, :2]) / 2)
+
+
+def test_head_counts_in_constant_split_and_merge_shapes_are_rewritten(tiny):
+    proto = attention(tiny)
+    for init in proto.graph.initializer:
+        if init.name in ("split", "merge"):
+            value = [0, 0, 4, 2] if init.name == "split" else [0, 0, 8]
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array(value, np.int64), init.name))
+    wo = tiny.initializer(proto, "wo").copy()
+    wo[[2, 3, 6, 7]] = 0
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("wo")].CopyFrom(
+        onnx.numpy_helper.from_array(wo, "wo")
+    )
+    model = _ir(proto)
+    group = next(g for g in find_groups(model) if g.kind == "heads")
+    assert not group.reason and len(group.entries) == 4  # three splits and the merge
+    apply_group(group, np.array([0, 2]))
+    check_model(model, "pruned attention")
+    x = np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)
+    feed = {"x": x, "mask": np.zeros((2, 1, 3, 3), np.float32)}
+    assert np.allclose(tiny.run(ir.to_proto(model), feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
