@@ -19,7 +19,9 @@ error). Methods:
   parameter reduction, no fine-tuning; exported with the zoo's exporter.
 Every candidate is scored against the fp32 model by the zoo metric (`models.<kind>.compare`) and
 timed with `onnxcomp.runtime.measure_latency`, interleaved with fp32 (ratio = candidate / fp32).
-Torch-Pruning is needed only for its rows: `pip install torch-pruning` into the venv.
+Torch-Pruning is needed only for its rows: `pip install torch-pruning` into the venv. With `--out`,
+the table, its JSON and a plot of the metric against sparsity per method (PNG, needs matplotlib:
+the `report` extra) are written side by side.
 """
 
 import argparse
@@ -49,7 +51,7 @@ os.environ.setdefault("ONNXCOMP_SPEED_GUARD", "0")  # methods are compared here,
 
 SETTINGS = {  # calibration feeds, refit damping, latency (batch, sequence, runs)
     "digits": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},
-    "minilm": {"calib": lambda m: m.calibration_feeds(128), "damp": 0.01, "latency": (1, 128, 30)},
+    "minilm": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.01, "latency": (1, 128, 30)},
     "smollm2": {"calib": lambda m: m.calibration_feeds(16), "damp": 0.01, "latency": (1, 256, 8)},
 }
 FFN_FIRST = ("intermediate.dense", "gate_proj", "up_proj")
@@ -141,12 +143,46 @@ def torch_pruning(kind, block, ffn_params, target, out) -> dict:
     }
 
 
+METRICS = {  # the zoo metric's key plotted per model
+    "digits": ("accuracy", "accuracy"),
+    "minilm": ("mean_cosine", "mean cosine vs fp32"),
+    "smollm2": ("ratio", "perplexity / fp32"),
+}
+
+
+def plot(kind: str, rows: list[dict], path: Path) -> None:
+    """Accuracy vs block sparsity, one line per method (and `prune` variant), as a PNG at `path`."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install 'onnxcomp[report]')", file=sys.stderr)
+        return
+    key, label = METRICS[kind]
+    lines: dict[str, list] = {}
+    for row in rows:
+        if key in row:
+            name = row["method"] + (f" ({row['prune']})" if "prune" in row else "")
+            lines.setdefault(name, []).append((row.get("removed_block_fraction", row["sparsity_block"]), row[key]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in lines.items():
+        xs, ys = zip(*sorted(points))
+        ax.plot([100 * x for x in xs], ys, marker="o", label=name)
+    ax.set(xlabel="block parameters removed (%)", ylabel=label, title=f"{kind}: structured pruning, no fine-tuning")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--sparsities", default="0.1,0.2,0.3,0.4,0.5")
     parser.add_argument("--methods", default="ours,ours-oneshot,ours-norecovery,magnitude,torch-pruning")
-    parser.add_argument("--prune", default="ffn,channels", help="What onnxcomp prunes.")
+    parser.add_argument("--prune", default="ffn,channels", help="What onnxcomp prunes ('a;b': each, same run).")
     parser.add_argument("--allocation", default="uniform", choices=["global", "uniform"])
     parser.add_argument("--out", type=Path, help="Markdown table here (and .json beside it).")
     args = parser.parse_args()
@@ -154,21 +190,23 @@ def main() -> None:
     module = models.get(kind)
     path = models.onnx_path(kind)
     base = canonical(path)
-    block, prunable = block_params(base), prunable_params(base, args.prune)
+    variants = args.prune.split(";")
+    block, prunables = block_params(base), {v: prunable_params(base, v) for v in variants}
     ffn = prunable_params(base, "ffn")
     del base
     feeds = settings["calib"](module)
     batch, sequence, runs = settings["latency"]
     fp32 = ort_session(str(path))
     feed = synthetic_feed(input_specs(onnx.load(str(path), load_external_data=False)), batch, sequence)
-    extra = {"prune": args.prune, "allocation": args.allocation}
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="onnxcomp-prune-"))
-    print(f"{kind}: block parameters {block}, prunable (onnxcomp groups) {prunable}", file=sys.stderr)
+    print(f"{kind}: block parameters {block}, prunable (onnxcomp groups) {prunables}", file=sys.stderr)
+    runs_of = [(m, v) for m in args.methods.split(",") for v in (variants if m != "torch-pruning" else variants[:1])]
     for s in [float(x) for x in args.sparsities.split(",")]:
-        for method in args.methods.split(","):
-            out = tmp / f"{method}-{s}.onnx"
+        for method, variant in runs_of:
+            out = tmp / f"{method}-{s}-{variants.index(variant)}.onnx"
             row = {"model": kind, "sparsity_block": s, "method": method}
+            prunable, extra = prunables[variant], {"prune": variant, "allocation": args.allocation}
             extra["sequential"] = method == "ours"
             if method != "torch-pruning":
                 row.update(extra)
@@ -204,6 +242,7 @@ def main() -> None:
         lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
         args.out.write_text("\n".join(lines) + "\n")
         args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        plot(kind, rows, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -1,34 +1,33 @@
 """prune_structured: remove whole channels (CNN filters, MLP neurons) and shrink the ONNX graph.
 
 Plan: `onnxcomp.pruning.groups.find_groups` finds the dependency groups (a producer's output
-channels, its consumers' input rows, per-channel constants and flatten shapes on the way);
-groups of the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel
-(`importance`: "magnitude", "wanda" or "flap", see
-`onnxcomp.algorithms.importance`), standardized per group and ranked globally; the lowest go
-until `sparsity` × the groups' parameters are removed (`multiple`: kept counts rounded up to a
-multiple, e.g. 8; `allocation: uniform`, the default, takes the same fraction from every group
-instead: one-shot, it kept more accuracy than the global ranking on the digits CNN and more
-cosine on MiniLM; see the README). `prune` defaults to "ffn,channels": heads cost MiniLM more accuracy per
-parameter than MLP neurons in our runs.
-Apply: `onnxcomp.pruning.apply.apply_group` slices the initializers.
+channels, its consumers' input rows, per-channel constants and flatten shapes on the way); groups of
+the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel (`importance`:
+"magnitude", "wanda" or "flap", see `onnxcomp.algorithms.importance`), standardized per group and
+ranked globally; the lowest go until `sparsity` × the groups' parameters are removed (`multiple`:
+kept counts rounded up to a multiple, e.g. 8; `allocation: uniform`, the default, takes the same
+fraction from every group instead: one-shot, it kept more accuracy than the global ranking on the
+digits CNN and more cosine on MiniLM; see the README). `prune` defaults to "ffn,channels": heads
+cost MiniLM more accuracy per parameter than MLP neurons in our runs. Apply:
+`onnxcomp.pruning.apply.apply_group` slices the initializers.
 
-Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least
-squares against the unpruned layer's output on calibration statistics, "bias" only moves the
-removed channels' mean contribution into the bias, "none" slices. Statistics are the consumer
-input's Gram (`GramRequest`) and a sample of its rows for the mean (`RowsRequest`), collected in
-the step's one pass over the data on the model before pruning (one-shot: a layer's refit sees the
-unpruned model's inputs). With `sequential: true` each group's consumers are refit on the inputs
-of the model with the groups before already pruned, against the unpruned model's inputs
-(`onnxcomp.pruning.sequential`: one more pass over the data per group). A Conv consumer gets no statistics
-(its input rows are patches, not the last axis): its group is scored by magnitude and not refit.
+Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least squares
+against the unpruned layer's output on calibration statistics, "bias" only moves the removed
+channels' mean contribution into the bias, "none" slices. Statistics are the consumer inputs' second
+moment and mean (`onnxcomp.pruning.sequential.input_moments`: one pass over the data on the model
+before pruning, positions a feed's `attention_mask` marks as padding left out; one-shot: a layer's
+refit sees the unpruned model's inputs). With `sequential: true` each group's consumers are refit on
+the inputs of the model with the groups before already pruned, against the unpruned model's inputs
+(`onnxcomp.pruning.sequential`: one more pass over the data per group). A Conv consumer gets no
+statistics (its input rows are patches, not the last axis): its group is scored by magnitude and not
+refit.
 
-Requires: calibration data unless `importance` is "magnitude" and `recovery` is "none".
-Guarantees: the model is smaller (fewer channels in weights, biases and shapes), passes the
-checker with strict shape inference and computes the same function on the kept channels;
-`sparsity` outside [0, 1) or above what keeps one channel (or `multiple`) per group is refused
-with the maximum. The report lists per group the channels kept and the consumer's relative
-output error on the calibration statistics before and after recovery, and every skipped producer
-with its reason.
+Requires: calibration data unless `importance` is "magnitude" and `recovery` is "none". Guarantees:
+the model is smaller (fewer channels in weights, biases and shapes), passes the checker with strict
+shape inference and computes the same function on the kept channels; `sparsity` outside [0, 1) or
+above what keeps one channel (or `multiple`) per group is refused with the maximum. The report lists
+per group the channels kept and the consumer's relative output error on the calibration statistics
+before and after recovery, and every skipped producer with its reason.
 """
 
 import numpy as np
@@ -36,12 +35,11 @@ import onnx_ir as ir
 
 from onnxcomp.algorithms import importance as imp
 from onnxcomp.algorithms.refit import Moments, bias_compensation, least_squares, relative_error
-from onnxcomp.calibration.requests import GramRequest, RowsRequest
 from onnxcomp.passes.base import CompressionPass
 from onnxcomp.pruning.apply import apply_group, consumer_rows
 from onnxcomp.pruning.groups import PruneGroup, find_groups
 from onnxcomp.pruning.params import ParamCounter
-from onnxcomp.pruning.sequential import SequentialMoments
+from onnxcomp.pruning.sequential import SequentialMoments, input_moments
 
 KINDS = ("heads", "ffn", "channels")
 IMPORTANCE = ("flap", "wanda", "magnitude")
@@ -54,6 +52,18 @@ def _kinds(value) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Under grouped-query attention, the same number of query heads (the best-scored) per KV
+    head; `len(keep)` is a multiple of `kv_heads` (the selection's rounding)."""
+    if group.kv_heads == 1:
+        return keep
+    size, per = group.channels // group.kv_heads, len(keep) // group.kv_heads
+    best = [
+        j * size + np.argsort(-scores[j * size : (j + 1) * size], kind="stable")[:per] for j in range(group.kv_heads)
+    ]
+    return np.sort(np.concatenate(best))
+
+
 class PruneStructured(CompressionPass):
     name = "prune_structured"
     options = {
@@ -63,7 +73,6 @@ class PruneStructured(CompressionPass):
         "recovery": "refit",
         "damp": 0.01,
         "multiple": 1,
-        "rows": 2048,
         "allocation": "uniform",
         "sequential": True,
     }
@@ -84,9 +93,8 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"sequential must be true or false, not {o['sequential']!r}")
         if o["allocation"] not in ALLOCATION:
             raise self.fail(f"allocation must be one of {', '.join(ALLOCATION)}, not {o['allocation']!r}")
-        for key in ("multiple", "rows"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise self.fail(f"{key} must be a positive integer, not {o[key]!r}")
+        if isinstance(o["multiple"], bool) or not isinstance(o["multiple"], int) or o["multiple"] < 1:
+            raise self.fail(f"multiple must be a positive integer, not {o['multiple']!r}")
         d = o["damp"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise self.fail(f"damp must be a number in [0, 1), not {d!r}")
@@ -101,25 +109,9 @@ class PruneStructured(CompressionPass):
         chosen = [g for g in groups if not g.reason and g.kind in kinds]
         return chosen, [g for g in groups if g.reason]
 
-    def statistic_requests(self, model: ir.Model) -> list:
-        if not self.needs_data:
-            return []
-        requests = []
-        for group in self._groups(model)[0]:
-            for consumer in group.consumers:
-                if consumer.node.op_type != "Conv":
-                    tensor = consumer.node.inputs[0].name
-                    requests += [GramRequest(tensor), RowsRequest(tensor, self.opts["rows"])]
-        return requests
-
     def _moments(self, consumer) -> Moments | None:
-        """E[xxᵀ] and E[x] of the consumer's input, or None (Conv, or no statistics)."""
-        stats = self.context.statistics
-        tensor = consumer.node.inputs[0].name
-        key = (tensor, self.opts["rows"])
-        if consumer.node.op_type == "Conv" or tensor not in stats.grams or key not in stats.rows:
-            return None
-        return Moments(stats.grams[tensor] / 2.0, stats.rows[key].astype(np.float64).mean(axis=0))
+        """E[xxᵀ] and E[x] of the consumer's input over the calibration data, or None (Conv)."""
+        return self.stats.get(consumer.node.inputs[0].name) if consumer.node.op_type != "Conv" else None
 
     def _scores(self, group: PruneGroup) -> np.ndarray:
         c, method = group.channels, self.opts["importance"]
@@ -155,7 +147,8 @@ class PruneStructured(CompressionPass):
             self.details["note"] = "no prunable group"
             return ir.passes.PassResult(model, modified=False)
         counter = ParamCounter(groups)
-        multiples = [1 if g.kind == "heads" else o["multiple"] for g in groups]  # a head is its own unit
+        # a head is its own unit; under grouped-query attention as many per KV head
+        multiples = [g.kv_heads if g.kind == "heads" else o["multiple"] for g in groups]
         min_keep = [min(m, g.channels) for m, g in zip(multiples, groups)]
         total = counter.total
         target = int(round(o["sparsity"] * total))
@@ -165,11 +158,17 @@ class PruneStructured(CompressionPass):
                 f"sparsity {o['sparsity']} would remove a whole layer; the maximum is {most / total:.4f} "
                 f"({len(groups)} groups keeping at least {max(1, o['multiple'])} channel(s) each)"
             )
+        self.stats = {}
+        if self.needs_data:
+            if self.context.calibration is None:
+                raise self.fail(f"importance {o['importance']!r} and recovery {o['recovery']!r} need calibration data")
+            self.stats = input_moments(model, self._refit_inputs(groups), self.context.calibration)
         scores = [imp.standardize(self._scores(g)) for g in groups]
         if o["allocation"] == "global":
             keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
         else:
             keeps = self._uniform(groups, scores, counter, target, min_keep, multiples)
+        keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
         if o["sequential"] and o["recovery"] != "none":
@@ -188,11 +187,16 @@ class PruneStructured(CompressionPass):
 
     def _uniform(self, groups, scores, counter, target: int, min_keep: list[int], multiples) -> list[np.ndarray]:
         """The same fraction of every group's channels (its best-scored kept), the fraction
-        bisected until the exact parameter count reaches `target`."""
+        bisected until the exact parameter count reaches `target`. Kept counts are rounded up to
+        `multiples`, except grouped-query heads, rounded to the nearest multiple of their KV
+        heads (rounding 9 query heads up to 3 per KV head would keep them all below 1/3)."""
 
         def counts(ratio: float) -> list[int]:
             out = []
             for g, m, multiple in zip(groups, min_keep, multiples):
+                if g.kv_heads > 1:
+                    out.append(max(m, int(round((1 - ratio) * g.channels / multiple)) * multiple))
+                    continue
                 kept = max(m, int(round((1 - ratio) * g.channels)))
                 out.append(min(g.channels, -(-kept // multiple) * multiple))
             return out

@@ -86,11 +86,12 @@ PRESETS: dict[str, list[tuple[str, dict]]] = {
     # squares on calibration Grams; then optionally quantized (the second calibrate measures the
     # pruned model).
     "prune": [*CANONICALIZE, ("calibrate", {}), ("prune_structured", {}), ("remove_unused", {})],
+    # prune-w4a16 quantizes with GPTQ: SmolLM2 at 20 % of block params, ppl 1.51× fp32 vs 1.79× with RTN.
     "prune-w4a16": [
         *CANONICALIZE,
         ("calibrate", {}),
         ("prune_structured", {}),
-        ("quantize_weight_only", {}),
+        ("quantize_weight_only_gptq", {}),
         ("quantize_embedding", {}),
         ("remove_unused", {}),
     ],

@@ -11,7 +11,7 @@ Gemm/Conv take it as their C/B input, a MatMul gets a following Add.
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.ir.graph import constant_array
+from onnxcomp.ir.graph import NameAllocator, add_initializer, constant_array
 from onnxcomp.ir.linears import Linear
 from onnxcomp.pruning.groups import PruneGroup
 
@@ -60,8 +60,41 @@ def apply_group(group: PruneGroup, keep: np.ndarray, new_consumers: dict | None 
     for value, (axis, per) in group.values.items():
         if value.shape is not None and len(value.shape) >= -axis:
             dims = list(value.shape)
-            dims[axis] = count * per
+            dims[axis] = int(count * per)
             value.shape = ir.Shape(dims)
+    nodes: dict[ir.Node, dict[int, int]] = {}
+    for entry in group.entries:
+        nodes.setdefault(entry.node, {})[entry.index] = int(count * entry.per)
+    for node, entries in nodes.items():
+        _rewrite_shape(node, entries)
+
+
+def _rewrite_shape(node: ir.Node, entries: dict[int, int]) -> None:
+    """Give `node` its own shape input (a constant, or a Concat of one-element pieces) with
+    `entries` changed; the old shape stays for its other readers and goes when it has none."""
+    graph, old = node.graph, node.inputs[1]
+    names = NameAllocator(graph)
+    array = constant_array(old)
+    if array is not None:
+        array = array.copy()
+        for index, size in entries.items():
+            array[index] = size
+        node.replace_input_with(1, add_initializer(graph, names.new(f"{node.name}.pruned_shape"), array))
+    else:
+        concat = old.producer()
+        pieces = list(concat.inputs)
+        for index, size in entries.items():
+            name = names.new(f"{node.name}.pruned_shape_{index}")
+            pieces[index] = add_initializer(graph, name, np.array([size], dtype=np.int64))
+        new = ir.node("Concat", inputs=pieces, attributes={"axis": 0}, name=names.new(f"{node.name}.pruned_shape"))
+        new.outputs[0].name = new.name
+        new.outputs[0].shape, new.outputs[0].type = old.shape, old.type
+        graph.insert_before(node, new)
+        node.replace_input_with(1, new.outputs[0])
+        if not old.uses() and not old.is_graph_output():
+            graph.remove(concat, safe=True)
+    if old.const_value is not None and not old.uses() and not old.is_graph_output() and old.name in graph.initializers:
+        graph.initializers.pop(old.name)
 
 
 def _add_bias(linear: Linear, delta: np.ndarray) -> None:

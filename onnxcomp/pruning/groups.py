@@ -206,7 +206,7 @@ def find_groups(model: ir.Model) -> list[PruneGroup]:
     linears = [lin for node in model.graph if (lin := linear_of(node)) is not None]
     outputs = {lin.output: lin for lin in linears}
     groups = heads_of(model, linears)
-    taken: set[ir.Node] = {p.node for g in groups for p in g.producers}
+    taken: set[ir.Node] = {p.node for g in groups for p in g.producers + g.readers}
     for linear in linears:
         if linear.node in taken or constant_array(linear.node.inputs[0]) is not None:
             continue

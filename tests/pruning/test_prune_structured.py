@@ -313,3 +313,169 @@ def test_sequential_recovery_with_two_groups_of_different_widths(tiny, tmp_path)
     groups = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]["groups"]
     assert {g["kind"] for g in groups} == {"heads", "ffn"}
     assert all(g["error_after"] <= g["error_before"] for g in groups if "error_before" in g)
+
+
+def gqa_attention(tiny, layers=2, heads=9, kv=3, dim=4, seed=0):
+    """`layers` LLaMA attention blocks with grouped-query attention as torch exports them: Q
+    (heads·dim) and K/V (kv·dim) split [0, 0, −1, d], rotary Slice/Neg/Concat with cos/sin
+    inputs, K/V Unsqueeze → Expand [B, kv, r, S, d] → Reshape [B, heads, S, d]; the Expand and
+    Reshape shapes are Concats of Shape pieces and constants shared by every layer."""
+    rng = np.random.default_rng(seed)
+    widths = (("q", heads * dim), ("k", kv * dim), ("v", kv * dim))
+    init = {
+        f"w{n}{i}": rng.standard_normal((HID, w)).astype(np.float32) * 0.5 for i in range(layers) for n, w in widths
+    }
+    init.update({f"wo{i}": rng.standard_normal((heads * dim, HID)).astype(np.float32) * 0.5 for i in range(layers)})
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    init.update(split=i64(0, 0, -1, dim), merge=i64(0, 0, -1), kv=i64(kv), rep=i64(heads // kv), d=i64(dim))
+    init.update(heads=i64(heads), zero=i64(0), half=i64(dim // 2), end=i64(dim), ax3=i64(3), ax2=i64(2))
+    init["scale"] = np.array(dim**-0.5, np.float32)
+    nodes = [
+        h.make_node("Shape", ["x"], ["bdim"], start=0, end=1),
+        h.make_node("Shape", ["x"], ["sdim"], start=1, end=2),
+        h.make_node("Concat", ["bdim", "kv", "rep", "sdim", "d"], ["rep_shape"], axis=0),
+        h.make_node("Concat", ["bdim", "heads", "sdim", "d"], ["heads_shape"], axis=0),
+    ]
+    x = "x"
+    for i in range(layers):
+        p = f"l{i}_"
+
+        def rope(t):
+            return [
+                h.make_node("Slice", [t, "zero", "half", "ax3"], [t + "a"]),
+                h.make_node("Slice", [t, "half", "end", "ax3"], [t + "b"]),
+                h.make_node("Neg", [t + "b"], [t + "n"]),
+                h.make_node("Concat", [t + "n", t + "a"], [t + "c"], axis=-1),
+                h.make_node("Mul", [t, "cos"], [t + "m1"]),
+                h.make_node("Mul", [t + "c", "sin"], [t + "m2"]),
+                h.make_node("Add", [t + "m1", t + "m2"], [t + "r"]),
+            ]
+
+        for n in "qkv":
+            nodes += [
+                h.make_node("MatMul", [x, f"w{n}{i}"], [p + n + "0"], name=p + n + "_proj"),
+                h.make_node("Reshape", [p + n + "0", "split"], [p + n + "1"]),
+                h.make_node("Transpose", [p + n + "1"], [p + n + "2"], perm=[0, 2, 1, 3]),
+            ]
+        nodes += rope(p + "q2") + rope(p + "k2")
+        for n, t in (("k", p + "k2r"), ("v", p + "v2")):
+            nodes += [
+                h.make_node("Unsqueeze", [t, "ax2"], [p + n + "u"]),
+                h.make_node("Expand", [p + n + "u", "rep_shape"], [p + n + "e"], name=p + n + "_expand"),
+                h.make_node("Reshape", [p + n + "e", "heads_shape"], [p + n + "h"], name=p + n + "_repeat"),
+            ]
+        nodes += [
+            h.make_node("Transpose", [p + "kh"], [p + "kt"], perm=[0, 1, 3, 2]),
+            h.make_node("MatMul", [p + "q2r", p + "kt"], [p + "s0"]),
+            h.make_node("Mul", [p + "s0", "scale"], [p + "s1"]),
+            h.make_node("Add", [p + "s1", "mask"], [p + "s2"]),
+            h.make_node("Softmax", [p + "s2"], [p + "p"], axis=-1),
+            h.make_node("MatMul", [p + "p", p + "vh"], [p + "a0"]),
+            h.make_node("Transpose", [p + "a0"], [p + "a1"], perm=[0, 2, 1, 3]),
+            h.make_node("Reshape", [p + "a1", "merge"], [p + "a2"]),
+            h.make_node("MatMul", [p + "a2", f"wo{i}"], [p + "o"], name=f"{p}o_proj"),
+            h.make_node("Add", [x, p + "o"], [p + "y"]),
+        ]
+        x = p + "y"
+    nodes.append(h.make_node("Identity", [x], ["y"]))
+    rot = [1, 1, "s", dim]
+    inputs = [("x", ["b", "s", HID]), ("mask", ["b", 1, "s", "s"]), ("cos", rot), ("sin", rot)]
+    proto = tiny.make_model(nodes, inputs, [("y", ["b", "s", HID])], init)
+    return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)  # the exporter's shapes
+
+
+def _gqa_feed(rng, s=5):
+    angle = rng.uniform(0, 3, (1, 1, s, 4)).astype(np.float32)
+    x = rng.standard_normal((2, s, HID)).astype(np.float32)
+    return {"x": x, "mask": np.zeros((2, 1, s, s), np.float32), "cos": np.cos(angle), "sin": np.sin(angle)}
+
+
+def test_grouped_query_heads_cut_equals_zeroing_and_shared_shapes_are_unshared(tiny):
+    proto = gqa_attention(tiny)
+    model = _ir(proto)
+    heads = [g for g in find_groups(model) if g.kind == "heads"]
+    assert [(g.reason, g.channels, g.kv_heads, [p.name for p in g.producers]) for g in heads] == [
+        ("", 9, 3, ["l0_q_proj"]),
+        ("", 9, 3, ["l1_q_proj"]),
+    ]
+    assert sorted((e.node.name, e.index, str(e.per)) for e in heads[0].entries) == [
+        ("l0_k_expand", 2, "1/3"),
+        ("l0_k_repeat", 1, "1"),
+        ("l0_v_expand", 2, "1/3"),
+        ("l0_v_repeat", 1, "1"),
+    ]
+    wo = tiny.initializer(proto, "wo0").copy()
+    wo[4:8] = wo[16:20] = wo[32:36] = 0  # query heads 1, 4 and 8 (one per KV head) contribute nothing
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("wo0")].CopyFrom(
+        onnx.numpy_helper.from_array(wo, "wo0")
+    )
+    model = _ir(proto)
+    apply_group(next(g for g in find_groups(model) if g.kind == "heads"), np.array([0, 2, 3, 5, 6, 7]))
+    check_model(model, "pruned grouped-query attention")
+    pruned = ir.to_proto(model)
+    feed = _gqa_feed(np.random.default_rng(1))
+    assert np.allclose(tiny.run(pruned, feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "wq0").shape == (HID, 24) and tiny.initializer(pruned, "wo0").shape == (24, HID)
+    assert tiny.initializer(pruned, "wk0").shape == (HID, 12) and tiny.initializer(pruned, "wq1").shape == (HID, 36)
+
+
+def test_prune_pass_keeps_query_heads_in_equal_numbers_per_kv_head(tiny, tmp_path):
+    proto = gqa_attention(tiny, layers=1)
+    index = [i.name for i in proto.graph.initializer].index("wo0")
+    wo = tiny.initializer(proto, "wo0").copy()
+    wo[:12] *= 0.01  # KV head 0's query heads score lowest: a plain ranking would remove all three
+    proto.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(wo, "wo0"))
+    rng = np.random.default_rng(0)
+    feeds = [_gqa_feed(rng) for _ in range(4)]
+    options = {"prune_structured": {"sparsity": 0.3, "prune": "heads"}}
+    out = tmp_path / "o.onnx"
+    result = onnxcomp.compress(proto, "prune", feeds, output=out, options=options, use_cache=False)
+    groups = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]["groups"]
+    assert [(g["kind"], g["channels"], g["kept"]) for g in groups] == [("heads", 9, 6)]
+    assert groups[0]["error_after"] <= groups[0]["error_before"]
+    pruned = onnx.load(out)
+    wq, kept = tiny.initializer(proto, "wq0"), tiny.initializer(pruned, "wq0")
+    heads = [next(h for h in range(9) if np.array_equal(kept[:, 4 * j], wq[:, 4 * h])) for j in range(6)]
+    assert [h // 3 for h in heads] == [0, 0, 1, 1, 2, 2]  # two query heads of each KV head
+    assert tiny.run(pruned, feeds[0])[0].shape == (2, 5, HID)
+
+
+def test_input_moments_leave_padding_positions_out(tiny):
+    """Rows the feed's attention_mask marks as padding (here filled with 1000) are not counted."""
+    from onnxcomp.pruning.sequential import input_moments
+
+    nodes = [
+        h.make_node("Relu", ["x"], ["r"]),
+        h.make_node("Cast", ["attention_mask"], ["m"], to=onnx.TensorProto.FLOAT),
+        h.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+        h.make_node("Mul", ["r", "m3"], ["y"]),
+    ]
+    mask_input = h.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64, ["b", "s"])
+    proto = tiny.make_model(
+        nodes, [("x", ["b", "s", 2]), mask_input], [("y", ["b", "s", 2])], {"axis": np.array([-1], np.int64)}
+    )
+    x = np.array([[[1.0, 2.0], [3.0, 4.0], [1000.0, 1000.0]]], np.float32)
+    feeds = [{"x": x, "attention_mask": np.array([[1, 1, 0]], np.int64)}]
+    moments = input_moments(_ir(proto), ["r"], feeds)["r"]
+    assert np.allclose(moments.mean, [2.0, 3.0]) and np.allclose(moments.second, (x[0, :2].T @ x[0, :2]) / 2)
+
+
+def test_head_counts_in_constant_split_and_merge_shapes_are_rewritten(tiny):
+    proto = attention(tiny)
+    for init in proto.graph.initializer:
+        if init.name in ("split", "merge"):
+            value = [0, 0, 4, 2] if init.name == "split" else [0, 0, 8]
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array(value, np.int64), init.name))
+    wo = tiny.initializer(proto, "wo").copy()
+    wo[[2, 3, 6, 7]] = 0
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("wo")].CopyFrom(
+        onnx.numpy_helper.from_array(wo, "wo")
+    )
+    model = _ir(proto)
+    group = next(g for g in find_groups(model) if g.kind == "heads")
+    assert not group.reason and len(group.entries) == 4  # three splits and the merge
+    apply_group(group, np.array([0, 2]))
+    check_model(model, "pruned attention")
+    x = np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)
+    feed = {"x": x, "mask": np.zeros((2, 1, 3, 3), np.float32)}
+    assert np.allclose(tiny.run(ir.to_proto(model), feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
