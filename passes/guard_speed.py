@@ -3,8 +3,8 @@
 Measures in ONNX Runtime on this machine (2 intra-op threads, interleaved runs, `onnxcomp.runtime`) the
 latency of the input model and of the compressed one at the timing shapes: `shapes` ({input: [dims]};
 inputs not named there take the batch and sequence of the first one given), else one row of the first
-calibration sample (else batch 1, sequence 128) and, when the model has a dynamic sequence axis, the
-same row cut to one position: a generation step (weight-only int4 is slower than float on a 256-token
+calibration sample (else batch 1, sequence 128) and, for a language model (a dynamic sequence axis
+and logits), the same row cut to one position: a generation step (weight-only int4 is slower than float on a 256-token
 prompt on CPU but about twice as fast per token). The latency ratio is the geometric mean over the
 shapes. When the compressed model takes more than `latency_budget` × the input's time (+ `tolerance`,
 the timing noise allowed), its quantized layers (`onnxcomp.precision.revert`), grouped by kind
@@ -36,6 +36,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import initializer_bytes, input_specs
 from onnxcomp.ir.modelio import serialize
 from onnxcomp.passes.base import CompressionPass
+from onnxcomp.precision.measure import output_metric
 from onnxcomp.precision.revert import layer_kind, quantized_layers, revert
 from onnxcomp.runtime import measure_latency, ort_session, synthetic_feed
 
@@ -92,8 +93,8 @@ def timing_feeds(proto, shapes: dict, calibration) -> list[dict]:
             feed = {name: np.asarray(array)[:1] for name, array in sample.items()}
             break
     sequence_axes = {spec.name: [i for i, d in enumerate(spec.shape) if i > 0 and d is None] for spec in specs}
-    if not any(sequence_axes.values()):
-        return [feed]
+    if not any(sequence_axes.values()) or output_metric([o.name for o in proto.graph.output]) != "kl":
+        return [feed]  # no sequence, or not a language model (no logits): no generation step
     return [feed, {name: _first_position(array, sequence_axes.get(name, [])) for name, array in feed.items()}]
 
 

@@ -172,18 +172,23 @@ def test_bad_guard_options_are_one_line_and_nothing_is_written(digits_path, tmp_
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_default_timing_shapes_add_a_one_token_step_for_sequence_models(digits_path):
+def test_default_timing_shapes_add_a_one_token_step_for_language_models(digits_path):
     from onnxcomp import models
     from onnxcomp.models import minilm
 
     digits_feeds = guard_speed.timing_feeds(onnx.load(digits_path), {}, None)
     assert [{k: v.shape for k, v in f.items()} for f in digits_feeds] == [{"image": (1, 1, 8, 8)}]
-    proto = onnx.load(models.onnx_path("minilm"))
-    feeds = guard_speed.timing_feeds(proto, {}, minilm.calibration_feeds())
+    encoder = onnx.load(models.onnx_path("minilm"))  # a sequence axis, but no logits: one shape
+    feeds = guard_speed.timing_feeds(encoder, {}, minilm.calibration_feeds())
+    assert [f["input_ids"].shape for f in feeds] == [(1, 128)]
+    given = guard_speed.timing_feeds(encoder, {"input_ids": [2, 16]}, None)  # the others follow the first given
+    assert len(given) == 1 and {k: v.shape for k, v in given[0].items()} == dict.fromkeys(given[0], (2, 16))
+    decoder = onnx.load(models.onnx_path("minilm"))
+    decoder.graph.output[0].name = "logits"  # what makes it a language model here
+    decoder.graph.node[-1].output[0] = "logits"
+    feeds = guard_speed.timing_feeds(decoder, {}, minilm.calibration_feeds())
     assert [f["input_ids"].shape for f in feeds] == [(1, 128), (1, 1)]
     assert all(f["attention_mask"].shape == f["input_ids"].shape for f in feeds)
-    given = guard_speed.timing_feeds(proto, {"input_ids": [2, 16]}, None)  # the others follow the first given
-    assert len(given) == 1 and {k: v.shape for k, v in given[0].items()} == dict.fromkeys(given[0], (2, 16))
 
 
 def test_parsers():
