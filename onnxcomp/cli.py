@@ -667,6 +667,11 @@ def demo(kind, out_dir, recipe, calib_method, runs, as_json):
         + _table(summary_rows(result["evaluation"]), ("", "fp32", recipe))
         + f"\n\nfiles: {result['evaluation']['original']}  {result['evaluation']['compressed']}"
     )
+    guard = next((e for e in report["passes"] if e["pass"] == "guard_speed"), None)
+    if guard and guard.get("details", {}).get("reverted_layers"):  # say why the file is larger than the recipe's
+        text += (
+            "\n" + PASSES["guard_speed"].summary(guard["details"]) + " (ONNXCOMP_SPEED_GUARD=0 keeps them quantized)"
+        )
     _emit(as_json, result, text)
 
 
