@@ -19,7 +19,7 @@ from onnxcomp.emit.tensorrt_engine import build_engine, load_checked, parse_shap
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.modelio import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_output_path, model_opset, write_bytes_atomic
 from onnxcomp.passes import PASSES
-from onnxcomp.passes.guard_speed import parse_latency_budget, parse_timing_shapes
+from onnxcomp.passes.guard_speed import parse_timing_shapes
 from onnxcomp.passes.plan_precision import parse_size_budget
 from onnxcomp.passes.recipes import PRESETS, load_recipe, preset_names, recipe_inline_input_initializers, recipe_target
 from onnxcomp.tools import html_report
@@ -364,7 +364,7 @@ def compress(
             "turns off"
         )
     guard_options = {
-        **({"latency_budget": f"{parse_latency_budget(latency_budget)}x"} if latency_budget is not None else {}),
+        **({"latency_budget": latency_budget} if latency_budget is not None else {}),  # checked by the pass
         **({"shapes": parse_timing_shapes(shapes)} if shapes is not None else {}),
     }
     if guard_options:

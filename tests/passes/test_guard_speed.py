@@ -95,6 +95,15 @@ def test_guard_reverts_only_what_makes_the_model_slower(monkeypatch, digits, dig
     assert result.report["latency_budget"] == {"ratio": 1.0, "measured_before": 1.3, "measured": 1.02, "met": True}
 
 
+def test_guard_keeps_a_revert_only_when_it_makes_the_model_faster(monkeypatch, digits, digits_path, tmp_cache):
+    # any one layer back in float: 1.2x; a second one on top: slower again (1.25x); all four: 1.4x
+    _scripted_timer(monkeypatch, {4: 1.3, 3: 1.2, 2: 1.25, 0: 1.4})
+    result = onnxcomp.compress(str(digits_path), "int8", calibration=digits.calibration_feeds())
+    details = result.report["passes"][-1]["details"]
+    assert len(details["reverted_layers"]) == 1 and details["after"] == 1.2 and not details["met"]
+    assert [t["ratio"] for t in details["trials"]][-1] == 1.4  # the full fallback was tried, and refused
+
+
 def test_guard_keeps_a_fast_model_and_falls_back_fully_when_nothing_else_helps(
     monkeypatch, digits, digits_path, tmp_cache
 ):
