@@ -92,6 +92,7 @@ def ours(kind, path, feeds, out, sparsity, importance, recovery, damp, extra) ->
             "importance": importance,
             "recovery": recovery,
             "damp": damp,
+            "multiple": 1,  # exact fractions of the filters (the preset keeps Conv filters in blocks of 16)
             **extra,
         }
     }

@@ -181,7 +181,8 @@ def test_digits_cnn_half_the_filters_recovery_keeps_accuracy(digits, digits_path
         out = tmp_path / f"{recovery}.onnx"
         options = {
             "prune_structured": {
-                "sparsity": 0.55, "prune": "channels", "allocation": "uniform", "recovery": recovery, "damp": 0.1
+                "sparsity": 0.55, "prune": "channels", "allocation": "uniform", "recovery": recovery, "damp": 0.1,
+                "multiple": 1,
             }
         }  # fmt: skip
         onnxcomp.compress(digits_path, "prune", digits.calibration_feeds(1024), output=out, options=options)
@@ -193,6 +194,20 @@ def test_digits_cnn_half_the_filters_recovery_keeps_accuracy(digits, digits_path
     fp32 = digits.accuracy(lambda f: reference.run(None, f)[0])
     assert filters["refit"] <= 24  # of 16 + 32
     assert fp32 - accuracy["refit"] <= 0.01 < fp32 - accuracy["none"]
+
+
+def test_the_prune_preset_keeps_conv_filters_in_blocks_of_16(digits, digits_path, tmp_path):
+    """ONNX Runtime's CPU Conv runs in NCHWc blocks of 16 channels: the default keeps whole blocks
+    (14 and 28 filters made the pruned CNN slower than its input) and prunes the rest elsewhere."""
+    out = tmp_path / "pruned.onnx"
+    result = onnxcomp.compress(digits_path, "prune", digits.calibration_feeds(256), output=out)
+    entry = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")
+    pruned = onnx.load(out)
+    filters = [i.dims[0] for i in pruned.graph.initializer if len(i.dims) == 4]
+    assert filters and all(f % 16 == 0 for f in filters)
+    assert entry["details"]["removed_params"] > 0
+    with pytest.raises(OnnxcompError, match="multiple must be a positive integer or 'auto'"):
+        PASSES["prune_structured"](Context(), multiple="8")
 
 
 def test_weight_macs_count_convs_per_output_pixel_and_shrink_with_pruning(tiny):
