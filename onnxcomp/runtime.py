@@ -1,11 +1,16 @@
 """ONNX Runtime sessions and latency measurement (the emission target for CPU)."""
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxcomp.cache import cache_dir
 from onnxcomp.custom_ops import DOMAIN as CUSTOM_DOMAIN
 from onnxcomp.custom_ops import BuildError, library_path
 from onnxcomp.errors import OnnxcompError
@@ -68,11 +73,59 @@ def ort_session(
         ) from None
 
 
+def ir_session(
+    model: ir.Model,
+    *,
+    outputs: list[str] = (),
+    overridable: list[str] = (),
+    threads: int | None = 2,
+    calibration: bool = False,
+    spinning: bool = True,
+) -> ort.InferenceSession:
+    """A session on an IR model that ONNX Runtime reads from files, never from one serialized copy:
+    the model is saved with external data into a temporary folder (tensors streamed from where they
+    are), with the values named in `outputs` as extra graph outputs and the initializers named in
+    `overridable` declared as graph inputs (a run may feed them); then the model is restored and
+    the folder removed. ONNX Runtime then holds one copy of the weights, not the 2-3 that loading
+    from bytes costs (a SmolLM2 session: 0.56 GiB instead of 1.45 GiB), and models past protobuf's
+    2 GB limit load at all."""
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    values.update({v.name: v for v in model.graph.inputs})
+    count_out, count_in = len(model.graph.outputs), len(model.graph.inputs)
+    existing_out, existing_in = {v.name for v in model.graph.outputs}, {v.name for v in model.graph.inputs}
+    untyped = []
+    folder = tempfile.mkdtemp(dir=cache_dir("sessions"), prefix="model-")
+    try:
+        for name in outputs:
+            value = values[name]
+            if name not in existing_out:
+                model.graph.outputs.append(value)
+            if value.type is None:
+                untyped.append(value)
+                value.type = ir.TensorType(ir.DataType.FLOAT)
+        for name in overridable:
+            if name not in existing_in:
+                model.graph.inputs.append(model.graph.initializers[name])
+        path = Path(folder) / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data")
+        return ort_session(str(path), threads, calibration=calibration, spinning=spinning)
+    finally:
+        while len(model.graph.outputs) > count_out:
+            model.graph.outputs.pop()
+        while len(model.graph.inputs) > count_in:
+            model.graph.inputs.pop()
+        for value in untyped:
+            value.type = None
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def uses_custom_ops(model) -> bool:
     """The model (a path, bytes or a ModelProto) imports the project's operator domain (MatMulInt4,
     written by `format = "custom"`)."""
     if isinstance(model, onnx.ModelProto):
         proto = model
+    elif isinstance(model, bytes) and CUSTOM_DOMAIN.encode() not in model:
+        return False  # the domain's name is not even in the bytes: no need to parse a copy
     else:
         try:
             proto = (

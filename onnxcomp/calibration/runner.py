@@ -6,10 +6,6 @@ Gram accumulators) and are then dropped. Range statistics are cached on disk key
 the model bytes, the data and the settings, so a rerun skips the work.
 """
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -21,7 +17,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import initializer_bytes
 from onnxcomp.ir.modelio import is_large, release_external_data
 from onnxcomp.progress import progress
-from onnxcomp.runtime import calibration_session
+from onnxcomp.runtime import calibration_session, ir_session
 
 CACHE_VERSION = "1"
 
@@ -37,37 +33,6 @@ def bytes_with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
         return proto.SerializeToString(deterministic=True)
     finally:
         del proto.graph.output[count:]
-
-
-def large_model_session(model: ir.Model, names: list[str]):
-    """A calibration session for a model past protobuf's 2 GB limit, never serialized whole: the
-    model with `names` as extra outputs is saved with external data into a temporary folder (the
-    tensors streamed from where they are), ONNX Runtime loads it from there, the folder is removed.
-    Not cached (the key would hash gigabytes)."""
-    values = {v.name: v for node in model.graph for v in node.outputs}
-    values.update({v.name: v for v in model.graph.inputs})
-    count = len(model.graph.outputs)
-    existing = {v.name for v in model.graph.outputs}
-    untyped = []
-    folder = tempfile.mkdtemp(dir=cache_dir("calibration"), prefix="large-model-")
-    try:
-        for name in names:
-            value = values[name]
-            if name not in existing:
-                model.graph.outputs.append(value)
-            if value.type is None:
-                untyped.append(value)
-                value.type = ir.TensorType(ir.DataType.FLOAT)
-        path = Path(folder) / "model.onnx"
-        ir.save(model, path, external_data="model.onnx.data")
-        release_external_data(model)  # the session holds its own copy of the weights
-        return calibration_session(str(path))
-    finally:
-        while len(model.graph.outputs) > count:
-            model.graph.outputs.pop()
-        for value in untyped:
-            value.type = None
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def data_fingerprint(reader) -> str:
@@ -100,8 +65,11 @@ def collect(
     gram_names = sorted({r.tensor for r in requests if isinstance(r, GramRequest)})
     names = sorted({r.tensor for r in requests})
     cache_file = None
-    if isinstance(model, ir.Model) and is_large(initializer_bytes(model)):
-        session = large_model_session(model, names)  # past protobuf's limit: ORT reads it from files
+    if isinstance(model, ir.Model) and (is_large(initializer_bytes(model)) or gram_names or row_requests):
+        # ORT reads the model from files: past protobuf's limit it must, and when Grams or rows are
+        # asked for (never served from the cache) it spares the serialized copies of the weights
+        session = ir_session(model, outputs=names, threads=None, calibration=True)
+        release_external_data(model)  # a model over 2 GiB: the session holds its own weights
     else:
         proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
         model_bytes = bytes_with_outputs(proto, names)

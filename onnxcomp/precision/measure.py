@@ -7,11 +7,10 @@ compares the outputs with the float model's on the same feeds (`OutputComparison
 """
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from onnxcomp.algorithms.sensitivity import kl_from_log_probs, log_softmax, relative_squared_error
-from onnxcomp.runtime import ort_session
+from onnxcomp.runtime import ir_session, ort_session
 
 
 def holdout_feeds(reader, count: int, sequence: int) -> list[dict]:
@@ -61,15 +60,7 @@ class OverrideRunner:
     """Runs `feeds` through the float model with any of `names` (initializers) fed instead."""
 
     def __init__(self, model: ir.Model, names: list[str], feeds: list[dict]):
-        proto = ir.to_proto(model)
-        by_name = {init.name: init for init in proto.graph.initializer}
-        declared = {i.name for i in proto.graph.input}
-        for name in names:
-            if name not in declared:
-                init = by_name[name]
-                proto.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
-        self.session = ort_session(proto.SerializeToString(), spinning=False)
-        del proto
+        self.session = ir_session(model, overridable=names, spinning=False)
         names = [o.name for o in self.session.get_outputs()]
         self.comparison = OutputComparison(names, feeds, [self.session.run(None, feed) for feed in feeds])
         self.metric = self.comparison.metric
