@@ -224,7 +224,8 @@ def compress(
             "met": guard["met"],
         }
     if context.error_feeds and data is not None:  # a planned model: its error is measured, not predicted
-        error, metric = model_error(proto, data, context.error_feeds)
+        reference = source if upgraded is proto and not isinstance(model, onnx.ModelProto) else proto
+        error, metric = model_error(reference, data, context.error_feeds)  # a path: ORT reads it, no copy here
         report["final_error"] = {"metric": metric, "value": error, "feeds": len(context.error_feeds)}
     if output is not None and data is not None:
         write_bytes_atomic(output, data)

@@ -71,9 +71,11 @@ class OverrideRunner:
 
 
 def model_error(reference_model, candidate_model, feeds: list[dict]) -> tuple[float, str]:
-    """Mean output error of `candidate_model` against `reference_model` (paths, bytes or protos) on `feeds`."""
+    """Mean output error of `candidate_model` against `reference_model` (paths, bytes or protos) on
+    `feeds`; one session at a time (the reference's outputs are kept, not its weights)."""
     reference = ort_session(reference_model, spinning=False)
-    candidate = ort_session(candidate_model, spinning=False)
     names = [o.name for o in reference.get_outputs()]
     comparison = OutputComparison(names, feeds, [reference.run(None, feed) for feed in feeds])
+    del reference
+    candidate = ort_session(candidate_model, spinning=False)
     return comparison.error([candidate.run(None, feed) for feed in feeds]), comparison.metric
