@@ -253,6 +253,17 @@ def test_tensorrt_keeps_matmuls_on_one_sided_inputs_float(tiny):
     trt = onnxcomp.compress(proto, "int8", data, target="tensorrt", use_cache=False)
     entry = next(p for p in trt.report["passes"] if p["pass"] == "quantize_qdq")
     assert entry["details"]["float_one_sided"] == ["mm"] and "QuantizeLinear" not in tiny.op_types(trt.model)
+    # the activation stays float, the weight is int8 per channel over N (TensorRT's int8 weight-only form)
+    assert tiny.op_types(trt.model) == ["Relu", "DequantizeLinear", "MatMul"] and trt.report["conformance"]["conforms"]
+    dq = tiny.producer(trt.model, tiny.node_named(trt.model, "mm").input[1])
+    assert tiny.initializer(trt.model, dq.input[0]).dtype == np.int8 and tiny.attr(dq, "axis") == 1
+    x = data[0]
+    ref, got = tiny.run(proto, x)[0], tiny.run(trt.model, x)[0]
+    assert np.abs(got - ref).max() <= np.abs(w).max() / 127 * np.abs(np.maximum(x["x"], 0)).sum(axis=1).max()
+    float_weights = onnxcomp.compress(
+        proto, "int8", data, target="tensorrt", use_cache=False, options={"quantize_qdq": {"one_sided_weights": False}}
+    )
+    assert tiny.op_types(float_weights.model) == ["Relu", "MatMul"]
     forced = onnxcomp.compress(
         proto, "int8", data, target="tensorrt", use_cache=False, options={"quantize_qdq": {"one_sided_float": False}}
     )
