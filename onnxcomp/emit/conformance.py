@@ -309,6 +309,7 @@ def target_summary(target: Target) -> dict:
         "channel_bits": list(target.channel_bits),
         "weight_only_bits": list(target.weight_only_bits),
         "block_sizes": list(target.block_sizes),
+        "fp16": target.fp16,
         "opsets": [target.min_opset, target.max_opset],
         "verified": target.verified,
     }

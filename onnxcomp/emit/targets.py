@@ -91,6 +91,7 @@ class Target:
     block_sizes: tuple[int, ...] = (32, 64, 128)
     block_on_k_axis: bool = False  # a blocked DequantizeLinear feeds MatMul's B [K, N] with axis 0
     whole_blocks: bool = False  # the blocked axis a multiple of the block size (no partial last block)
+    fp16: bool = False  # computes in float16 (the convert_fp16 variant is for it)
     min_opset: int = 13
     max_opset: int | None = None
     verified: str = "ONNX Runtime CPU, on this machine"
@@ -127,6 +128,7 @@ ORT_CUDA = Target(
     weight_only_formats=("matmulnbits", "qdq", "custom"),
     activation_dtypes=("int8", "uint8"),
     weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
+    fp16=True,
     verified="conformance check only (no GPU on this machine)",
 )
 
@@ -147,6 +149,7 @@ TENSORRT = Target(
     weight_only_bits=(4, 8),
     block_on_k_axis=True,
     whole_blocks=True,
+    fp16=True,
     min_opset=21,
     verified="conformance check; QDQ math run in ONNX Runtime CPU and OpenVINO (no TensorRT here)",
 )
@@ -159,6 +162,7 @@ PORTABLE = Target(
     activation_dtypes=("uint8", "int8"),
     weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
     whole_blocks=True,
+    fp16=True,
     min_opset=21,
     max_opset=21,
     verified="ONNX Runtime CPU and OpenVINO, on this machine",
