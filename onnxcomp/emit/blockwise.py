@@ -19,8 +19,8 @@ A weight read by several MatMuls is stored once (the caller passes the same `sto
 Tied embeddings: a row Gather whose float table [V, H] equals the transpose of a weight stored as
 MatMulNBits/MatMulInt4 codes without zero points becomes `com.microsoft.GatherBlockQuantized`
 reading the *same* code and scale initializers, so the table is stored once, in the LM head's bits
-and blocks; a weight stored per channel by `qdq` (tensorrt's int8 LM head) is shared by a column
-Gather on its DequantizeLinear output (standard ops); formats or zero points it cannot read are
+and blocks; a weight stored per channel by `qdq` (tensorrt's int8 LM head) is shared by a row
+Gather on the transpose of its DequantizeLinear output (standard ops); formats or zero points it cannot read are
 reported and left to `quantize_embedding`.
 """
 
@@ -276,16 +276,15 @@ def _gather_from_codes(graph, names, gather: ir.Node, q: BlockQuantized, stored:
 
 
 def _gather_from_channel_dq(graph, names, gather: ir.Node, stored: dict) -> None:
-    """Gather(table [V, H], ids) → Transpose(Gather(DequantizeLinear(codes [H, V], scales [V], axis=1),
-    ids, axis=1)): the rows of the table are the columns of the LM head's per-channel int8 weight, read
-    through the head's own DequantizeLinear (standard ops: TensorRT and every runtime run it)."""
+    """Gather(table [V, H], ids) → Gather(Transpose(DequantizeLinear(codes [H, V], scales [V], axis=1)), ids):
+    the table's rows are the columns of the LM head's per-channel int8 weight, read through the head's
+    own DequantizeLinear (standard ops: TensorRT and every runtime run it). A column Gather (axis 1)
+    without the Transpose reads wrong values in OpenVINO 2026.4 (measured), so the table is transposed
+    whole; runtimes fold it as a constant or transpose it per call."""
     dq = next(use.node for use in stored["codes"].uses() if use.node.op_type == "DequantizeLinear")
     ids, old = gather.inputs[1], gather.outputs[0]
-    rank = len(ids.shape)
-    columns = ir.node("Gather", [dq.outputs[0], ids], {"axis": 1}, name=names.new(f"{gather.name}_columns"))
-    rows = ir.node(
-        "Transpose", [columns.outputs[0]], {"perm": [*range(1, rank + 1), 0]}, name=names.new(f"{gather.name}_rows")
-    )
-    for new in (columns, rows):
+    table = ir.node("Transpose", [dq.outputs[0]], {"perm": [1, 0]}, name=names.new(f"{gather.name}_table"))
+    rows = ir.node("Gather", [table.outputs[0], ids], {"axis": 0}, name=names.new(f"{gather.name}_rows"))
+    for new in (table, rows):
         new.outputs[0].name = names.new(f"{new.name}_out")
-    ir.convenience.replace_nodes_and_values(graph, gather, [gather], [columns, rows], [old], [rows.outputs[0]])
+    ir.convenience.replace_nodes_and_values(graph, gather, [gather], [table, rows], [old], [rows.outputs[0]])

@@ -367,3 +367,20 @@ def test_tensorrt_lm_head_int8_per_channel_shares_the_tied_table(tiny):
     old = onnxcomp.compress(proto, "w4a16-rtn", target=no_int8_woq, use_cache=False)
     layer = next(p for p in old.report["passes"] if p["pass"] == "quantize_weight_only")["details"]["layers"][0]
     assert layer["bits"] == 4 and "per_channel" not in layer
+
+
+def test_shared_table_reads_the_same_in_openvino(tiny):
+    """OpenVINO 2026.4 misreads a column Gather on a per-channel DequantizeLinear; the row Gather on
+    its transpose (what the emitter writes) reads the same values as ONNX Runtime."""
+    ov = pytest.importorskip("openvino")
+    proto, _ = tied_lm(tiny)
+    model = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt", use_cache=False).model
+    ids = np.array([[0, 7, 99, 3, 3], [50, 1, 2, 98, 0]])
+    want = tiny.run(model, {"ids": ids})
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(model.SerializeToString(), b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    result = compiled({"ids": ids})
+    for expected, port in zip(want, compiled.outputs):
+        np.testing.assert_allclose(np.asarray(result[port]), expected, rtol=1e-5, atol=1e-5)
