@@ -8,7 +8,8 @@ Runs in ModelOpt's own virtual environment (not the project's; nothing here impo
 
 FEEDS.npz holds the calibration batches as `<batch index>/<input name>` arrays (benchmarks/targets.py
 writes the model's built-in calibration feeds there), read through a CalibrationDataReader so ModelOpt
-calibrates on exactly the batches onnxcomp does. Calibration runs on the CPU execution provider.
+calibrates on the batches onnxcomp does (int4 concatenates them: padded with zeros to one sequence
+length, i.e. pad tokens with attention mask 0). Calibration runs on the CPU execution provider.
 Prints one JSON line: the ModelOpt version and the options used.
 """
 
@@ -21,17 +22,26 @@ from onnxruntime.quantization.calibrate import CalibrationDataReader
 
 
 class Feeds(CalibrationDataReader):
-    def __init__(self, path):
+    def __init__(self, path, pad: bool = False):
         data = np.load(path)
         batches: dict[int, dict] = {}
         for key in data.files:
             index, name = key.split("/", 1)
             batches.setdefault(int(index), {})[name] = data[key]
         self.batches = [batches[i] for i in sorted(batches)]
+        if pad:  # int4 concatenates the batches: pad axis 1 (sequence) with zeros (pad id, mask 0) to one length
+            width = max(array.shape[1] for batch in self.batches for array in batch.values())
+            self.batches = [
+                {name: np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for name, a in b.items()}
+                for b in self.batches
+            ]
         self.rewind()
 
     def get_next(self):
         return next(self.iterator, None)
+
+    def get_first(self):
+        return self.batches[0]
 
     def rewind(self):
         self.iterator = iter(self.batches)
@@ -54,7 +64,8 @@ def main() -> int:
         "high_precision_dtype": "fp32",  # compared with fp32 in ONNX Runtime CPU, like onnxcomp's outputs
         **({"calibration_method": args.method} if args.method else {}),
     }
-    quantize(args.model, calibration_data_reader=Feeds(args.feeds), output_path=args.out, **options)
+    feeds = Feeds(args.feeds, pad=args.mode == "int4")
+    quantize(args.model, calibration_data_reader=feeds, output_path=args.out, **options)
     print(json.dumps({"modelopt": modelopt.__version__, **options}))
     return 0
 

@@ -4,8 +4,11 @@ Walks the graph in order against a `Target` (`onnxcomp.emit.targets`) and lists 
 the first one names the offending node. Checked:
 - the default-domain opset within the target's range;
 - each node's domain and op type (ANY = a standard ONNX operator, by `onnx.defs`);
-- QuantizeLinear: the quantized dtype is an accepted activation dtype; per-tensor scale when the
-  target asks; zero point 0 when the target is symmetric-only; positive scales when required;
+- QuantizeLinear: of an activation, the quantized dtype is an accepted activation dtype, a per-tensor
+  scale when the target asks; of a constant (a float weight the runtime quantizes at build time, as
+  TensorRT does: "it quantizes high-precision weights using the IQuantizeLayer scale"), an accepted
+  weight dtype with scalar or 1-D scales; zero point 0 when the target is symmetric-only; positive
+  scales when required;
 - DequantizeLinear: of a constant, the dtype is an accepted weight dtype, a blocked one has a
   blocked bit width and block size the target accepts, on the K axis of a MatMul's B when the target
   asks, an unblocked one a bit width the target reads per channel with scalar or 1-D scales; read
@@ -138,11 +141,17 @@ class _Checker:
             if attr is not None and attr.as_int()
             else _dtype_name(zero_point) or "uint8"
         )
+        scale = constant_array(_input(node, 1))
+        if constant_array(node.inputs[0]) is not None:  # a float weight the runtime quantizes when it builds
+            if dtype not in t.weight_dtypes:
+                return f"weight dtype {dtype} not accepted by target {t.name!r} (accepts {', '.join(t.weight_dtypes)})"
+            if scale is None or (scale.ndim > 1 and not _int_attr(node, "block_size", 0)):
+                return f"target {t.name!r} reads weight scales as a constant scalar or 1-D (per channel)"
+            return self._zero_point_and_scale(node)
         if dtype not in t.activation_dtypes:
             return (
                 f"activation dtype {dtype} not accepted by target {t.name!r} (accepts {', '.join(t.activation_dtypes)})"
             )
-        scale = constant_array(_input(node, 1))
         if t.per_tensor_activations and (scale is None or scale.size != 1):
             return f"target {t.name!r} quantizes activations per tensor (a constant scalar scale)"
         return self._zero_point_and_scale(node)

@@ -384,3 +384,37 @@ def test_shared_table_reads_the_same_in_openvino(tiny):
     result = compiled({"ids": ids})
     for expected, port in zip(want, compiled.outputs):
         np.testing.assert_allclose(np.asarray(result[port]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_float_weight_quantized_at_build_time_may_be_per_channel(tiny):
+    """TensorRT quantizes a float weight behind a QuantizeLinear when it builds (ModelOpt's form):
+    per-channel scales are fine there; an activation's QuantizeLinear stays per tensor."""
+    w = RNG.standard_normal((64, 16)).astype(np.float32)
+    ws, zero = np.abs(w).max(axis=0) / 127, np.zeros(16, np.int8)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(ws.astype(np.float32), "ws"),
+        numpy_helper.from_array(zero, "wz"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="x_q"),
+        h.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="x_dq"),
+        h.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="w_q", axis=1),
+        h.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="w_dq", axis=1),
+        h.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])],
+        inits,
+    )
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+    assert check_conformance(ir.from_proto(proto), TENSORRT).ok
+    proto.graph.node[0].input[1] = "ws"  # the activation's QuantizeLinear with per-channel scales
+    proto.graph.node[0].input[2] = "wz"
+    first = check_conformance(ir.from_proto(proto), TENSORRT).violations[0]
+    assert first.node == "x_q" and "per tensor" in first.reason
