@@ -149,7 +149,8 @@ MODELOPT_PYTHON = os.environ.get("ONNXCOMP_MODELOPT_PYTHON", "/work/venv_modelop
 def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvino: bool) -> dict:
     """ModelOpt's ONNX PTQ (its own venv, benchmarks/modelopt_quantize.py) on the same calibration
     feeds; its output through our tensorrt conformance check and the same metrics."""
-    row = {"model": kind, "recipe": f"ModelOpt {mode}", "target": "tensorrt"}
+    mode, _, method = mode.partition(":")  # e.g. int8:max (ModelOpt's calibration method; default its own)
+    row = {"model": kind, "recipe": f"ModelOpt {mode}" + (f" ({method})" if method else ""), "target": "tensorrt"}
     with tempfile.TemporaryDirectory() as tmp:
         feeds = Path(tmp) / "feeds.npz"
         batches = zoo.get(kind).calibration_feeds()
@@ -165,6 +166,7 @@ def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvin
                 str(out),
                 "--mode",
                 mode,
+                *(["--method", method] if method else []),
             ],
             capture_output=True,
             text=True,
@@ -212,7 +214,7 @@ def main() -> int:
     parser.add_argument(
         "--modelopt",
         default="",
-        help="also ModelOpt's ONNX PTQ in these modes (e.g. int8,int4), run with $ONNXCOMP_MODELOPT_PYTHON "
+        help="also ModelOpt's ONNX PTQ in these modes (e.g. int8,int8:max,int4), run with $ONNXCOMP_MODELOPT_PYTHON "
         "(default /work/venv_modelopt/bin/python; rows skipped with a message when it is absent)",
     )
     parser.add_argument("--out", help="write the Markdown table here too")
