@@ -30,8 +30,9 @@ Sources (read 2026-11-30):
   constant feeding a MatMul whose activation is float is a valid strongly typed network whose math
   is exactly the dequantized weight times the float input. What the docs do NOT promise is a fused
   int8 weight-only GEMM kernel: the fused weight-only GEMMs they describe are INT4 blocks ("WoQ is
-  available only for INT4 block quantization with GEMM layers", as quoted from the TensorRT 10
-  page); an int8 weight-only layer may run as dequantize + float GEMM, or have its weight folded to
+  available only for INT4 block quantization with GEMM layers", from the TensorRT 10 "Working with
+  Quantized Types" page as quoted in a third-party note: the sentence itself was not read on the page
+  here); an int8 weight-only layer may run as dequantize + float GEMM, or have its weight folded to
   float at build time (engine size unmeasured here: no TensorRT). NVIDIA's own ModelOpt writes this
   form for TensorRT-family runtimes (modelopt/onnx/quantization/qdq_utils.py: 8-bit layers of its
   mixed int4/int8 mode as unblocked per-channel DequantizeLinear, axis over N).
