@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/targets.py --models minilm --recipes int8 --out /tmp/targets.md
     .venv/bin/python benchmarks/targets.py                       # everything (SmolLM2 rows: tens of minutes)
     .venv/bin/python benchmarks/targets.py --json > targets.json
+    .venv/bin/python benchmarks/targets.py --models minilm --recipes int8 --targets tensorrt --fp16
+    .venv/bin/python benchmarks/targets.py --models minilm --recipes int8 --targets tensorrt --modelopt int8,int4
 
 Each row compresses the cached fp32 export (`onnxcomp.models.onnx_path`) with a preset, the model's
 built-in calibration data and `compress(..., target=T)`, so the output passed T's conformance check
@@ -18,6 +20,7 @@ the TensorRT-placed QDQ math run in ORT CPU and OpenVINO. ort-cuda rows are conf
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +35,8 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 import onnxcomp  # noqa: E402
 from onnxcomp import models as zoo  # noqa: E402
+from onnxcomp.emit import TENSORRT, target_named  # noqa: E402
+from onnxcomp.emit.conformance import check_file  # noqa: E402
 from onnxcomp.errors import OnnxcompError  # noqa: E402
 from onnxcomp.runtime import ort_session  # noqa: E402
 
@@ -72,9 +77,18 @@ def openvino_runner(path):
     return run
 
 
+_REFERENCE_PERPLEXITY: dict = {}
+
+
 def metric(kind: str, reference_run, candidate_run) -> dict:
     module = zoo.get(kind)
-    return module.compare(reference_run, candidate_run)
+    if kind != "smollm2":
+        return module.compare(reference_run, candidate_run)
+    feeds = module.evaluation_feeds()
+    if kind not in _REFERENCE_PERPLEXITY:  # the fp32 perplexity once per run (minutes), not once per row
+        _REFERENCE_PERPLEXITY[kind] = module.perplexity(reference_run, feeds)
+    ref, cand = _REFERENCE_PERPLEXITY[kind], module.perplexity(candidate_run, feeds)
+    return {"perplexity_reference": ref, "perplexity": cand, "ratio": cand / ref}
 
 
 def headline(kind: str, result: dict) -> str:
@@ -95,15 +109,24 @@ def runtime_agreement(kind: str, run_a, run_b) -> float:
     return float(np.mean(cosines))
 
 
-def run_row(kind: str, source: Path, recipe: str, target: str, reference_run, with_openvino: bool) -> dict:
-    row = {"model": kind, "recipe": recipe, "target": target}
+def run_row(
+    kind: str, source: Path, recipe: str, target: str, reference_run, with_openvino: bool, fp16: bool = False
+) -> dict:
+    row = {"model": kind, "recipe": recipe + (" +fp16" if fp16 else ""), "target": target}
     feeds = zoo.get(kind).calibration_feeds()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.onnx"
         start = time.perf_counter()
         try:
             result = onnxcomp.compress(
-                source, recipe, feeds, output=out, tokenizer=zoo.tokenizer(kind), use_cache=True, target=target
+                source,
+                recipe,
+                feeds,
+                output=out,
+                tokenizer=zoo.tokenizer(kind),
+                use_cache=True,
+                target=target,
+                fp16=fp16,
             )
         except OnnxcompError as exc:
             return {**row, "conformance": f"refused: {exc}"}
@@ -114,6 +137,52 @@ def run_row(kind: str, source: Path, recipe: str, target: str, reference_run, wi
             ort_run = ort_runner(out)
             row["ort"] = metric(kind, reference_run, ort_run)
         if with_openvino and target in RUNS_IN_OPENVINO:
+            ov_run = openvino_runner(out)
+            row["openvino"] = metric(kind, reference_run, ov_run)
+            row["ort_vs_openvino_cosine"] = runtime_agreement(kind, ort_run, ov_run)
+    return row
+
+
+MODELOPT_PYTHON = os.environ.get("ONNXCOMP_MODELOPT_PYTHON", "/work/venv_modelopt/bin/python")
+
+
+def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvino: bool) -> dict:
+    """ModelOpt's ONNX PTQ (its own venv, benchmarks/modelopt_quantize.py) on the same calibration
+    feeds; its output through our tensorrt conformance check and the same metrics."""
+    mode, _, method = mode.partition(":")  # e.g. int8:max (ModelOpt's calibration method; default its own)
+    row = {"model": kind, "recipe": f"ModelOpt {mode}" + (f" ({method})" if method else ""), "target": "tensorrt"}
+    with tempfile.TemporaryDirectory() as tmp:
+        feeds = Path(tmp) / "feeds.npz"
+        batches = zoo.get(kind).calibration_feeds()
+        np.savez(feeds, **{f"{i}/{name}": array for i, feed in enumerate(batches) for name, array in feed.items()})
+        out = Path(tmp) / "out.onnx"
+        start = time.perf_counter()
+        done = subprocess.run(
+            [
+                MODELOPT_PYTHON,
+                str(HERE.parent / "modelopt_quantize.py"),
+                str(source),
+                str(feeds),
+                str(out),
+                "--mode",
+                mode,
+                *(["--method", method] if method else []),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0 or not out.exists():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return {**row, "conformance": f"ModelOpt failed: {last[:300]}"}
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        row["modelopt"] = json.loads(done.stdout.strip().splitlines()[-1])
+        result = check_file(out, TENSORRT)
+        row["conformance"] = "conforms" if result.ok else f"FAILS: {result.violations[0].describe()[:200]}"
+        row["violations_total"] = len(result.violations)
+        row["bytes"] = out.stat().st_size + sum(p.stat().st_size for p in Path(tmp).glob("*.data"))
+        ort_run = ort_runner(out)
+        row["ort"] = metric(kind, reference_run, ort_run)
+        if with_openvino:
             ov_run = openvino_runner(out)
             row["openvino"] = metric(kind, reference_run, ov_run)
             row["ort_vs_openvino_cosine"] = runtime_agreement(kind, ort_run, ov_run)
@@ -141,21 +210,36 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--fp16", action="store_true", help="also the float16 variant (compress --fp16) per target")
+    parser.add_argument(
+        "--modelopt",
+        default="",
+        help="also ModelOpt's ONNX PTQ in these modes (e.g. int8,int8:max,int4), run with $ONNXCOMP_MODELOPT_PYTHON "
+        "(default /work/venv_modelopt/bin/python; rows skipped with a message when it is absent)",
+    )
     parser.add_argument("--out", help="write the Markdown table here too")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = parser.parse_args()
     with_openvino = openvino_available()
     if not with_openvino:
         print("openvino not installed (pip install onnxcomp[openvino]): OpenVINO columns left empty", file=sys.stderr)
+    modes = [m for m in args.modelopt.split(",") if m]
+    if modes and not Path(MODELOPT_PYTHON).exists():
+        print(f"ModelOpt's venv not found ({MODELOPT_PYTHON}): ModelOpt rows skipped", file=sys.stderr)
+        modes = []
     rows = []
     for kind in args.models.split(","):
         source = zoo.onnx_path(kind)
         reference_run = ort_runner(source)
-        for recipe in args.recipes.split(","):
+        for mode in modes:
+            rows.append(modelopt_row(kind, source, mode, reference_run, with_openvino))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for recipe in [r for r in args.recipes.split(",") if r]:  # --recipes "": ModelOpt rows only
             for target in args.targets.split(","):
-                row = run_row(kind, source, recipe, target, reference_run, with_openvino)
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+                for fp16 in (False, True) if args.fp16 and target_named(target).fp16 else (False,):
+                    row = run_row(kind, source, recipe, target, reference_run, with_openvino, fp16)
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
     text = json.dumps(rows, indent=1) if args.json else table(rows)
     print(text)
     if args.out:

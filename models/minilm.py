@@ -70,6 +70,11 @@ def evaluation_feeds(n: int = 256) -> list[dict]:
     return batches(text.evaluation_sentences(n))
 
 
+def dev_feeds(n: int = 256) -> list[dict]:
+    """Held apart from calibration and evaluation: where placement and calibration choices are tuned."""
+    return batches(text.dev_sentences(n))
+
+
 def embed(run, feeds: list[dict]) -> np.ndarray:
     """Mean-pooled, L2-normalized embeddings; `run(feed)` returns last_hidden_state."""
     out = []

@@ -32,6 +32,15 @@ def calibration_sentences(n: int) -> list[str]:
     return _sentences(sorted(topics)[0::2])[:n]
 
 
+DEV_OFFSET = 512  # dev sentences start here in the calibration topics: past any calibration count used
+
+
+def dev_sentences(n: int) -> list[str]:
+    """Sentences for tuning choices (the calibration topics, past the first DEV_OFFSET): disjoint from
+    the calibration sentences a compress run reads (n ≤ DEV_OFFSET) and from the evaluation ones."""
+    return _sentences(sorted(topics)[0::2])[DEV_OFFSET : DEV_OFFSET + n]
+
+
 def evaluation_sentences(n: int) -> list[str]:
     return _sentences(sorted(topics)[1::2])[:n]
 

@@ -89,6 +89,7 @@ def compress(
     target: str | None = None,
     speed_guard: bool | None = None,
     inline_input_initializers: bool | None = None,
+    fp16: bool = False,
 ) -> CompressResult:
     """Compress an ONNX model with a recipe; identical inputs give byte-identical output.
 
@@ -111,13 +112,19 @@ def compress(
     defaults, so by default passes leave them in float and the report lists them
     (`input_initializers`); True treats them as constants (removed from the graph inputs first,
     then compressed like any weight). None: a recipe file's `inline_input_initializers`, else False.
+    fp16: end the recipe with `convert_fp16` (the strongly typed float16 variant: float tensors,
+    weights and QDQ scales in float16, Casts at the inputs and outputs; for targets that compute in
+    float16: ort-cuda, tensorrt, portable).
     """
     start = time.perf_counter()
     _check_arguments(model, recipe, options)
     if output is not None:  # before any work: a bad output path fails fast
         check_output_path(output, *([model] if not isinstance(model, onnx.ModelProto) else []))
     deployment = target_named(target or recipe_target(recipe))  # an unknown target: refused before any work
-    steps = apply_overrides(with_speed_guard(load_recipe(recipe), speed_guard), options or {}, "options")
+    if not isinstance(fp16, bool):
+        raise OnnxcompError(f"fp16 must be True or False, not {fp16!r}")
+    fp16_step = [("convert_fp16", {})] if fp16 else []
+    steps = apply_overrides(with_speed_guard(load_recipe(recipe) + fp16_step, speed_guard), options or {}, "options")
     if inline_input_initializers is None:
         inline_input_initializers = recipe_inline_input_initializers(recipe)
     if not isinstance(inline_input_initializers, bool):

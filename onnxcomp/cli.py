@@ -277,6 +277,12 @@ def export(source, output, opset, as_json):
     help=f"Runtime the output is for: {', '.join(TARGETS)} (`onnxcomp targets`). "
     "[default: the recipe file's target, else ort-cpu]",
 )
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="The strongly typed float16 variant: float tensors, weights and QDQ scales in float16, Casts at the "
+    "inputs/outputs baked in (targets ort-cuda, tensorrt, portable).",
+)
 @_json_option
 def compress(
     model,
@@ -307,6 +313,7 @@ def compress(
     no_cache,
     inline_inputs,
     target,
+    fp16,
     as_json,
 ):
     """Compress MODEL with a recipe (default: int8 QDQ) and write OUTPUT.
@@ -411,6 +418,7 @@ def compress(
         target=target,
         speed_guard=guard_on,
         inline_input_initializers=inline_inputs or recipe_inline_input_initializers(recipe),
+        fp16=fp16,
     )
     report = result.report
     if report_path and Path(report_path).suffix.lower() in (".html", ".htm"):

@@ -1,6 +1,7 @@
 """Graph rewrites, one module each. `PASSES` maps recipe names to pass classes."""
 
 from onnxcomp.passes.calibrate import Calibrate
+from onnxcomp.passes.convert_fp16 import ConvertFp16
 from onnxcomp.passes.fold_batchnorm import FoldBatchNorm
 from onnxcomp.passes.fold_constants import FoldConstants
 from onnxcomp.passes.guard_speed import GuardSpeed
@@ -36,6 +37,7 @@ PASSES = {
         PruneStructured,
         GuardSpeed,
         StoreFp16,
+        ConvertFp16,
     )
 }
 

@@ -26,8 +26,10 @@ refused. For a symmetric-only target (TensorRT's placement): no output Q/DQ unle
 `quantize_outputs` is set, biases stay float (TensorRT dequantizes int8/int4 only), and the input
 of a residual Add that does not come from a quantized Conv gets Q/DQ, so Conv+Add fuses; a MatMul
 or Gemm whose input is one-sided (calibrated min > -max/16, e.g. after GELU: a symmetric int8 scale
-wastes half its codes) stays float (`one_sided_float`; MiniLM: cosine 0.9865 → 0.9935, see
-benchmarks/targets.py). Convs after ReLU stay int8, as TensorRT's own placement does.
+wastes half its codes) keeps a float activation (`one_sided_float`; MiniLM: cosine 0.9865 → 0.9935,
+see benchmarks/targets.py); its weight is int8 per channel, weight-only, where the target runs that
+(`one_sided_weights`, None = the target decides: tensorrt's int8 weight-only per channel), else float.
+Convs after ReLU stay int8, as TensorRT's own placement does.
 LayerNorm, Softmax and the attention core (activation MatMuls) stay float on every target.
 Requires: range statistics of every quantized activation (its `statistic_requests`), collected by
 the pass manager at the `calibrate` step before it, or just before it runs.
@@ -64,6 +66,7 @@ class QuantizeQDQ(CompressionPass):
         "quantize_outputs": ["Conv"],
         "activation_matmul": False,
         "one_sided_float": None,  # None: the target decides (true when it is symmetric-only)
+        "one_sided_weights": None,  # those layers' weights int8 per channel; None: when the target runs that
         "activations": "static",
     }
 
@@ -96,6 +99,11 @@ class QuantizeQDQ(CompressionPass):
             raise self.fail(f"dynamic activations are uint8 asymmetric, which target {target.name!r} does not take")
         if self.opts["method"] not in METHODS:
             raise self.fail(f"unknown calibration method {self.opts['method']!r} (choose from {', '.join(METHODS)})")
+        for flag in ("one_sided_float", "one_sided_weights"):
+            if self.opts[flag] not in (None, True, False):
+                raise self.fail(f"{flag} must be true or false, not {self.opts[flag]!r}")
+        if self.opts["one_sided_weights"] and target.weight_only_layout(8) is None:
+            raise self.fail(f"one_sided_weights: target {target.name!r} runs no int8 weight-only layers")
         if not 0 < float(self.opts["percentile"]) <= 100:
             raise OnnxcompError(f"pass 'quantize_qdq': percentile must be in (0, 100], not {self.opts['percentile']}")
 
@@ -219,10 +227,18 @@ class QuantizeQDQ(CompressionPass):
             float_one_sided = self.context.target.symmetric_only
         if float_one_sided and one_sided:
             kept = [n for n, idx in plan.items() if n.op_type != "Conv" and any(n.inputs[i] in one_sided for i in idx)]
+            weight_only = self.opts["one_sided_weights"]
+            if weight_only is None:
+                weight_only = self.context.target.weight_only_layout(8) == "channel"
             for node in kept:
-                del plan[node]
+                if weight_only:
+                    plan[node] = []  # float activation, int8 per-channel weight
+                else:
+                    del plan[node]
             self.details["float_one_sided"] = [n.name for n in kept]
-            outputs = [v for v in outputs if v.producer() in plan]
+            if weight_only and kept:
+                self.details["one_sided_weights"] = "int8 per channel (weight-only)"
+            outputs = [v for v in outputs if plan.get(v.producer())]
 
         names = NameAllocator(graph)
         dequantized: dict[ir.Value, ir.Value] = {}  # float value -> its DequantizeLinear output
@@ -266,6 +282,8 @@ class QuantizeQDQ(CompressionPass):
             linear = linear_of(node)
             weight = node.inputs[1]
             layer = {"node": node.name, "op": node.op_type, **({"activations": "dynamic"} if is_dynamic else {})}
+            if not indices:
+                layer["activations"] = "float (weight-only)"
             if linear is not None and linear.array.dtype.kind == "f" and linear.array.ndim >= 2:
                 array, axis = linear.array, linear.out_axis
                 key = (weight.name, axis)

@@ -10,7 +10,10 @@ says which scale rule the algorithm must follow and shares tied embedding tables
 Targets (`context.target`): an unset `format` is the target's first weight-only format (ort-cpu:
 matmulnbits, as before; tensorrt and portable: qdq); a format the target does not read, asymmetric
 blocks on a symmetric-only target, or a bit width the target cannot block is refused before any
-work; an unset `output_layer_bits` the target cannot block (8 on tensorrt) becomes the layers' bits.
+work; an unset `output_layer_bits` the target cannot store becomes the layers' bits. Bits a target
+reads per channel but does not block (tensorrt: 8) are written per channel (`channel` scheme: one
+block of all K rows per output column, an unblocked int8 DequantizeLinear over N): tensorrt's
+LM head stays int8 (as on ort-cpu, in blocks there) and w8a16 runs on tensorrt.
 """
 
 from collections import Counter
@@ -66,13 +69,21 @@ class WeightOnlyPass(CompressionPass):
                 f"format must be one of {', '.join(target.weight_only_formats)} for target {target.name!r}, "
                 f"not {o['format']!r}"
             )
+        if "group_size" in self.explicit and o["group_size"] not in target.block_sizes:
+            raise self.fail(
+                f"group_size {o['group_size']} not accepted by target {target.name!r} "
+                f"(block sizes {', '.join(map(str, target.block_sizes))})"
+            )
         if target.symmetric_only and not o["symmetric"]:
             raise self.fail(f"target {target.name!r} reads symmetric blocks only (zero point 0); drop symmetric=false")
-        if "output_layer_bits" not in self.explicit and o["output_layer_bits"] not in target.block_bits:
-            o["output_layer_bits"] = 0  # the LM head at the layers' bits (the target blocks no other width)
+        if "output_layer_bits" not in self.explicit and not target.weight_only_layout(o["output_layer_bits"]):
+            o["output_layer_bits"] = 0  # the LM head at the layers' bits (the target stores no other width)
         for bits in {o["bits"], o["output_layer_bits"] or o["bits"]}:
-            if bits in BITS and bits not in target.block_bits:  # other values are refused below
-                raise self.fail(f"target {target.name!r} reads {bits}-bit blocks not at all (only {target.block_bits})")
+            if bits in BITS and not target.weight_only_layout(bits):  # other values are refused below
+                raise self.fail(
+                    f"target {target.name!r} reads {bits}-bit weight-only layers not at all "
+                    f"(blocks: {target.block_bits}, per channel: {target.channel_bits})"
+                )
         if o["format"] == "custom" and o["bits"] != 4:
             raise self.fail("format 'custom' (MatMulInt4) is 4-bit only; use matmulnbits or qdq for 8 bits")
         if o.get("algorithm", self.algorithm) != self.algorithm:
@@ -98,14 +109,23 @@ class WeightOnlyPass(CompressionPass):
         return self.emitter.signed_scales
 
     def scheme_for(self, linear: Linear) -> Scheme:
-        """The plan's scheme; on a whole-blocks target (portable, tensorrt) a group that does not divide
-        K becomes the largest accepted one that does, else the layer is kept in float."""
+        """The plan's scheme, as the target stores it: bits the target does not block but reads per
+        channel (tensorrt: 8) become a `channel` scheme (group = K, symmetric); on a whole-blocks
+        target (portable, tensorrt) a group that does not divide K becomes the largest accepted one
+        that does, else int8 per channel where the target has it, else the layer is kept in float."""
         scheme = self.plan.scheme_for(linear.node)
         target = self.context.target
-        if scheme.kind != "blockwise" or not target.whole_blocks or linear.k % scheme.group == 0:
+        if scheme.kind != "blockwise":
+            return scheme
+        channel = Scheme("channel", 8, linear.k, True)
+        if target.weight_only_layout(scheme.bits) == "channel":
+            return replace(channel, bits=scheme.bits)
+        if not target.whole_blocks or linear.k % scheme.group == 0:
             return scheme
         fits = [g for g in target.block_sizes if g <= scheme.group and linear.k % g == 0]
-        return replace(scheme, group=max(fits)) if fits else Scheme("keep")
+        if fits:
+            return replace(scheme, group=max(fits))
+        return channel if target.weight_only_layout(8) == "channel" else Scheme("keep")
 
     def targets(self, model: ir.Model) -> tuple[list[Linear], list[dict]]:
         """The linears to quantize, and [{node, reason}] for the ones skipped. Sets `self.plan`."""
@@ -136,13 +156,15 @@ class WeightOnlyPass(CompressionPass):
             "bits": q.bits,
             "group_size": q.group,
             "symmetric": q.symmetric,
+            **({"per_channel": True} if self.scheme_for(linear).kind == "channel" else {}),
             "algorithm": self.algorithm,
             "format": self.emitter.format_for(q.bits).name,
             "relative_weight_error": round(relative_error(dequantize_blockwise(q), weight), 6),
         }
 
     def emit(self, graph, names, linear: Linear, q: BlockQuantized, stored: dict) -> None:
-        self.emitter.emit(graph, names, linear, q, stored)
+        per_channel = self.scheme_for(linear).kind == "channel"
+        self.emitter.emit(graph, names, linear, q, stored, per_channel=per_channel)
 
     def finish(
         self, model: ir.Model, layers: list[dict], skipped: list[dict], weights_quantized: int, **details
@@ -168,7 +190,12 @@ class WeightOnlyPass(CompressionPass):
         layers = details.get("layers")
         if not layers:
             return None
-        by_kind = Counter(Scheme("blockwise", x["bits"], x["group_size"], x["symmetric"]).describe() for x in layers)
+        by_kind = Counter(
+            Scheme(
+                "channel" if x.get("per_channel") else "blockwise", x["bits"], x["group_size"], x["symmetric"]
+            ).describe()
+            for x in layers
+        )
         text = (
             f"{cls.name}: {len(layers)} linears ("
             + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items()))

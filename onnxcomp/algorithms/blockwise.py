@@ -1,9 +1,9 @@
 """Blockwise weight-only quantization arithmetic (pure numpy): int4/int8, per group along K.
 
 A MatMul weight W[K, N] is cut, per output column n, into blocks of `group` consecutive input
-rows. When K is not a multiple of the group the last block is padded (its codes stored as 0);
-padded codes never meet an input, since the activation stops at K. Each block gets a scale, and with
-`symmetric=False` a zero point:
+rows (`group` = K: one block per column, i.e. per-channel scales). When K is not a multiple of the
+group the last block is padded (its codes stored as 0); padded codes never meet an input, since the
+activation stops at K. Each block gets a scale, and with `symmetric=False` a zero point:
 
     w ≈ (u − z) · s,   u ∈ [0, 2^bits − 1] (unsigned codes), z = 2^(bits−1) when symmetric.
 
@@ -56,10 +56,11 @@ class BlockQuantized:
         return self.codes.shape[1]
 
 
-def check_settings(bits: int, group: int) -> None:
+def check_settings(bits: int, group: int, k: int | None = None) -> None:
+    """`group` one of GROUP_SIZES, or all `k` rows of the weight (one block per column: per channel)."""
     if bits not in BITS:
         raise OnnxcompError(f"weight-only quantization: bits must be one of {', '.join(map(str, BITS))}, not {bits!r}")
-    if group not in GROUP_SIZES:
+    if group not in GROUP_SIZES and group != k:
         raise OnnxcompError(
             f"weight-only quantization: group_size must be one of {', '.join(map(str, GROUP_SIZES))}, not {group!r}"
         )
@@ -161,10 +162,10 @@ def quantize_blockwise(
     """Round-to-nearest quantization of W[K, N] per block of `group` rows; with `clip_search`, each
     block's range ratio minimizes its weight error, or its output error when `grams` (block_grams
     of calibration inputs) is given. `signed_scales`: see the module docstring (symmetric only)."""
-    check_settings(bits, group)
     weight = np.asarray(weight)
     if weight.ndim != 2:
         raise OnnxcompError(f"weight-only quantization needs a 2-D weight, got shape {weight.shape}")
+    check_settings(bits, group, weight.shape[0])
     blocks = to_blocks(weight, group)
     best_scale, best_zero = search_block_range(
         blocks, bits, symmetric, CLIP_GRID if clip_search else (1.0,), grams, signed_scales

@@ -70,10 +70,10 @@ def gptq_quantize(
     signed_scales: bool = False,
 ) -> BlockQuantized:
     """GPTQ of W[K, N] given H[K, K] = 2XᵀX/rows of its inputs; the layout is RTN's (BlockQuantized)."""
-    check_settings(bits, group)
     weight = np.asarray(weight)
     if weight.ndim != 2:
         raise OnnxcompError(f"GPTQ needs a 2-D weight, got shape {weight.shape}")
+    check_settings(bits, group, weight.shape[0])
     k, n = weight.shape
     hessian = np.array(hessian, dtype=np.float64)
     if hessian.shape != (k, k):

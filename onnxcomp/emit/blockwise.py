@@ -19,7 +19,9 @@ A weight read by several MatMuls is stored once (the caller passes the same `sto
 Tied embeddings: a row Gather whose float table [V, H] equals the transpose of a weight stored as
 MatMulNBits/MatMulInt4 codes without zero points becomes `com.microsoft.GatherBlockQuantized`
 reading the *same* code and scale initializers, so the table is stored once, in the LM head's bits
-and blocks; formats or zero points it cannot read are reported and left to `quantize_embedding`.
+and blocks; a weight stored per channel by `qdq` (tensorrt's int8 LM head) is shared by a row
+Gather on the transpose of its DequantizeLinear output (standard ops); formats or zero points it cannot read are
+reported and left to `quantize_embedding`.
 """
 
 from typing import ClassVar
@@ -32,6 +34,7 @@ from onnxcomp.algorithms.blockwise import BlockQuantized, packed_codes, packed_z
 from onnxcomp.custom_ops.reference import DOMAIN as CUSTOM_DOMAIN
 from onnxcomp.custom_ops.reference import OP_TYPE as CUSTOM_OP
 from onnxcomp.emit.targets import ORT_CPU
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, add_initializer
 from onnxcomp.ir.linears import Linear
 from onnxcomp.ir.patterns import row_gather_tables
@@ -47,8 +50,11 @@ class LinearFormat:
     signed_scales: ClassVar[bool] = True
     bits: ClassVar[tuple[int, ...]] = (4, 8)
     gather_shares_codes: ClassVar[bool] = True  # GatherBlockQuantized can read its codes
+    per_channel: ClassVar[bool] = False  # can write one block of all K rows as unblocked per-channel scales
 
-    def store(self, graph, names: NameAllocator, q: BlockQuantized, base: str) -> dict[str, ir.Value]:
+    def store(
+        self, graph, names: NameAllocator, q: BlockQuantized, base: str, per_channel=False
+    ) -> dict[str, ir.Value]:
         stored = {
             "codes": add_initializer(graph, names.new(f"{base}_q{q.bits}"), packed_codes(q)),
             "scales": add_initializer(graph, names.new(f"{base}_scales"), q.scales),
@@ -116,14 +122,20 @@ class DequantizeBlocks(LinearFormat):
     name = "qdq"
     signed_scales = False
     gather_shares_codes = False
+    per_channel = True
 
-    def store(self, graph, names, q, base):
+    def store(self, graph, names, q, base, per_channel=False):
         codes, zero_points = signed_codes_kn(q)
         numpy_type = _QDQ_CODE_TYPES[(q.bits, q.symmetric)]
+        scales = q.scales[:, 0].copy() if per_channel else q.scales.T.copy()  # [N] or [n_blocks, N]
         stored = {
             "codes": add_initializer(graph, names.new(f"{base}_q{q.bits}"), codes.astype(numpy_type)),
-            "scales": add_initializer(graph, names.new(f"{base}_scales"), q.scales.T.copy()),
+            "scales": add_initializer(graph, names.new(f"{base}_scales"), scales),
         }
+        if per_channel:
+            stored["per_channel"] = True
+            if zero_points is not None:
+                zero_points = zero_points[0]
         if zero_points is not None:
             stored["zero_points"] = add_initializer(
                 graph, names.new(f"{base}_zero_points"), zero_points.astype(numpy_type)
@@ -134,7 +146,7 @@ class DequantizeBlocks(LinearFormat):
         dq = ir.node(
             "DequantizeLinear",
             [stored["codes"], stored["scales"], stored.get("zero_points")],
-            {"axis": 0, "block_size": q.group},
+            {"axis": 1} if stored.get("per_channel") else {"axis": 0, "block_size": q.group},
             name=names.new(f"{weight_name}_DequantizeLinear"),
         )
         dq.outputs[0].name = names.new(f"{weight_name}_dequantized")
@@ -158,14 +170,19 @@ class BlockwiseEmitter:
         """The layer's format: one that cannot store `bits` (MatMulInt4 is 4-bit) falls back to MatMulNBits."""
         return self.format if bits in self.format.bits else FORMATS["matmulnbits"]
 
-    def emit(self, graph, names: NameAllocator, linear: Linear, q: BlockQuantized, stored: dict) -> None:
+    def emit(
+        self, graph, names: NameAllocator, linear: Linear, q: BlockQuantized, stored: dict, per_channel=False
+    ) -> None:
         """Replaces the linear's node by its quantized form; `stored` carries the initializers between
-        the readers of one weight (filled on first use)."""
+        the readers of one weight (filled on first use). `per_channel`: q is one block of all K rows
+        per column, written with unblocked per-channel scales (formats that can: qdq)."""
         node = linear.node
         fmt = self.format_for(q.bits)
+        if per_channel and not fmt.per_channel:
+            raise OnnxcompError(f"format {fmt.name!r} cannot store per-channel weight-only layers ({linear.name})")
         weight_name = node.inputs[1].name or node.name
         if "codes" not in stored:
-            stored.update(fmt.store(graph, names, q, weight_name))
+            stored.update(fmt.store(graph, names, q, weight_name, per_channel=per_channel))
         if not any(entry[2] is stored for entry in self._emitted):
             self._emitted.append((linear, q, stored))
         activation, output = node.inputs[0], node.outputs[0]
@@ -192,6 +209,10 @@ class BlockwiseEmitter:
                 if gather.graph is None or not np.array_equal(weight_kn.T, table):
                     continue  # already rewritten, or a different table
                 entry = {"gather": gather.name, "table": gather.inputs[0].name, "shares": linear.weight.name}
+                if stored.get("per_channel") and "zero_points" not in stored and gather.inputs[1].shape is not None:
+                    _gather_from_channel_dq(model.graph, names, gather, stored)
+                    report.append({**entry, "shared": True, "bits": q.bits, "per_channel": True})
+                    continue
                 why = (
                     "the qdq format"
                     if not self.format_for(q.bits).gather_shares_codes
@@ -252,3 +273,18 @@ def _gather_from_codes(graph, names, gather: ir.Node, q: BlockQuantized, stored:
     for new in nodes:
         new.outputs[0].name = names.new(f"{new.name}_out")
     ir.convenience.replace_nodes_and_values(graph, gather, [gather], nodes, [old], [nodes[-1].outputs[0]])
+
+
+def _gather_from_channel_dq(graph, names, gather: ir.Node, stored: dict) -> None:
+    """Gather(table [V, H], ids) → Gather(Transpose(DequantizeLinear(codes [H, V], scales [V], axis=1)), ids):
+    the table's rows are the columns of the LM head's per-channel int8 weight, read through the head's
+    own DequantizeLinear (standard ops: TensorRT and every runtime run it). A column Gather (axis 1)
+    without the Transpose reads wrong values in OpenVINO 2026.4 (measured), so the table is transposed
+    whole; runtimes fold it as a constant or transpose it per call."""
+    dq = next(use.node for use in stored["codes"].uses() if use.node.op_type == "DequantizeLinear")
+    ids, old = gather.inputs[1], gather.outputs[0]
+    table = ir.node("Transpose", [dq.outputs[0]], {"perm": [1, 0]}, name=names.new(f"{gather.name}_table"))
+    rows = ir.node("Gather", [table.outputs[0], ids], {"axis": 0}, name=names.new(f"{gather.name}_rows"))
+    for new in (table, rows):
+        new.outputs[0].name = names.new(f"{new.name}_out")
+    ir.convenience.replace_nodes_and_values(graph, gather, [gather], [table, rows], [old], [rows.outputs[0]])

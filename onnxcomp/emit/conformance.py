@@ -4,11 +4,17 @@ Walks the graph in order against a `Target` (`onnxcomp.emit.targets`) and lists 
 the first one names the offending node. Checked:
 - the default-domain opset within the target's range;
 - each node's domain and op type (ANY = a standard ONNX operator, by `onnx.defs`);
-- QuantizeLinear: the quantized dtype is an accepted activation dtype; per-tensor scale when the
-  target asks; zero point 0 when the target is symmetric-only; positive scales when required;
+- QuantizeLinear: of an activation, the quantized dtype is an accepted activation dtype, a per-tensor
+  scale when the target asks; of a constant (a float weight the runtime quantizes at build time, as
+  TensorRT does: "it quantizes high-precision weights using the IQuantizeLayer scale"), an accepted
+  weight dtype with scalar or 1-D scales; zero point 0 when the target is symmetric-only; positive
+  scales when required;
 - DequantizeLinear: of a constant, the dtype is an accepted weight dtype, a blocked one has a
   blocked bit width and block size the target accepts, on the K axis of a MatMul's B when the target
-  asks; of an activation, an accepted activation dtype; zero points and scales as above;
+  asks, an unblocked one a bit width the target reads per channel with scalar or 1-D scales; read
+  as MatMul/Gemm's B next to a float activation (weight-only), a bit width the target runs
+  weight-only, per-channel scales over N; of an activation, an accepted activation dtype; zero
+  points and scales as above;
 - MatMulNBits / GatherBlockQuantized / MatMulInt4: bits and block size; zero points when the
   target is symmetric-only.
 `compress(..., target=)` runs it on every output; `onnxcomp check MODEL --target T` on any file.
@@ -75,6 +81,10 @@ def _int_attr(node: ir.Node, name: str, default: int) -> int:
     return default if attr is None else attr.as_int()
 
 
+def _widths(bits: tuple[int, ...]) -> str:
+    return " or ".join(f"{b}-bit" for b in bits) or "none"
+
+
 def _input(node: ir.Node, index: int) -> ir.Value | None:
     return node.inputs[index] if len(node.inputs) > index else None
 
@@ -131,11 +141,17 @@ class _Checker:
             if attr is not None and attr.as_int()
             else _dtype_name(zero_point) or "uint8"
         )
+        scale = constant_array(_input(node, 1))
+        if constant_array(node.inputs[0]) is not None:  # a float weight the runtime quantizes when it builds
+            if dtype not in t.weight_dtypes:
+                return f"weight dtype {dtype} not accepted by target {t.name!r} (accepts {', '.join(t.weight_dtypes)})"
+            if scale is None or (scale.ndim > 1 and not _int_attr(node, "block_size", 0)):
+                return f"target {t.name!r} reads weight scales as a constant scalar or 1-D (per channel)"
+            return self._zero_point_and_scale(node)
         if dtype not in t.activation_dtypes:
             return (
                 f"activation dtype {dtype} not accepted by target {t.name!r} (accepts {', '.join(t.activation_dtypes)})"
             )
-        scale = constant_array(_input(node, 1))
         if t.per_tensor_activations and (scale is None or scale.size != 1):
             return f"target {t.name!r} quantizes activations per tensor (a constant scalar scale)"
         return self._zero_point_and_scale(node)
@@ -165,7 +181,51 @@ class _Checker:
             axis = _int_attr(node, "axis", 1)
             if t.whole_blocks and data.shape is not None and data.shape[axis] % block_size:
                 return f"axis {axis} ({data.shape[axis]}) is not a multiple of block size {block_size} ({t.name!r})"
-        return self._zero_point_and_scale(node)
+        else:
+            problem = self._unblocked(node, dtype)
+            if problem:
+                return problem
+        return self._weight_only(node, dtype, block_size) or self._zero_point_and_scale(node)
+
+    def _unblocked(self, node: ir.Node, dtype: str) -> str | None:
+        """An unblocked DequantizeLinear of a constant: a bit width the target reads per channel,
+        scales a scalar or 1-D (per channel)."""
+        t = self.t
+        bits = _BITS.get(dtype)
+        if bits in (4, 8) and bits not in t.channel_bits:
+            return f"{dtype} weights need block scales on target {t.name!r} (per channel: {_widths(t.channel_bits)})"
+        scale = constant_array(_input(node, 1))
+        if scale is not None and scale.ndim > 1:
+            return f"target {t.name!r} reads unblocked scales as a scalar or 1-D (per channel), not {scale.shape}"
+        return None
+
+    def _weight_only(self, node: ir.Node, dtype: str, block_size: int) -> str | None:
+        """A weight read as MatMul/Gemm's B while the other input is float (not dequantized): a
+        weight-only layer; its bit width must be one the target runs weight-only, and per-channel
+        scales of a MatMul's B [K, N] run over N (axis 1)."""
+        t = self.t
+        for use in node.outputs[0].uses():
+            reader = use.node
+            if reader.op_type not in ("MatMul", "Gemm") or use.idx != 1:
+                continue
+            producer = reader.inputs[0].producer() if reader.inputs[0] is not None else None
+            if producer is not None and producer.op_type == "DequantizeLinear":
+                continue  # both inputs quantized: not weight-only
+            if _BITS.get(dtype) not in t.weight_only_bits:
+                return f"{dtype} weight-only layers (float activation) not accepted by target {t.name!r}"
+            scale = constant_array(_input(node, 1))
+            axis, data = _int_attr(node, "axis", 1), node.inputs[0]
+            if (
+                reader.op_type == "MatMul"
+                and not block_size
+                and scale is not None
+                and scale.size > 1
+                and data.shape is not None
+                and len(data.shape) == 2
+                and axis % 2 != 1
+            ):
+                return f"per-channel weight scales of MatMul's B [K, N] run over N (axis 1), not axis {axis}"
+        return None
 
     def packed(self, node: ir.Node) -> str | None:
         t = self.t
@@ -255,7 +315,10 @@ def target_summary(target: Target) -> dict:
         "weight_dtypes": list(target.weight_dtypes),
         "symmetric_only": target.symmetric_only,
         "block_bits": list(target.block_bits),
+        "channel_bits": list(target.channel_bits),
+        "weight_only_bits": list(target.weight_only_bits),
         "block_sizes": list(target.block_sizes),
+        "fp16": target.fp16,
         "opsets": [target.min_opset, target.max_opset],
         "verified": target.verified,
     }

@@ -20,6 +20,22 @@ Sources (read 2026-11-30):
   INT4 is weight-only; scales strictly positive build-time constants: scalar (per tensor), 1-D
   (per channel) or, for INT4 only, 2-D (blocks); Dequantize input T1 = int8, fp8, int4 (so no
   uint8 and no int32 bias behind a DequantizeLinear); no contrib (com.microsoft) operators.
+  "Quantization Schemes" (quantized-types-schemes.html): "INT4 quantization requires per-block
+  scales. The supported block sizes are {64, 128}"; INT4 is for weights only. Hence
+  `block_sizes` (64, 128) and `channel_bits` (8,): an int4 weight is always blocked, an int8 one
+  per channel (or per tensor).
+  Weight-only int8 (`weight_only_bits`): "Explicit Quantization" (quantized-types-explicit-
+  quantization.html) lets weights be given pre-quantized ("an IDequantizeLayer is required between
+  the weights and the linear operator that uses them"), so an int8 per-channel DequantizeLinear of a
+  constant feeding a MatMul whose activation is float is a valid strongly typed network whose math
+  is exactly the dequantized weight times the float input. What the docs do NOT promise is a fused
+  int8 weight-only GEMM kernel: the fused weight-only GEMMs they describe are INT4 blocks ("WoQ is
+  available only for INT4 block quantization with GEMM layers", from the TensorRT 10 "Working with
+  Quantized Types" page as quoted in a third-party note: the sentence itself was not read on the page
+  here); an int8 weight-only layer may run as dequantize + float GEMM, or have its weight folded to
+  float at build time (engine size unmeasured here: no TensorRT). NVIDIA's own ModelOpt writes this
+  form for TensorRT-family runtimes (modelopt/onnx/quantization/qdq_utils.py: 8-bit layers of its
+  mixed int4/int8 mode as unblocked per-channel DequantizeLinear, axis over N).
 - ONNX operator specification (QuantizeLinear/DequantizeLinear-21: int4/uint4 and `block_size`)
   for `portable`: the standard domains only, so DirectML, WebGPU, OpenVINO and other runtimes that
   implement the standard read it. Whole blocks (`whole_blocks`): OpenVINO 2026.4's ONNX frontend
@@ -71,12 +87,26 @@ class Target:
     positive_scales: bool = False  # DequantizeLinear/QuantizeLinear scales > 0
     per_tensor_activations: bool = False  # activation Q/DQ scales are scalars
     block_bits: tuple[int, ...] = (4, 8)  # bit widths that may be quantized in blocks
+    channel_bits: tuple[int, ...] = (4, 8)  # bit widths a constant may be dequantized unblocked (per channel/tensor)
+    weight_only_bits: tuple[int, ...] = (4, 8)  # weight DequantizeLinear into a MatMul/Gemm with a float activation
     block_sizes: tuple[int, ...] = (32, 64, 128)
     block_on_k_axis: bool = False  # a blocked DequantizeLinear feeds MatMul's B [K, N] with axis 0
     whole_blocks: bool = False  # the blocked axis a multiple of the block size (no partial last block)
+    fp16: bool = False  # computes in float16 (the convert_fp16 variant is for it)
     min_opset: int = 13
     max_opset: int | None = None
     verified: str = "ONNX Runtime CPU, on this machine"
+
+    def weight_only_layout(self, bits: int) -> str | None:
+        """How a weight-only layer of `bits` is stored here: "blocks" (blocked DequantizeLinear or a
+        packed op), "channel" (unblocked int8 DequantizeLinear, one scale per output channel), or None."""
+        if bits not in self.weight_only_bits:
+            return None
+        if bits in self.block_bits:
+            return "blocks"
+        if bits in self.channel_bits and "qdq" in self.weight_only_formats:
+            return "channel"
+        return None
 
     def accepts_op(self, domain: str, op_type: str) -> bool:
         ops = self.domains.get(domain, ())
@@ -99,12 +129,14 @@ ORT_CUDA = Target(
     weight_only_formats=("matmulnbits", "qdq", "custom"),
     activation_dtypes=("int8", "uint8"),
     weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
+    fp16=True,
     verified="conformance check only (no GPU on this machine)",
 )
 
 TENSORRT = Target(
     "tensorrt",
-    "TensorRT 10/11 explicit quantization: symmetric int8 Q/DQ, int4 weight-only DequantizeLinear blocks",
+    "TensorRT 10/11 explicit quantization: symmetric int8 Q/DQ, int4 weight-only DequantizeLinear blocks, "
+    "int8 weight-only per channel",
     domains={"": ANY},
     weight_only_formats=("qdq",),
     activation_dtypes=("int8",),
@@ -113,8 +145,12 @@ TENSORRT = Target(
     positive_scales=True,
     per_tensor_activations=True,
     block_bits=(4,),
+    block_sizes=(64, 128),
+    channel_bits=(8,),
+    weight_only_bits=(4, 8),
     block_on_k_axis=True,
     whole_blocks=True,
+    fp16=True,
     min_opset=21,
     verified="conformance check; QDQ math run in ONNX Runtime CPU and OpenVINO (no TensorRT here)",
 )
@@ -127,6 +163,7 @@ PORTABLE = Target(
     activation_dtypes=("uint8", "int8"),
     weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
     whole_blocks=True,
+    fp16=True,
     min_opset=21,
     max_opset=21,
     verified="ONNX Runtime CPU and OpenVINO, on this machine",

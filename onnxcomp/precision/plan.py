@@ -16,8 +16,9 @@ import onnx_ir as ir
 from onnxcomp.errors import OnnxcompError
 
 # blockwise: weight-only blocks; keep: float; fp16: the weight stored as float16 (read through a Cast);
-# dynamic: int8 QDQ with activation ranges computed at run time
-KINDS = ("blockwise", "keep", "fp16", "dynamic")
+# dynamic: int8 QDQ with activation ranges computed at run time; channel: weight-only, one block of all
+# K rows per output column (an unblocked per-channel DequantizeLinear: TensorRT's int8 weight-only form)
+KINDS = ("blockwise", "keep", "fp16", "dynamic", "channel")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Scheme:
     def describe(self) -> str:
         if self.kind == "blockwise":
             return f"int{self.bits} g{self.group} {'sym' if self.symmetric else 'asym'}"
+        if self.kind == "channel":
+            return f"int{self.bits} per-channel"
         return "int8 dynamic activations" if self.kind == "dynamic" else self.kind
 
 

@@ -2,6 +2,7 @@
 adapts its passes to the target and refuses what the target cannot honour before any work."""
 
 import json
+from dataclasses import replace
 
 import ml_dtypes
 import numpy as np
@@ -110,10 +111,10 @@ def qdq_model(tiny, dtype, zero_point, block=None, scale=0.1):
     "dtype, zero_point, block, scale, first",
     [
         ("int8", 0, None, 0.1, None),
-        ("int8", 0, 32, 0.1, None),
+        ("int8", 0, 64, 0.1, None),
         ("uint8", 128, None, 0.1, "x_q: activation dtype uint8 not accepted"),
         ("int8", 3, None, 0.1, "x_q: target 'tensorrt' is symmetric only"),
-        ("int8", 0, 16, 0.1, "w_dq: block size 16 not accepted"),
+        ("int8", 0, 32, 0.1, "w_dq: block size 32 not accepted"),
         ("int8", 0, None, -0.1, "x_q: target 'tensorrt' needs strictly positive scales"),
     ],
 )
@@ -125,11 +126,11 @@ def test_tensorrt_rules(tiny, dtype, zero_point, block, scale, first):
         node, reason = first.split(": ", 1)
         assert result.violations[0].node == node and result.violations[0].reason.startswith(reason)
         # the same graph is fine on ONNX Runtime CPU unless the rule is one ORT shares
-        assert check_conformance(qdq_model(tiny, dtype, zero_point, block, scale), ORT_CPU).ok or block == 16
+        assert check_conformance(qdq_model(tiny, dtype, zero_point, block, scale), ORT_CPU).ok or block == 32
 
 
 def test_tensorrt_blocks_only_int4_on_the_k_axis(tiny):
-    model = qdq_model(tiny, "int8", 0, 32)
+    model = qdq_model(tiny, "int8", 0, 64)
     dq = next(n for n in model.graph if n.name == "w_dq")
     dq.attributes["axis"] = ir.AttrInt64("axis", 1)
     assert "K axis" in check_conformance(model, TENSORRT).violations[0].reason
@@ -171,7 +172,10 @@ def test_weight_only_follows_the_target_format(tiny):
         result = onnxcomp.compress(proto, "w4a16-rtn", target=target)
         assert tiny.op_types(result.model) == ops, target
         assert result.report["conformance"]["conforms"]
-    trt = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt").model
+    head = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt").model.graph.node[0]
+    assert tiny.attr(head, "axis") == 1 and tiny.attr(head, "block_size") is None  # an output layer: int8 per channel
+    options = {"quantize_weight_only": {"output_layer_bits": 0}}
+    trt = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt", options=options).model
     dq = trt.graph.node[0]
     assert tiny.attr(dq, "axis") == 0 and tiny.attr(dq, "block_size") == 64  # K = 64: whole blocks
     assert len(dq.input) == 2  # no zero point: symmetric
@@ -182,7 +186,7 @@ def test_weight_only_follows_the_target_format(tiny):
     [
         ("w4a16-rtn", "tensorrt", {"quantize_weight_only": {"symmetric": False}}, "symmetric blocks only"),
         ("w4a16-rtn", "portable", {"quantize_weight_only": {"format": "matmulnbits"}}, "for target 'portable'"),
-        ("w8a16", "tensorrt", {}, "8-bit blocks not at all"),
+        ("w4a16-rtn", "tensorrt", {"quantize_weight_only": {"group_size": 32}}, "group_size 32 not accepted"),
         ("int8", "tensorrt", {"quantize_qdq": {"activation_dtype": "uint8"}}, "must be int8 for target 'tensorrt'"),
         ("int8", "nowhere", {}, "unknown target 'nowhere'"),
     ],
@@ -249,6 +253,17 @@ def test_tensorrt_keeps_matmuls_on_one_sided_inputs_float(tiny):
     trt = onnxcomp.compress(proto, "int8", data, target="tensorrt", use_cache=False)
     entry = next(p for p in trt.report["passes"] if p["pass"] == "quantize_qdq")
     assert entry["details"]["float_one_sided"] == ["mm"] and "QuantizeLinear" not in tiny.op_types(trt.model)
+    # the activation stays float, the weight is int8 per channel over N (TensorRT's int8 weight-only form)
+    assert tiny.op_types(trt.model) == ["Relu", "DequantizeLinear", "MatMul"] and trt.report["conformance"]["conforms"]
+    dq = tiny.producer(trt.model, tiny.node_named(trt.model, "mm").input[1])
+    assert tiny.initializer(trt.model, dq.input[0]).dtype == np.int8 and tiny.attr(dq, "axis") == 1
+    x = data[0]
+    ref, got = tiny.run(proto, x)[0], tiny.run(trt.model, x)[0]
+    assert np.abs(got - ref).max() <= np.abs(w).max() / 127 * np.abs(np.maximum(x["x"], 0)).sum(axis=1).max()
+    float_weights = onnxcomp.compress(
+        proto, "int8", data, target="tensorrt", use_cache=False, options={"quantize_qdq": {"one_sided_weights": False}}
+    )
+    assert tiny.op_types(float_weights.model) == ["Relu", "MatMul"]
     forced = onnxcomp.compress(
         proto, "int8", data, target="tensorrt", use_cache=False, options={"quantize_qdq": {"one_sided_float": False}}
     )
@@ -258,9 +273,13 @@ def test_tensorrt_keeps_matmuls_on_one_sided_inputs_float(tiny):
 
 def test_whole_blocks_on_portable_and_tensorrt(tiny):
     proto = linear(tiny, k=96)  # 96 = 3 × 32: group 128 has a partial block, 32 divides it
-    for target in ("portable", "tensorrt"):
-        result = onnxcomp.compress(proto, "w4a16-rtn", target=target)
-        assert tiny.attr(result.model.graph.node[0], "block_size") == 32 and result.report["conformance"]["conforms"]
+    result = onnxcomp.compress(proto, "w4a16-rtn", target="portable")
+    assert tiny.attr(result.model.graph.node[0], "block_size") == 32 and result.report["conformance"]["conforms"]
+    # TensorRT blocks int4 by 64 or 128 only: no block divides 96, so the layer is int8 per channel
+    trt = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt")
+    dq = trt.model.graph.node[0]
+    assert tiny.initializer(trt.model, dq.input[0]).dtype == np.int8 and tiny.attr(dq, "block_size") is None
+    assert trt.report["conformance"]["conforms"]
     cpu = onnxcomp.compress(proto, "w4a16-rtn", options={"quantize_weight_only": {"format": "qdq"}})
     assert tiny.attr(cpu.model.graph.node[0], "block_size") == 128  # ORT reads the partial block: unchanged
     assert (
@@ -268,3 +287,134 @@ def test_whole_blocks_on_portable_and_tensorrt(tiny):
     )
     odd = onnxcomp.compress(linear(tiny, k=40), "w4a16-rtn", target="portable")  # no accepted block divides 40
     assert tiny.op_types(odd.model) == ["MatMul"]
+
+
+def test_tensorrt_int8_weight_only_is_per_channel_over_n(tiny):
+    proto = linear(tiny, k=64, n=16)
+    result = onnxcomp.compress(proto, "w8a16", target="tensorrt")
+    assert tiny.op_types(result.model) == ["DequantizeLinear", "MatMul"] and result.report["conformance"]["conforms"]
+    dq = result.model.graph.node[0]
+    codes, scales = tiny.initializer(result.model, dq.input[0]), tiny.initializer(result.model, dq.input[1])
+    assert codes.dtype == np.int8 and codes.shape == (64, 16) and scales.shape == (16,) and len(dq.input) == 2
+    assert tiny.attr(dq, "axis") == 1 and tiny.attr(dq, "block_size") is None
+    weight = tiny.initializer(proto, "w")
+    assert np.abs(codes * scales - weight).max() <= np.abs(weight).max(axis=0).max() / 127 / 2 + 1e-6
+    layer = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]["layers"][0]
+    assert layer["per_channel"] and layer["group_size"] == 64
+    # ORT CPU keeps int8 blocks (MatMulNBits), as before
+    assert tiny.op_types(onnxcomp.compress(proto, "w8a16").model) == ["MatMulNBits"]
+
+
+def test_weight_only_rules_of_the_conformance_check(tiny):
+    model = qdq_model(tiny, "int8", 0)
+    x_dq = next(n for n in model.graph if n.name == "x_dq")
+    mm = next(n for n in model.graph if n.name == "mm")
+    mm.replace_input_with(0, x_dq.inputs[0].producer().inputs[0])  # the activation float: weight-only
+    assert check_conformance(model, TENSORRT).ok
+    no_int8_woq = replace(TENSORRT, weight_only_bits=(4,))
+    assert "int8 weight-only layers" in check_conformance(model, no_int8_woq).violations[0].reason
+    dq = next(n for n in model.graph if n.name == "w_dq")
+    dq.attributes["axis"] = ir.AttrInt64("axis", 0)  # scales per row of K: not per output channel
+    dq.inputs[1].const_value = ir.tensor(np.full(64, 0.02, np.float32))
+    assert "run over N (axis 1)" in check_conformance(model, TENSORRT).violations[0].reason
+    int4 = qdq_model(tiny, "int8", 0, 64)
+    w_dq = next(n for n in int4.graph if n.name == "w_dq")
+    del w_dq.attributes["block_size"]
+    w_dq.attributes["axis"] = ir.AttrInt64("axis", 1)
+    w_dq.inputs[1].const_value = ir.tensor(np.full(16, 0.02, np.float32))
+    reason = check_conformance(int4, TENSORRT).violations[0].reason
+    assert reason.startswith("int4 weights need block scales on target 'tensorrt'")
+    assert check_conformance(int4, ORT_CPU).ok
+
+
+def tied_lm(tiny, vocab=100, hidden=64):
+    """ids → Gather(E) → LayerNorm → MatMul(Eᵀ) → logits: a tied embedding table and LM head."""
+    table = (RNG.standard_normal((vocab, hidden)) * 0.2).astype(np.float32)
+    nodes = [
+        h.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="embed"),
+        h.make_node("LayerNormalization", ["emb", "gamma", "beta"], ["n"], axis=-1),
+        h.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+        h.make_node("MatMul", ["n", "table_t"], ["logits"], name="lm_head"),
+    ]
+    inits = {"table": table, "gamma": np.ones(hidden, np.float32), "beta": np.zeros(hidden, np.float32)}
+    return tiny.make_model(
+        nodes,
+        [h.make_tensor_value_info("ids", onnx.TensorProto.INT64, [2, 5])],
+        [("emb", [2, 5, hidden]), ("logits", [2, 5, vocab])],
+        inits,
+        infer_shapes=True,
+    ), table
+
+
+def test_tensorrt_lm_head_int8_per_channel_shares_the_tied_table(tiny):
+    proto, table = tied_lm(tiny)
+    result = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt", use_cache=False)
+    model = result.model
+    assert result.report["conformance"]["conforms"]
+    details = next(p for p in result.report["passes"] if p["pass"] == "quantize_weight_only")["details"]
+    assert details["layers"][0]["bits"] == 8 and details["layers"][0]["per_channel"]
+    assert details["tied_tables"][0]["shared"] and details["tied_tables"][0]["per_channel"]
+    floats = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2]
+    assert floats == []  # the table is stored once, as the head's int8 codes
+    ids = np.array([[0, 7, 99, 3, 3], [50, 1, 2, 98, 0]])
+    emb, logits = tiny.run(model, {"ids": ids})
+    step = np.abs(table).max(axis=1) / 127  # per row of the table = per output channel of the head
+    assert np.all(np.abs(emb - table[ids]) <= step[ids][..., None] / 2 + 1e-6)
+    ref_logits = tiny.run(proto, {"ids": ids})[1]
+    assert np.abs(logits - ref_logits).max() < 0.02 * np.abs(ref_logits).max()
+    # a target that declares no int8 weight-only keeps the old rule: the head at the layers' 4 bits
+    no_int8_woq = replace(TENSORRT, weight_only_bits=(4,))
+    old = onnxcomp.compress(proto, "w4a16-rtn", target=no_int8_woq, use_cache=False)
+    layer = next(p for p in old.report["passes"] if p["pass"] == "quantize_weight_only")["details"]["layers"][0]
+    assert layer["bits"] == 4 and "per_channel" not in layer
+
+
+def test_shared_table_reads_the_same_in_openvino(tiny):
+    """OpenVINO 2026.4 misreads a column Gather on a per-channel DequantizeLinear; the row Gather on
+    its transpose (what the emitter writes) reads the same values as ONNX Runtime."""
+    ov = pytest.importorskip("openvino")
+    proto, _ = tied_lm(tiny)
+    model = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt", use_cache=False).model
+    ids = np.array([[0, 7, 99, 3, 3], [50, 1, 2, 98, 0]])
+    want = tiny.run(model, {"ids": ids})
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(model.SerializeToString(), b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    result = compiled({"ids": ids})
+    for expected, port in zip(want, compiled.outputs):
+        np.testing.assert_allclose(np.asarray(result[port]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_float_weight_quantized_at_build_time_may_be_per_channel(tiny):
+    """TensorRT quantizes a float weight behind a QuantizeLinear when it builds (ModelOpt's form):
+    per-channel scales are fine there; an activation's QuantizeLinear stays per tensor."""
+    w = RNG.standard_normal((64, 16)).astype(np.float32)
+    ws, zero = np.abs(w).max(axis=0) / 127, np.zeros(16, np.int8)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(ws.astype(np.float32), "ws"),
+        numpy_helper.from_array(zero, "wz"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="x_q"),
+        h.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="x_dq"),
+        h.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="w_q", axis=1),
+        h.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="w_dq", axis=1),
+        h.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])],
+        inits,
+    )
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+    assert check_conformance(ir.from_proto(proto), TENSORRT).ok
+    proto.graph.node[0].input[1] = "ws"  # the activation's QuantizeLinear with per-channel scales
+    proto.graph.node[0].input[2] = "wz"
+    first = check_conformance(ir.from_proto(proto), TENSORRT).violations[0]
+    assert first.node == "x_q" and "per tensor" in first.reason

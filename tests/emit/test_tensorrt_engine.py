@@ -87,7 +87,8 @@ def trt_model(tmp_path):
     source = tmp_path / "m.onnx"
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10), source)
     out = tmp_path / "m.trt.onnx"
-    onnxcomp.compress(source, "w4a16-rtn", output=out, target="tensorrt")
+    options = {"quantize_weight_only": {"output_layer_bits": 0}}  # the one linear is an output layer: int4 too
+    onnxcomp.compress(source, "w4a16-rtn", output=out, target="tensorrt", options=options)
     return source, out
 
 
@@ -174,3 +175,15 @@ def test_cli_without_tensorrt_and_print_trtexec(trt_model, tmp_path, monkeypatch
     ]
     bad = runner.invoke(cli, ["build-engine", str(model), "-o", str(engine), "--shapes", "y:1,2,3"])
     assert bad.exit_code == 2 and "no input 'y'" in bad.output
+
+
+def test_fp16_variant_passes_the_fp16_assertion(trt_model, tmp_path, monkeypatch):
+    source, model = trt_model
+    monkeypatch.setitem(sys.modules, "tensorrt", recording_tensorrt_standin([]))
+    profiles = [parse_shapes("x:1x64,4x64,8x64")]
+    with pytest.raises(OnnxcompError, match="--fp16 but the model has no float16 tensors"):
+        build_engine(model, tmp_path / "a.engine", profiles, fp16=True)
+    half = tmp_path / "m.fp16.onnx"
+    onnxcomp.compress(source, "w4a16-rtn", output=half, target="tensorrt", fp16=True)
+    side = build_engine(half, tmp_path / "b.engine", profiles, fp16=True)
+    assert "float16" in side["precisions"] and (tmp_path / "b.engine").exists()
