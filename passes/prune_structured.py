@@ -3,12 +3,15 @@
 Plan: `onnxcomp.pruning.groups.find_groups` finds the dependency groups (a producer's output
 channels, its consumers' input rows, per-channel constants and flatten shapes on the way); groups of
 the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel (`importance`:
-"magnitude", "wanda" or "flap", see `onnxcomp.algorithms.importance`), standardized per group and
-ranked globally; the lowest go until `sparsity` × the groups' parameters are removed (`multiple`:
+"magnitude", "wanda", "flap" or "obs", see `onnxcomp.algorithms.importance`; "obs" ranks a group's
+channels by the order greedy structured OBS removes them, each removal re-solving the rest by least
+squares), standardized per group and ranked globally; the lowest go until `sparsity` × the groups' parameters are removed (`multiple`:
 kept counts rounded up to a multiple, e.g. 8; `allocation: uniform`, the default, takes the same
 fraction from every group instead: one-shot, it kept more accuracy than the global ranking on the
 digits CNN and more cosine on MiniLM; see the README). `prune` defaults to "ffn,channels": heads
-cost MiniLM more accuracy per parameter than MLP neurons in our runs. Apply:
+cost MiniLM more accuracy per parameter than MLP neurons in our runs; `head_sparsity` (uniform
+allocation) fixes the fraction of every attention group's heads removed and leaves the rest of the
+target to the other groups. Apply:
 `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
 Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least squares
@@ -42,7 +45,7 @@ from onnxcomp.pruning.params import ParamCounter
 from onnxcomp.pruning.sequential import SequentialMoments, input_moments
 
 KINDS = ("heads", "ffn", "channels")
-IMPORTANCE = ("flap", "wanda", "magnitude")
+IMPORTANCE = ("flap", "wanda", "magnitude", "obs")
 RECOVERY = ("refit", "bias", "none")
 ALLOCATION = ("global", "uniform")
 
@@ -75,6 +78,7 @@ class PruneStructured(CompressionPass):
         "multiple": 1,
         "allocation": "uniform",
         "sequential": True,
+        "head_sparsity": None,
     }
 
     def validate_options(self) -> None:
@@ -95,6 +99,11 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"allocation must be one of {', '.join(ALLOCATION)}, not {o['allocation']!r}")
         if isinstance(o["multiple"], bool) or not isinstance(o["multiple"], int) or o["multiple"] < 1:
             raise self.fail(f"multiple must be a positive integer, not {o['multiple']!r}")
+        h = o["head_sparsity"]
+        if h is not None and (isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < 1):
+            raise self.fail(f"head_sparsity must be a number in [0, 1), not {h!r}")
+        if h is not None and o["allocation"] != "uniform":
+            raise self.fail("head_sparsity needs allocation uniform (global ranks heads with the rest)")
         d = o["damp"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise self.fail(f"damp must be a number in [0, 1), not {d!r}")
@@ -117,7 +126,11 @@ class PruneStructured(CompressionPass):
         c, method = group.channels, self.opts["importance"]
         total = np.zeros(c)
         used = False
-        if method != "magnitude":
+        if method == "obs":
+            stats = [(k.weight_kn(), m.second, m.mean) for k in group.consumers if (m := self._moments(k)) is not None]
+            if stats:
+                return imp.obs(stats, group.repeat, float(self.opts["damp"]))
+        elif method != "magnitude":
             for consumer in group.consumers:
                 moments = self._moments(consumer)
                 if moments is None:
@@ -189,18 +202,28 @@ class PruneStructured(CompressionPass):
         """The same fraction of every group's channels (its best-scored kept), the fraction
         bisected until the exact parameter count reaches `target`. Kept counts are rounded up to
         `multiples`, except grouped-query heads, rounded to the nearest multiple of their KV
-        heads (rounding 9 query heads up to 3 per KV head would keep them all below 1/3)."""
+        heads (rounding 9 query heads up to 3 per KV head would keep them all below 1/3). With
+        `head_sparsity`, attention groups lose that fraction of their heads (nearest count) and
+        only the other groups' fraction is bisected."""
+        heads = self.opts["head_sparsity"]
 
         def counts(ratio: float) -> list[int]:
             out = []
             for g, m, multiple in zip(groups, min_keep, multiples):
-                if g.kv_heads > 1:
-                    out.append(max(m, int(round((1 - ratio) * g.channels / multiple)) * multiple))
+                fixed = heads is not None and g.kind == "heads"
+                if g.kv_heads > 1 or fixed:
+                    r = heads if fixed else ratio
+                    out.append(max(m, int(round((1 - r) * g.channels / multiple)) * multiple))
                     continue
                 kept = max(m, int(round((1 - ratio) * g.channels)))
                 out.append(min(g.channels, -(-kept // multiple) * multiple))
             return out
 
+        if counter.removed_for(counts(0.0)) > target:
+            raise self.fail(f"head_sparsity {heads} alone removes more than sparsity {self.opts['sparsity']}")
+        if counter.removed_for(counts(1.0)) < target:
+            most = counter.removed_for(counts(1.0)) / counter.total
+            raise self.fail(f"with head_sparsity {heads} the maximum sparsity is {most:.4f}")
         low, high = 0.0, 1.0
         for _ in range(40):
             mid = (low + high) / 2

@@ -479,3 +479,51 @@ def test_head_counts_in_constant_split_and_merge_shapes_are_rewritten(tiny):
     x = np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)
     feed = {"x": x, "mask": np.zeros((2, 1, 3, 3), np.float32)}
     assert np.allclose(tiny.run(ir.to_proto(model), feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+
+
+def attention_mlp(tiny):
+    """The attention block (4 heads of 2) followed by the gated MLP: one heads and one ffn group."""
+    first, second = attention(tiny), gated_mlp(tiny)
+    second = onnx.compose.add_prefix(second, "m_")
+    merged = onnx.compose.merge_models(first, second, io_map=[("y", "m_x")])
+    return onnx.shape_inference.infer_shapes(merged, strict_mode=True)
+
+
+def _attention_feeds(n=4):
+    rng = np.random.default_rng(3)
+    mask = np.zeros((2, 1, 4, 4), np.float32)
+    return [{"x": rng.standard_normal((2, 4, HID)).astype(np.float32), "mask": mask} for _ in range(n)]
+
+
+def test_head_sparsity_fixes_the_heads_removed_and_the_mlp_takes_the_rest(tiny, tmp_path):
+    """Heads 70 parameters each (Q/K/V/O 4·8·2 + 3·2 biases), MLP neurons 24: 30 % of 664 is 199;
+    head_sparsity 0.5 takes 2 heads (140), the MLP the rest (3 neurons: the least count reaching it)."""
+    proto = attention_mlp(tiny)
+    kept = {}
+    for heads in (None, 0.5):
+        opts = {"sparsity": 0.3, "prune": "heads,ffn", "importance": "obs", "head_sparsity": heads}
+        out = tmp_path / f"{heads}.onnx"
+        result = onnxcomp.compress(
+            proto, "prune", _attention_feeds(), output=out, options={"prune_structured": opts}, use_cache=False
+        )
+        details = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]
+        kept[heads] = {g["kind"]: g["kept"] for g in details["groups"]}
+        assert abs(details["removed_params"] - 199) <= 24
+        assert tiny.run(onnx.load(out), _attention_feeds()[0])[0].shape == (2, 4, HID)
+    assert kept[0.5] == {"heads": 2, "ffn": 13}
+    assert kept[None]["heads"] == 3  # the same fraction everywhere: 2.8 heads kept, rounded
+
+
+def test_head_sparsity_is_refused_when_it_cannot_meet_the_sparsity(tiny):
+    model = _ir(attention_mlp(tiny))
+    prune = lambda **o: PASSES["prune_structured"](  # noqa: E731
+        Context(), prune="heads,ffn", importance="magnitude", recovery="none", **o
+    )
+    with pytest.raises(OnnxcompError, match="head_sparsity 0.75 alone removes more than sparsity 0.1"):
+        prune(sparsity=0.1, head_sparsity=0.75)(model)
+    with pytest.raises(OnnxcompError, match="with head_sparsity 0 the maximum sparsity is 0.54"):
+        prune(sparsity=0.6, head_sparsity=0)(model)
+    with pytest.raises(OnnxcompError, match=r"head_sparsity must be a number in \[0, 1\)"):
+        prune(head_sparsity=1)
+    with pytest.raises(OnnxcompError, match="head_sparsity needs allocation uniform"):
+        prune(head_sparsity=0.25, allocation="global")
