@@ -1,17 +1,19 @@
 """prune_structured: remove whole channels (CNN filters, MLP neurons) and shrink the ONNX graph.
 
 Plan: `onnxcomp.pruning.groups.find_groups` finds the dependency groups (a producer's output
-channels, its consumers' input rows, per-channel constants and flatten shapes on the way); groups of
-the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel (`importance`:
+channels, its consumers' input rows, per-channel constants and flatten shapes on the way); groups
+of the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel (`importance`:
 "magnitude", "wanda", "flap" or "obs", see `onnxcomp.algorithms.importance`; "obs" ranks a group's
 channels by the order greedy structured OBS removes them, each removal re-solving the rest by least
-squares), standardized per group and ranked globally; the lowest go until `sparsity` × the groups' parameters are removed (`multiple`:
-kept counts rounded up to a multiple, e.g. 8; `allocation: uniform`, the default, takes the same
-fraction from every group instead: one-shot, it kept more accuracy than the global ranking on the
-digits CNN and more cosine on MiniLM; see the README). `prune` defaults to "ffn,channels": heads
-cost MiniLM more accuracy per parameter than MLP neurons in our runs; `head_sparsity` (uniform
-allocation) fixes the fraction of every attention group's heads removed and leaves the rest of the
-target to the other groups. Apply:
+squares), standardized per group and ranked globally; the lowest go until `sparsity` × the groups'
+parameters are removed (`multiple`: kept counts rounded up to a multiple, e.g. 8; `allocation:
+uniform`, the default, takes the same fraction from every group instead: one-shot, it kept more
+accuracy than the global ranking on the digits CNN and more cosine on MiniLM; see the README).
+`prune` defaults to "ffn,channels": heads cost MiniLM more accuracy per parameter than MLP neurons
+in our runs; `head_sparsity` (uniform allocation) fixes the fraction of every attention group's
+heads removed and leaves the rest of the target to the other groups, and `head_layers` < 1 gives
+those heads' cut to that fraction of the attention groups only, the ones whose cut moves the
+residual stream least (O's output error after the refit over the residual's energy). Apply:
 `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
 Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least squares
@@ -55,6 +57,27 @@ def _kinds(value) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _nearest(group: PruneGroup, min_keep: int, multiple: int, fraction: float) -> int:
+    """Channels kept when `fraction` of them go, the count rounded to the nearest multiple."""
+    return max(min_keep, int(round((1 - fraction) * group.channels / multiple)) * multiple)
+
+
+def _residual(consumer) -> str | None:
+    """The residual stream a linear's output is added to: the other operand of the first Add
+    after it that is not a constant (a bias Add is passed), or None."""
+    value = consumer.node.outputs[0]
+    for _ in range(3):
+        uses = list(value.uses())
+        if len(uses) != 1 or uses[0].node.op_type != "Add":
+            return None
+        node = uses[0].node
+        other = node.inputs[1 - uses[0].idx]
+        if other is None or other.const_value is None:
+            return other.name if other is not None else None
+        value = node.outputs[0]
+    return None
+
+
 def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Under grouped-query attention, the same number of query heads (the best-scored) per KV
     head; `len(keep)` is a multiple of `kv_heads` (the selection's rounding)."""
@@ -79,6 +102,7 @@ class PruneStructured(CompressionPass):
         "allocation": "uniform",
         "sequential": True,
         "head_sparsity": None,
+        "head_layers": 1.0,
     }
 
     def validate_options(self) -> None:
@@ -104,6 +128,11 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"head_sparsity must be a number in [0, 1), not {h!r}")
         if h is not None and o["allocation"] != "uniform":
             raise self.fail("head_sparsity needs allocation uniform (global ranks heads with the rest)")
+        layers = o["head_layers"]
+        if isinstance(layers, bool) or not isinstance(layers, (int, float)) or not 0 < layers <= 1:
+            raise self.fail(f"head_layers must be a number in (0, 1], not {layers!r}")
+        if layers < 1 and h is None:
+            raise self.fail("head_layers needs head_sparsity (the fraction of heads those layers lose)")
         d = o["damp"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise self.fail(f"damp must be a number in [0, 1), not {d!r}")
@@ -175,8 +204,14 @@ class PruneStructured(CompressionPass):
         if self.needs_data:
             if self.context.calibration is None:
                 raise self.fail(f"importance {o['importance']!r} and recovery {o['recovery']!r} need calibration data")
-            self.stats = input_moments(model, self._refit_inputs(groups), self.context.calibration)
+            names = self._refit_inputs(groups)
+            if o["head_layers"] < 1:  # the residual streams the attention groups' O outputs join
+                names += [r for g in groups if g.kind == "heads" for c in g.consumers if (r := _residual(c))]
+            self.stats = input_moments(model, names, self.context.calibration)
         scores = [imp.standardize(self._scores(g)) for g in groups]
+        self._cut_heads = None  # attention groups that lose head_sparsity of their heads (None: all)
+        if o["head_layers"] < 1:
+            self._cut_heads = self._head_layers(groups, scores, multiples, min_keep)
         if o["allocation"] == "global":
             keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
         else:
@@ -209,11 +244,13 @@ class PruneStructured(CompressionPass):
 
         def counts(ratio: float) -> list[int]:
             out = []
-            for g, m, multiple in zip(groups, min_keep, multiples):
+            for i, (g, m, multiple) in enumerate(zip(groups, min_keep, multiples)):
                 fixed = heads is not None and g.kind == "heads"
+                if fixed and self._cut_heads is not None and i not in self._cut_heads:
+                    out.append(g.channels)
+                    continue
                 if g.kv_heads > 1 or fixed:
-                    r = heads if fixed else ratio
-                    out.append(max(m, int(round((1 - r) * g.channels / multiple)) * multiple))
+                    out.append(_nearest(g, m, multiple, heads if fixed else ratio))
                     continue
                 kept = max(m, int(round((1 - ratio) * g.channels)))
                 out.append(min(g.channels, -(-kept // multiple) * multiple))
@@ -229,6 +266,35 @@ class PruneStructured(CompressionPass):
             mid = (low + high) / 2
             low, high = (mid, high) if counter.removed_for(counts(mid)) < target else (low, mid)
         return [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts(high))]
+
+    def _head_layers(self, groups, scores, multiples, min_keep) -> set[int]:
+        """The `head_layers` fraction of attention groups whose cut (`head_sparsity` of their heads,
+        the best-scored, O refit) moves the residual stream least: E‖Δo‖² / E‖r‖², with Δo O's
+        output error after the refit and r the residual O's output is added to (O's own output
+        when there is none)."""
+        o = self.opts
+        heads = [i for i, g in enumerate(groups) if g.kind == "heads"]
+        cost = {}
+        for i in heads:
+            g = groups[i]
+            count = _nearest(g, min_keep[i], multiples[i], o["head_sparsity"])
+            keep = _per_kv_head(g, np.sort(np.argsort(-scores[i], kind="stable")[:count]), scores[i])
+            cost[i] = 0.0
+            for consumer in g.consumers:
+                moments = self._moments(consumer)
+                if moments is None:
+                    raise self.fail(f"head_layers needs statistics of {consumer.name}'s input")
+                w, rows = consumer.weight_kn().astype(np.float64), consumer_rows(g, keep)
+                energy = float(np.sum(w * (moments.second @ w)))
+                residual = self.stats.get(_residual(consumer) or "")
+                scale = float(np.trace(residual.second)) if residual is not None else energy
+                kept, delta = least_squares(w, moments, rows, float(o["damp"]))
+                cost[i] += relative_error(w, moments, rows, kept, delta) * energy / max(scale, 1e-30)
+        chosen = sorted(heads, key=lambda i: (cost[i], i))[: max(1, int(round(o["head_layers"] * len(heads))))]
+        self.details["head_layers"] = [
+            {"group": groups[i].name, "cost": round(cost[i], 6), "cut": i in chosen} for i in heads
+        ]
+        return set(chosen)
 
     @staticmethod
     def _refit_inputs(groups: list[PruneGroup]) -> list[str]:

@@ -527,3 +527,27 @@ def test_head_sparsity_is_refused_when_it_cannot_meet_the_sparsity(tiny):
         prune(head_sparsity=1)
     with pytest.raises(OnnxcompError, match="head_sparsity needs allocation uniform"):
         prune(head_sparsity=0.25, allocation="global")
+
+
+@pytest.mark.parametrize("quiet", [0, 1])
+def test_head_layers_cuts_heads_where_the_residual_stream_moves_least(tiny, tmp_path, quiet):
+    """Two GQA layers, one with its O scaled down 20×: with head_layers 0.5 only that layer loses
+    its third of the heads (3 query heads × (Q 8·4 + O 4·8) = 192 of 1152 parameters)."""
+    proto = gqa_attention(tiny)
+    index = [i.name for i in proto.graph.initializer].index(f"wo{quiet}")
+    wo = tiny.initializer(proto, f"wo{quiet}") * 0.05
+    proto.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(wo, f"wo{quiet}"))
+    rng = np.random.default_rng(0)
+    feeds = [_gqa_feed(rng) for _ in range(4)]
+    opts = {"sparsity": 1 / 6, "prune": "heads", "head_sparsity": 1 / 3, "head_layers": 0.5}
+    result = onnxcomp.compress(
+        proto, "prune", feeds, output=tmp_path / "o.onnx", options={"prune_structured": opts}, use_cache=False
+    )
+    details = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]
+    assert [g["kept"] for g in details["groups"]] == [6 if i == quiet else 9 for i in range(2)]
+    assert [c["cut"] for c in details["head_layers"]] == [i == quiet for i in range(2)]
+    assert details["removed_params"] == 192
+    with pytest.raises(OnnxcompError, match="head_layers needs head_sparsity"):
+        PASSES["prune_structured"](Context(), head_layers=0.5)
+    with pytest.raises(OnnxcompError, match=r"head_layers must be a number in \(0, 1\]"):
+        PASSES["prune_structured"](Context(), head_layers=0, head_sparsity=0.3)
