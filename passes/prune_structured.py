@@ -151,14 +151,15 @@ class PruneStructured(CompressionPass):
         """E[xxᵀ] and E[x] of the consumer's input over the calibration data, or None (Conv)."""
         return self.stats.get(consumer.node.inputs[0].name) if consumer.node.op_type != "Conv" else None
 
-    def _scores(self, group: PruneGroup) -> np.ndarray:
+    def _scores(self, group: PruneGroup, limit: int | None = None) -> np.ndarray:
+        """Channel scores (higher = keep); "obs" orders only the first `limit` channels to go."""
         c, method = group.channels, self.opts["importance"]
         total = np.zeros(c)
         used = False
         if method == "obs":
             stats = [(k.weight_kn(), m.second, m.mean) for k in group.consumers if (m := self._moments(k)) is not None]
             if stats:
-                return imp.obs(stats, group.repeat, float(self.opts["damp"]))
+                return imp.obs(stats, group.repeat, float(self.opts["damp"]), limit)
         elif method != "magnitude":
             for consumer in group.consumers:
                 moments = self._moments(consumer)
@@ -208,14 +209,17 @@ class PruneStructured(CompressionPass):
             if o["head_layers"] < 1:  # the residual streams the attention groups' O outputs join
                 names += [r for g in groups if g.kind == "heads" for c in g.consumers if (r := _residual(c))]
             self.stats = input_moments(model, names, self.context.calibration)
-        scores = [imp.standardize(self._scores(g)) for g in groups]
         self._cut_heads = None  # attention groups that lose head_sparsity of their heads (None: all)
         if o["head_layers"] < 1:
-            self._cut_heads = self._head_layers(groups, scores, multiples, min_keep)
+            heads = {i: imp.standardize(self._scores(g)) for i, g in enumerate(groups) if g.kind == "heads"}
+            self._cut_heads = self._head_layers(groups, heads, multiples, min_keep)
         if o["allocation"] == "global":
+            scores = [imp.standardize(self._scores(g)) for g in groups]
             keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
-        else:
-            keeps = self._uniform(groups, scores, counter, target, min_keep, multiples)
+        else:  # counts first: OBS need not order the channels that stay
+            counts = self._uniform(groups, counter, target, min_keep, multiples)
+            scores = [imp.standardize(self._scores(g, g.channels - n)) for g, n in zip(groups, counts)]
+            keeps = [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts)]
         keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
@@ -233,8 +237,8 @@ class PruneStructured(CompressionPass):
         )
         return ir.passes.PassResult(model, modified=removed > 0)
 
-    def _uniform(self, groups, scores, counter, target: int, min_keep: list[int], multiples) -> list[np.ndarray]:
-        """The same fraction of every group's channels (its best-scored kept), the fraction
+    def _uniform(self, groups, counter, target: int, min_keep: list[int], multiples) -> list[int]:
+        """Channels kept per group: the same fraction of every group's channels, the fraction
         bisected until the exact parameter count reaches `target`. Kept counts are rounded up to
         `multiples`, except grouped-query heads, rounded to the nearest multiple of their KV
         heads (rounding 9 query heads up to 3 per KV head would keep them all below 1/3). With
@@ -265,7 +269,7 @@ class PruneStructured(CompressionPass):
         for _ in range(40):
             mid = (low + high) / 2
             low, high = (mid, high) if counter.removed_for(counts(mid)) < target else (low, mid)
-        return [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts(high))]
+        return counts(high)
 
     def _head_layers(self, groups, scores, multiples, min_keep) -> set[int]:
         """The `head_layers` fraction of attention groups whose cut (`head_sparsity` of their heads,

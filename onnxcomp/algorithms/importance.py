@@ -107,7 +107,12 @@ def select_global(
     return Selection(keep, int(total), int(target_params))
 
 
-def obs(consumers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], repeat: int = 1, damp: float = 0.01) -> np.ndarray:
+def obs(
+    consumers: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    repeat: int = 1,
+    damp: float = 0.01,
+    limit: int | None = None,
+) -> np.ndarray:
     """Scores from greedy structured OBS (optimal brain surgeon for whole channels, as in ZipLM and
     SlimGPT): the position at which each channel is removed (0 = first, higher = keep).
 
@@ -119,7 +124,9 @@ def obs(consumers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], repeat: int 
     least rise (summed over consumers) go first, a few per step (C/128, at least one); then
     W_S −= H⁻¹_SB (H⁻¹_BB)⁻¹ W_B and H⁻¹ loses B by the same Schur complement. Unlike a per-channel
     score this sees redundancy: of two channels that copy each other, one goes early (the other
-    takes its place), neither is kept for its size alone.
+    takes its place), neither is kept for its size alone. With `limit`, the greedy stops once that
+    many channels are gone (the cost falls with the cube of the rows left); the rest score above
+    them, in the order of their last rise.
     """
     count = consumers[0][0].shape[0] // repeat
     states = []
@@ -136,6 +143,7 @@ def obs(consumers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], repeat: int 
     scores = np.zeros(count)
     step = max(1, count // 128)
     position = 0
+    limit = count if limit is None else min(limit, count)
     while len(alive):
         blocks = np.arange(len(alive))[:, None] * repeat + np.arange(repeat)[None, :]  # local rows
         rise = np.zeros(len(alive))
@@ -146,7 +154,10 @@ def obs(consumers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], repeat: int 
             hb = hinv[blocks[:, :, None], blocks[:, None, :]]  # [n, r, r]
             wb = w[blocks]  # [n, r, N]
             rise += np.sum(wb * np.linalg.solve(hb, wb), axis=(1, 2))
-        gone = np.argsort(rise, kind="stable")[: min(step, len(alive))]
+        if position >= limit:
+            scores[alive] = position + np.argsort(np.argsort(rise, kind="stable"), kind="stable")
+            break
+        gone = np.argsort(rise, kind="stable")[: min(step, len(alive), limit - position)]
         scores[alive[gone]] = position + np.arange(len(gone))
         position += len(gone)
         b = blocks[gone].reshape(-1)

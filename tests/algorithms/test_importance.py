@@ -79,3 +79,12 @@ def test_obs_sees_a_duplicated_channel_that_per_channel_scores_keep():
     w[2:4] *= 4
     blocks = imp.obs([(w, x.T @ x / len(x), x.mean(axis=0))], repeat=2, damp=1e-6)
     assert len(blocks) == 4 and min(blocks[0], blocks[1]) == 0
+
+
+def test_obs_with_a_limit_removes_the_same_channels_first():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2000, 5)) @ rng.standard_normal((5, 12)) + rng.standard_normal((2000, 12)) * 0.2
+    stats = [(rng.standard_normal((12, 3)), x.T @ x / len(x), x.mean(axis=0))]
+    full, limited = imp.obs(stats, damp=1e-4), imp.obs(stats, damp=1e-4, limit=5)
+    assert np.array_equal(np.argsort(full)[:5], np.argsort(limited)[:5])
+    assert sorted(limited) == list(range(12))
