@@ -9,7 +9,9 @@ embedding tables read by a Gather and their transposed copies, e.g. a tied LM he
 digits CNN every parameter counts. onnxcomp's `sparsity` option is a fraction of the *prunable*
 groups' parameters, so it is set to s · block / prunable (above the maximum → a row with the
 error). Methods:
-- `ours`: `prune` recipe, FLAP importance, sequential least-squares refit (`damp` per model);
+- `ours`: `prune` recipe, FLAP importance (`--importance obs|wanda|magnitude` for another),
+  sequential least-squares refit (`damp` per model); `--options '{"head_sparsity": 0.0833}'`
+  passes more prune_structured options to every ours* row;
 - `ours-oneshot`: the same with the refit on the unpruned model's statistics only;
 - `ours-norecovery`: the same channels, sliced only (`recovery: none`);
 - `magnitude`: L2 magnitude importance, no recovery;
@@ -18,7 +20,8 @@ error). Methods:
   the MLP's first layer(s) only, the others ignored), a uniform ratio giving the same block
   parameter reduction, no fine-tuning; exported with the zoo's exporter.
 Every candidate is scored against the fp32 model by the zoo metric (`models.<kind>.compare`) and
-timed with `onnxcomp.runtime.measure_latency`, interleaved with fp32 (ratio = candidate / fp32).
+timed with `onnxcomp.runtime.measure_latency`, interleaved with fp32 (ratio = candidate / fp32;
+`--latency-repeats N` times, the median reported and all N listed).
 Torch-Pruning is needed only for its rows: `pip install torch-pruning` into the venv. With `--out`,
 the table, its JSON and a plot of the metric against sparsity per method (PNG, needs matplotlib:
 the `report` extra) are written side by side.
