@@ -551,3 +551,61 @@ def test_head_layers_cuts_heads_where_the_residual_stream_moves_least(tiny, tmp_
         PASSES["prune_structured"](Context(), head_layers=0.5)
     with pytest.raises(OnnxcompError, match=r"head_layers must be a number in \(0, 1\]"):
         PASSES["prune_structured"](Context(), head_layers=0, head_sparsity=0.3)
+
+
+def depthwise_cnn(tiny, multiplier=1, seed=0):
+    """Conv(6) → Relu → depthwise Conv (group 6, bias) → Relu → Conv(5) → Relu → GlobalAveragePool."""
+    rng = np.random.default_rng(seed)
+    init = {
+        "w1": rng.standard_normal((6, 1, 3, 3)).astype(np.float32),
+        "dw": rng.standard_normal((6 * multiplier, 1, 3, 3)).astype(np.float32),
+        "db": rng.standard_normal(6 * multiplier).astype(np.float32),
+        "w2": rng.standard_normal((5, 6 * multiplier, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        h.make_node("Conv", ["img", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        h.make_node("Conv", ["r1", "dw", "db"], ["d"], name="depthwise", pads=[1, 1, 1, 1], group=6),
+        h.make_node("Relu", ["d"], ["r2"], name="relu2"),
+        h.make_node("Conv", ["r2", "w2"], ["c2"], name="pointwise"),
+        h.make_node("GlobalAveragePool", ["c2"], ["out"], name="pool"),
+    ]
+    return tiny.make_model(nodes, [("img", ["b", 1, 8, 8])], [("out", ["b", 5, 1, 1])], init, infer_shapes=True)
+
+
+def test_a_depthwise_conv_is_cut_with_the_filters_it_reads(tiny):
+    """conv1's channels 1 and 3 feed nothing (the pointwise conv's rows are zero): cutting them
+    also cuts their depthwise filters and bias and sets group = 4, and the output is unchanged."""
+    proto = depthwise_cnn(tiny)
+    index = [i.name for i in proto.graph.initializer].index("w2")
+    w2 = tiny.initializer(proto, "w2").copy()
+    w2[:, [1, 3]] = 0
+    proto.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(w2, "w2"))
+    model = _ir(proto)
+    groups = [g for g in find_groups(model) if not g.reason]
+    assert [(g.name, [c.name for c in g.consumers]) for g in groups] == [("conv1", ["pointwise"])]
+    assert ParamCounter(groups).total == 6 * 9 + 6 * 9 + 6 + 5 * 6  # conv1, depthwise filters + bias, pointwise
+    apply_group(groups[0], np.array([0, 2, 4, 5]))
+    check_model(model, "pruned depthwise")
+    pruned = ir.to_proto(model)
+    feed = {"img": np.random.default_rng(1).standard_normal((2, 1, 8, 8)).astype(np.float32)}
+    assert np.allclose(tiny.run(pruned, feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "dw").shape == (4, 1, 3, 3) and tiny.initializer(pruned, "db").shape == (4,)
+    assert next(n for n in pruned.graph.node if n.name == "depthwise").attribute[0].i == 4
+
+
+def test_a_depthwise_conv_with_a_channel_multiplier_and_a_concat_are_reported(tiny):
+    reasons = [g.reason for g in find_groups(_ir(depthwise_cnn(tiny, multiplier=2)))]
+    assert "depthwise Conv depthwise has a channel multiplier or reads another layout" in reasons
+    rng = np.random.default_rng(0)
+    init = {n: rng.standard_normal((HID, HID)).astype(np.float32) for n in ("wa", "wb")}
+    init["wd"] = rng.standard_normal((2 * HID, HID)).astype(np.float32)
+    nodes = [
+        h.make_node("MatMul", ["x", "wa"], ["a"], name="a"),
+        h.make_node("MatMul", ["x", "wb"], ["b"], name="b"),
+        h.make_node("Concat", ["a", "b"], ["ab"], name="concat", axis=-1),
+        h.make_node("MatMul", ["ab", "wd"], ["y"], name="d"),
+    ]
+    proto = tiny.make_model(nodes, [("x", [2, HID])], [("y", [2, HID])], init, infer_shapes=True)
+    reasons = {g.name: g.reason for g in find_groups(_ir(proto))}
+    assert reasons["a"] == reasons["b"] == "Concat concat reads the channels"
