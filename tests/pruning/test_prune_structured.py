@@ -275,6 +275,10 @@ def test_cli_refuses_a_bad_sparsity_and_pruning_options_on_other_recipes(tiny, t
         result = runner.invoke(cli, ["compress", str(model), "-o", str(out), "--calib", str(tmp_path / "calib"), *args])
         assert result.exit_code == 2 and message in result.output and result.output.startswith("error:")
         assert not out.exists()
+    args = ["compress", str(model), "-o", str(out), "--calib", str(tmp_path / "calib"), "--recipe", "prune"]
+    result = runner.invoke(cli, [*args, "--sparsity", "0.5", "--importance", "obs"])
+    assert result.exit_code == 0, result.output
+    assert tiny.initializer(onnx.load(out), "wd").shape[0] == 8
 
 
 def test_sequential_recovery_with_two_groups_of_different_widths(tiny, tmp_path):
