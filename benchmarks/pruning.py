@@ -9,7 +9,9 @@ embedding tables read by a Gather and their transposed copies, e.g. a tied LM he
 digits CNN every parameter counts. onnxcomp's `sparsity` option is a fraction of the *prunable*
 groups' parameters, so it is set to s · block / prunable (above the maximum → a row with the
 error). Methods:
-- `ours`: `prune` recipe, FLAP importance, sequential least-squares refit (`damp` per model);
+- `ours`: `prune` recipe, FLAP importance (`--importance obs|wanda|magnitude` for another),
+  sequential least-squares refit (`damp` per model); `--options '{"head_sparsity": 0.0833}'`
+  passes more prune_structured options to every ours* row;
 - `ours-oneshot`: the same with the refit on the unpruned model's statistics only;
 - `ours-norecovery`: the same channels, sliced only (`recovery: none`);
 - `magnitude`: L2 magnitude importance, no recovery;
@@ -18,7 +20,8 @@ error). Methods:
   the MLP's first layer(s) only, the others ignored), a uniform ratio giving the same block
   parameter reduction, no fine-tuning; exported with the zoo's exporter.
 Every candidate is scored against the fp32 model by the zoo metric (`models.<kind>.compare`) and
-timed with `onnxcomp.runtime.measure_latency`, interleaved with fp32 (ratio = candidate / fp32).
+timed with `onnxcomp.runtime.measure_latency`, interleaved with fp32 (ratio = candidate / fp32;
+`--latency-repeats N` times, the median reported and all N listed).
 Torch-Pruning is needed only for its rows: `pip install torch-pruning` into the venv. With `--out`,
 the table, its JSON and a plot of the metric against sparsity per method (PNG, needs matplotlib:
 the `report` extra) are written side by side.
@@ -185,6 +188,11 @@ def main() -> None:
     parser.add_argument("--methods", default="ours,ours-oneshot,ours-norecovery,magnitude,torch-pruning")
     parser.add_argument("--prune", default="ffn,channels", help="What onnxcomp prunes ('a;b': each, same run).")
     parser.add_argument("--allocation", default="uniform", choices=["global", "uniform"])
+    parser.add_argument("--importance", default="flap", help="onnxcomp's importance for the ours* rows.")
+    parser.add_argument(
+        "--options", default="{}", help="More prune_structured options, JSON: '{\"head_sparsity\": 0.08}'."
+    )
+    parser.add_argument("--latency-repeats", type=int, default=1, help="Interleaved timings per row (ratios listed).")
     parser.add_argument("--out", type=Path, help="Markdown table here (and .json beside it).")
     args = parser.parse_args()
     kind, settings = args.model, SETTINGS[args.model]
@@ -207,7 +215,10 @@ def main() -> None:
         for method, variant in runs_of:
             out = tmp / f"{method}-{s}-{variants.index(variant)}.onnx"
             row = {"model": kind, "sparsity_block": s, "method": method}
-            prunable, extra = prunables[variant], {"prune": variant, "allocation": args.allocation}
+            prunable, extra = (
+                prunables[variant],
+                {"prune": variant, "allocation": args.allocation, **json.loads(args.options)},
+            )
             extra["sequential"] = method == "ours"
             if method != "torch-pruning":
                 row.update(extra)
@@ -215,7 +226,8 @@ def main() -> None:
                 if method == "torch-pruning":
                     row.update(torch_pruning(kind, block, ffn, s * block, out))
                 else:
-                    importance = "magnitude" if method == "magnitude" else "flap"
+                    importance = "magnitude" if method == "magnitude" else args.importance
+                    row["importance"] = importance
                     recovery = "refit" if method in ("ours", "ours-oneshot") else "none"
                     option = s * block / prunable
                     row["sparsity_option"] = round(option, 4)
@@ -230,9 +242,15 @@ def main() -> None:
                     row["filters_removed"] = round(1 - filters(out) / filters(path), 4)
                 cand = ort_session(str(out))
                 row.update(module.compare(runner(fp32), runner(cand)))
-                times = measure_latency({"fp32": fp32, "cand": cand}, feed, runs=runs)
-                row["latency_ratio"] = round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3)
-                row["latency_ms"] = round(times["cand"]["median_ms"], 2)
+                ratios, ms = [], []
+                for _ in range(args.latency_repeats):
+                    times = measure_latency({"fp32": fp32, "cand": cand}, feed, runs=runs)
+                    ratios.append(round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3))
+                    ms.append(times["cand"]["median_ms"])
+                row["latency_ratio"] = float(np.median(ratios))
+                if len(ratios) > 1:
+                    row["latency_ratios"] = ratios
+                row["latency_ms"] = round(float(np.median(ms)), 2)
             except Exception as exc:  # a failed configuration is a row with its error
                 row["error"] = str(exc).splitlines()[0][:200]
             print(json.dumps(row), flush=True)

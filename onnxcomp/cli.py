@@ -240,7 +240,7 @@ def export(source, output, opset, as_json):
 @click.option("--prune", "prune_kinds", help="Pruning recipes: what to prune, e.g. 'ffn,channels'.")
 @click.option(
     "--importance",
-    type=click.Choice(["flap", "wanda", "magnitude"]),
+    type=click.Choice(["flap", "wanda", "magnitude", "obs"]),
     help="Pruning recipes: channel importance. [recipe default: flap]",
 )
 @click.option(

@@ -1,17 +1,22 @@
 """prune_structured: remove whole channels (CNN filters, MLP neurons) and shrink the ONNX graph.
 
 Plan: `onnxcomp.pruning.groups.find_groups` finds the dependency groups (a producer's output
-channels, its consumers' input rows, per-channel constants and flatten shapes on the way); groups of
-the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel (`importance`:
-"magnitude", "wanda" or "flap", see `onnxcomp.algorithms.importance`), standardized per group and
-ranked globally; the lowest go until `sparsity` × the groups' parameters are removed (`multiple`:
-kept counts rounded up to a multiple, e.g. 8; the default "auto" keeps Conv filters in multiples of
-16 — ONNX Runtime's CPU Conv runs in NCHWc blocks of 16 channels on AVX-512 (8 on AVX2), and a
-filter count off the block drops the layers to the plain layout, which made the pruned digits CNN
-1.2× slower than its input — and MLP neurons in multiples of 1; `allocation: uniform`, the default, takes the same
-fraction from every group instead: one-shot, it kept more accuracy than the global ranking on the
-digits CNN and more cosine on MiniLM; see the README). `prune` defaults to "ffn,channels": heads
-cost MiniLM more accuracy per parameter than MLP neurons in our runs. Apply:
+channels, its consumers' input rows, per-channel constants and flatten shapes on the way); groups
+of the kinds asked for (`prune`: "heads", "ffn", "channels") are scored per channel (`importance`:
+"magnitude", "wanda", "flap" or "obs", see `onnxcomp.algorithms.importance`; "obs" ranks a group's
+channels by the order greedy structured OBS removes them, each removal re-solving the rest by least
+squares), standardized per group and ranked globally; the lowest go until `sparsity` × the groups'
+parameters are removed (`multiple`: kept counts rounded up to a multiple, e.g. 8; the default
+"auto" keeps Conv filters in multiples of 16 — ONNX Runtime's CPU Conv runs in NCHWc blocks of 16
+channels on AVX-512 (8 on AVX2), and a filter count off the block drops the layers to the plain
+layout, which made the pruned digits CNN 1.2× slower than its input — and other groups in ones;
+`allocation: uniform`, the default, takes the same fraction from every group instead: one-shot, it kept more
+accuracy than the global ranking on the digits CNN and more cosine on MiniLM; see the README).
+`prune` defaults to "ffn,channels": heads cost MiniLM more accuracy per parameter than MLP neurons
+in our runs; `head_sparsity` (uniform allocation) fixes the fraction of every attention group's
+heads removed and leaves the rest of the target to the other groups, and `head_layers` < 1 gives
+those heads' cut to that fraction of the attention groups only, the ones whose cut moves the
+residual stream least (O's output error after the refit over the residual's energy). Apply:
 `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
 Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least squares
@@ -45,7 +50,7 @@ from onnxcomp.pruning.params import ParamCounter
 from onnxcomp.pruning.sequential import SequentialMoments, input_moments
 
 KINDS = ("heads", "ffn", "channels")
-IMPORTANCE = ("flap", "wanda", "magnitude")
+IMPORTANCE = ("flap", "wanda", "magnitude", "obs")
 RECOVERY = ("refit", "bias", "none")
 ALLOCATION = ("global", "uniform")
 CONV_BLOCK = 16  # channels per NCHWc block of ONNX Runtime's CPU Conv (AVX-512; a multiple of AVX2's 8)
@@ -54,6 +59,27 @@ CONV_BLOCK = 16  # channels per NCHWc block of ONNX Runtime's CPU Conv (AVX-512;
 def _kinds(value) -> list[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return [item.strip() for item in items if item.strip()]
+
+
+def _nearest(group: PruneGroup, min_keep: int, multiple: int, fraction: float) -> int:
+    """Channels kept when `fraction` of them go, the count rounded to the nearest multiple."""
+    return max(min_keep, int(round((1 - fraction) * group.channels / multiple)) * multiple)
+
+
+def _residual(consumer) -> str | None:
+    """The residual stream a linear's output is added to: the other operand of the first Add
+    after it that is not a constant (a bias Add is passed), or None."""
+    value = consumer.node.outputs[0]
+    for _ in range(3):
+        uses = list(value.uses())
+        if len(uses) != 1 or uses[0].node.op_type != "Add":
+            return None
+        node = uses[0].node
+        other = node.inputs[1 - uses[0].idx]
+        if other is None or other.const_value is None:
+            return other.name if other is not None else None
+        value = node.outputs[0]
+    return None
 
 
 def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -79,6 +105,8 @@ class PruneStructured(CompressionPass):
         "multiple": "auto",
         "allocation": "uniform",
         "sequential": True,
+        "head_sparsity": None,
+        "head_layers": 1.0,
     }
 
     def validate_options(self) -> None:
@@ -100,6 +128,16 @@ class PruneStructured(CompressionPass):
         m = o["multiple"]
         if m != "auto" and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise self.fail(f"multiple must be a positive integer or 'auto', not {m!r}")
+        h = o["head_sparsity"]
+        if h is not None and (isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < 1):
+            raise self.fail(f"head_sparsity must be a number in [0, 1), not {h!r}")
+        if h is not None and o["allocation"] != "uniform":
+            raise self.fail("head_sparsity needs allocation uniform (global ranks heads with the rest)")
+        layers = o["head_layers"]
+        if isinstance(layers, bool) or not isinstance(layers, (int, float)) or not 0 < layers <= 1:
+            raise self.fail(f"head_layers must be a number in (0, 1], not {layers!r}")
+        if layers < 1 and h is None:
+            raise self.fail("head_layers needs head_sparsity (the fraction of heads those layers lose)")
         d = o["damp"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise self.fail(f"damp must be a number in [0, 1), not {d!r}")
@@ -118,11 +156,16 @@ class PruneStructured(CompressionPass):
         """E[xxᵀ] and E[x] of the consumer's input over the calibration data, or None (Conv)."""
         return self.stats.get(consumer.node.inputs[0].name) if consumer.node.op_type != "Conv" else None
 
-    def _scores(self, group: PruneGroup) -> np.ndarray:
+    def _scores(self, group: PruneGroup, limit: int | None = None) -> np.ndarray:
+        """Channel scores (higher = keep); "obs" orders only the first `limit` channels to go."""
         c, method = group.channels, self.opts["importance"]
         total = np.zeros(c)
         used = False
-        if method != "magnitude":
+        if method == "obs":
+            stats = [(k.weight_kn(), m.second, m.mean) for k in group.consumers if (m := self._moments(k)) is not None]
+            if stats:
+                return imp.obs(stats, group.repeat, float(self.opts["damp"]), limit)
+        elif method != "magnitude":
             for consumer in group.consumers:
                 moments = self._moments(consumer)
                 if moments is None:
@@ -167,12 +210,21 @@ class PruneStructured(CompressionPass):
         if self.needs_data:
             if self.context.calibration is None:
                 raise self.fail(f"importance {o['importance']!r} and recovery {o['recovery']!r} need calibration data")
-            self.stats = input_moments(model, self._refit_inputs(groups), self.context.calibration)
-        scores = [imp.standardize(self._scores(g)) for g in groups]
+            names = self._refit_inputs(groups)
+            if o["head_layers"] < 1:  # the residual streams the attention groups' O outputs join
+                names += [r for g in groups if g.kind == "heads" for c in g.consumers if (r := _residual(c))]
+            self.stats = input_moments(model, names, self.context.calibration)
+        self._cut_heads = None  # attention groups that lose head_sparsity of their heads (None: all)
+        if o["head_layers"] < 1:
+            heads = {i: imp.standardize(self._scores(g)) for i, g in enumerate(groups) if g.kind == "heads"}
+            self._cut_heads = self._head_layers(groups, heads, multiples, min_keep)
         if o["allocation"] == "global":
+            scores = [imp.standardize(self._scores(g)) for g in groups]
             keeps = imp.select_global(scores, counter.cost, target, min_keep, multiples, counter.remove).keep
-        else:
-            keeps = self._uniform(groups, scores, counter, target, min_keep, multiples)
+        else:  # counts first: OBS need not order the channels that stay
+            counts = self._uniform(groups, counter, target, min_keep, multiples)
+            scores = [imp.standardize(self._scores(g, g.channels - n)) for g, n in zip(groups, counts)]
+            keeps = [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts)]
         keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
@@ -190,27 +242,68 @@ class PruneStructured(CompressionPass):
         )
         return ir.passes.PassResult(model, modified=removed > 0)
 
-    def _uniform(self, groups, scores, counter, target: int, min_keep: list[int], multiples) -> list[np.ndarray]:
-        """The same fraction of every group's channels (its best-scored kept), the fraction
+    def _uniform(self, groups, counter, target: int, min_keep: list[int], multiples) -> list[int]:
+        """Channels kept per group: the same fraction of every group's channels, the fraction
         bisected until the exact parameter count reaches `target`. Kept counts are rounded up to
         `multiples`, except grouped-query heads, rounded to the nearest multiple of their KV
-        heads (rounding 9 query heads up to 3 per KV head would keep them all below 1/3)."""
+        heads (rounding 9 query heads up to 3 per KV head would keep them all below 1/3). With
+        `head_sparsity`, attention groups lose that fraction of their heads (nearest count) and
+        only the other groups' fraction is bisected."""
+        heads = self.opts["head_sparsity"]
 
         def counts(ratio: float) -> list[int]:
             out = []
-            for g, m, multiple in zip(groups, min_keep, multiples):
-                if g.kv_heads > 1:
-                    out.append(max(m, int(round((1 - ratio) * g.channels / multiple)) * multiple))
+            for i, (g, m, multiple) in enumerate(zip(groups, min_keep, multiples)):
+                fixed = heads is not None and g.kind == "heads"
+                if fixed and self._cut_heads is not None and i not in self._cut_heads:
+                    out.append(g.channels)
+                    continue
+                if g.kv_heads > 1 or fixed:
+                    out.append(_nearest(g, m, multiple, heads if fixed else ratio))
                     continue
                 kept = max(m, int(round((1 - ratio) * g.channels)))
                 out.append(min(g.channels, -(-kept // multiple) * multiple))
             return out
 
+        if counter.removed_for(counts(0.0)) > target:
+            raise self.fail(f"head_sparsity {heads} alone removes more than sparsity {self.opts['sparsity']}")
+        if counter.removed_for(counts(1.0)) < target:
+            most = counter.removed_for(counts(1.0)) / counter.total
+            raise self.fail(f"with head_sparsity {heads} the maximum sparsity is {most:.4f}")
         low, high = 0.0, 1.0
         for _ in range(40):
             mid = (low + high) / 2
             low, high = (mid, high) if counter.removed_for(counts(mid)) < target else (low, mid)
-        return [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts(high))]
+        return counts(high)
+
+    def _head_layers(self, groups, scores, multiples, min_keep) -> set[int]:
+        """The `head_layers` fraction of attention groups whose cut (`head_sparsity` of their heads,
+        the best-scored, O refit) moves the residual stream least: E‖Δo‖² / E‖r‖², with Δo O's
+        output error after the refit and r the residual O's output is added to (O's own output
+        when there is none)."""
+        o = self.opts
+        heads = [i for i, g in enumerate(groups) if g.kind == "heads"]
+        cost = {}
+        for i in heads:
+            g = groups[i]
+            count = _nearest(g, min_keep[i], multiples[i], o["head_sparsity"])
+            keep = _per_kv_head(g, np.sort(np.argsort(-scores[i], kind="stable")[:count]), scores[i])
+            cost[i] = 0.0
+            for consumer in g.consumers:
+                moments = self._moments(consumer)
+                if moments is None:
+                    raise self.fail(f"head_layers needs statistics of {consumer.name}'s input")
+                w, rows = consumer.weight_kn().astype(np.float64), consumer_rows(g, keep)
+                energy = float(np.sum(w * (moments.second @ w)))
+                residual = self.stats.get(_residual(consumer) or "")
+                scale = float(np.trace(residual.second)) if residual is not None else energy
+                kept, delta = least_squares(w, moments, rows, float(o["damp"]))
+                cost[i] += relative_error(w, moments, rows, kept, delta) * energy / max(scale, 1e-30)
+        chosen = sorted(heads, key=lambda i: (cost[i], i))[: max(1, int(round(o["head_layers"] * len(heads))))]
+        self.details["head_layers"] = [
+            {"group": groups[i].name, "cost": round(cost[i], 6), "cut": i in chosen} for i in heads
+        ]
+        return set(chosen)
 
     def _multiple(self, group: PruneGroup) -> int:
         """Kept channels are a multiple of this: the option, or under "auto" Conv filters in

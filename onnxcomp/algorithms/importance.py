@@ -7,7 +7,10 @@ Scores, one per channel of a dependency group (higher = keep):
 - `wanda_sp`: Σ_n |W[c, n]| · ‖x_c‖ over the consumer's input row c (Wanda-sp: weight magnitude
   times the RMS of the input channel on calibration data);
 - `flap`: Var(x_c) · ‖W[c, :]‖² (FLAP's fluctuation metric: how much the consumer's output moves
-  when channel c is replaced by its mean, which bias compensation then adds back).
+  when channel c is replaced by its mean, which bias compensation then adds back);
+- `obs`: the order in which greedy structured OBS removes the channels, the rest re-solved by
+  least squares after each removal (sees channels that duplicate each other, which the
+  per-channel scores above keep or drop together).
 
 `standardize` makes scores comparable across layers ((s − mean) / std per group) and
 `select_global` removes the globally lowest standardized channels until the requested number of
@@ -102,3 +105,68 @@ def select_global(
             kept = np.sort(best)
         keep.append(kept)
     return Selection(keep, int(total), int(target_params))
+
+
+def obs(
+    consumers: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    repeat: int = 1,
+    damp: float = 0.01,
+    limit: int | None = None,
+) -> np.ndarray:
+    """Scores from greedy structured OBS (optimal brain surgeon for whole channels, as in ZipLM and
+    SlimGPT): the position at which each channel is removed (0 = first, higher = keep).
+
+    `consumers` holds per consumer (W [C·repeat, N], E[xxᵀ], E[x]); channel c owns rows
+    c·repeat … c·repeat + repeat − 1. With z = [x, 1] and H = E[zzᵀ] + λI (λ = damp · mean
+    diag E[xxᵀ], on the x rows), removing the rows B from the rows still kept, S, with the kept
+    rows and a bias re-solved by least squares, raises E‖x·W − z_S·W'‖² + λ‖W' − W_S‖² by
+    tr(W_Bᵀ (H⁻¹_BB)⁻¹ W_B) (W the current, already re-solved rows; H⁻¹ over S). The channels with the
+    least rise (summed over consumers) go first, a few per step (C/128, at least one); then
+    W_S −= H⁻¹_SB (H⁻¹_BB)⁻¹ W_B and H⁻¹ loses B by the same Schur complement. Unlike a per-channel
+    score this sees redundancy: of two channels that copy each other, one goes early (the other
+    takes its place), neither is kept for its size alone. With `limit`, the greedy stops once that
+    many channels are gone (the cost falls with the cube of the rows left); the rest score above
+    them, in the order of their last rise.
+    """
+    count = consumers[0][0].shape[0] // repeat
+    states = []
+    for weight, second, mean in consumers:
+        k = weight.shape[0]
+        h = np.empty((k + 1, k + 1))
+        h[:k, :k] = second
+        h[:k, k] = h[k, :k] = mean
+        h[k, k] = 1.0
+        h[np.arange(k), np.arange(k)] += damp * max(float(np.mean(np.diag(second))), 1e-12)
+        w = np.vstack([np.asarray(weight, dtype=np.float64), np.zeros((1, weight.shape[1]))])
+        states.append([np.linalg.inv(h), w])
+    alive = np.arange(count)
+    scores = np.zeros(count)
+    step = max(1, count // 128)
+    position = 0
+    limit = count if limit is None else min(limit, count)
+    while len(alive):
+        blocks = np.arange(len(alive))[:, None] * repeat + np.arange(repeat)[None, :]  # local rows
+        rise = np.zeros(len(alive))
+        for hinv, w in states:
+            if repeat == 1:
+                rise += np.square(w[:-1]).sum(axis=1) / np.diag(hinv)[:-1]
+                continue
+            hb = hinv[blocks[:, :, None], blocks[:, None, :]]  # [n, r, r]
+            wb = w[blocks]  # [n, r, N]
+            rise += np.sum(wb * np.linalg.solve(hb, wb), axis=(1, 2))
+        if position >= limit:
+            scores[alive] = position + np.argsort(np.argsort(rise, kind="stable"), kind="stable")
+            break
+        gone = np.argsort(rise, kind="stable")[: min(step, len(alive), limit - position)]
+        scores[alive[gone]] = position + np.arange(len(gone))
+        position += len(gone)
+        b = blocks[gone].reshape(-1)
+        s = np.setdiff1d(np.arange(len(alive) * repeat + 1), b)  # the bias row stays
+        for state in states:
+            hinv, w = state
+            hsb = hinv[s][:, b]
+            solved = np.linalg.solve(hinv[b][:, b], np.hstack([w[b], hsb.T]))
+            state[0] = hinv[s][:, s] - hsb @ solved[:, w.shape[1] :]
+            state[1] = w[s] - hsb @ solved[:, : w.shape[1]]
+        alive = np.delete(alive, gone)
+    return scores

@@ -53,6 +53,8 @@ def apply_group(group: PruneGroup, keep: np.ndarray, new_consumers: dict | None 
             _add_bias(consumer, delta)
     for piece in group.constants:
         _take(piece.value, keep, piece.axis)
+    for node in group.depthwise:
+        node.attributes["group"] = ir.AttrInt64("group", count)
     for rewrite in group.shapes:
         shape = constant_array(rewrite.value).copy()
         shape[rewrite.index] = count * rewrite.per_channel

@@ -16,8 +16,11 @@ channels apart are allowed:
 
 So the groups found are CNN filters (Conv → Relu → Conv, Conv → Relu → MaxPool → Flatten →
 Gemm) and MLP neurons (BERT intermediate → Gelu → output; LLaMA gate/up → SiLU·Mul → down).
-Anything else on the way (a residual Add, a norm, a head reshape, a graph output, a depthwise or
-grouped conv, a weight or constant shared with nodes outside the group) makes the group
+A depthwise conv on the way (group = channels, multiplier 1) is passed: its filters and bias are
+sliced with the group and its `group` attribute rewritten. Anything else on the way (a residual
+Add, a norm, a head reshape, a graph output, a grouped conv or a depthwise one with a channel
+multiplier, a Concat or Split, a weight or constant shared with nodes outside the group) makes the
+group
 *skipped*, with the reason, and it is left alone. Attention heads (Q/K/V → heads → O) are
 found first by `onnxcomp.pruning.heads` (kind "heads": a channel is a whole head).
 """
@@ -101,6 +104,9 @@ class _Walker:
     def visit(self, node: ir.Node, value: ir.Value, idx: int) -> None:
         axis, per = self.group.values[value]
         linear = linear_of(node)
+        if linear is not None and idx == 0 and _attr_int(node, "group", 1) == self.group.channels > 1:
+            self.depthwise(linear, axis, per)
+            return
         if linear is not None and idx == 0:
             self.add_consumer(linear, axis, per)
             return
@@ -123,6 +129,24 @@ class _Walker:
                 if i != idx and operand is not None:
                     self.operand(node, operand, axis, per)
             self.add_value(node.outputs[0], axis, per)
+
+    def depthwise(self, linear: Linear, axis: int, per: int) -> None:
+        """A depthwise Conv (group = channels, one filter per channel) keeps the channels apart:
+        its filters and bias are sliced with the group and its `group` attribute becomes the kept
+        count; the walk goes on from its output. A channel multiplier above 1 is left alone."""
+        node = linear.node
+        if per != 1 or axis != _channel_axis(linear) or linear.array.shape[:2] != (self.group.channels, 1):
+            raise _Skip(f"depthwise Conv {node.name} has a channel multiplier or reads another layout")
+        _own(linear.weight, {node})
+        self.group.constants.append(ConstantSlice(linear.weight, 0))
+        if linear.bias is not None:
+            if linear.output is not node.outputs[0]:
+                raise _Skip(f"depthwise Conv {node.name} has its bias in a separate Add")
+            _own(linear.bias, {node})
+            self.group.constants.append(ConstantSlice(linear.bias, 0))
+        self.group.depthwise.append(node)
+        self.nodes.add(node)
+        self.add_value(node.outputs[0], axis, 1)
 
     def flatten(self, node: ir.Node, value: ir.Value, axis: int, per: int) -> None:
         shape = value.shape
@@ -221,6 +245,6 @@ def find_groups(model: ir.Model) -> list[PruneGroup]:
             taken.add(linear.node)
             groups.append(group)
             continue
-        taken.update(p.node for p in walker.group.producers)
+        taken.update([p.node for p in walker.group.producers] + walker.group.depthwise)
         groups.append(walker.group)
     return groups

@@ -290,6 +290,10 @@ def test_cli_refuses_a_bad_sparsity_and_pruning_options_on_other_recipes(tiny, t
         result = runner.invoke(cli, ["compress", str(model), "-o", str(out), "--calib", str(tmp_path / "calib"), *args])
         assert result.exit_code == 2 and message in result.output and result.output.startswith("error:")
         assert not out.exists()
+    args = ["compress", str(model), "-o", str(out), "--calib", str(tmp_path / "calib"), "--recipe", "prune"]
+    result = runner.invoke(cli, [*args, "--sparsity", "0.5", "--importance", "obs"])
+    assert result.exit_code == 0, result.output
+    assert tiny.initializer(onnx.load(out), "wd").shape[0] == 8
 
 
 def test_sequential_recovery_with_two_groups_of_different_widths(tiny, tmp_path):
@@ -494,3 +498,133 @@ def test_head_counts_in_constant_split_and_merge_shapes_are_rewritten(tiny):
     x = np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)
     feed = {"x": x, "mask": np.zeros((2, 1, 3, 3), np.float32)}
     assert np.allclose(tiny.run(ir.to_proto(model), feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+
+
+def attention_mlp(tiny):
+    """The attention block (4 heads of 2) followed by the gated MLP: one heads and one ffn group."""
+    first, second = attention(tiny), gated_mlp(tiny)
+    second = onnx.compose.add_prefix(second, "m_")
+    merged = onnx.compose.merge_models(first, second, io_map=[("y", "m_x")])
+    return onnx.shape_inference.infer_shapes(merged, strict_mode=True)
+
+
+def _attention_feeds(n=4):
+    rng = np.random.default_rng(3)
+    mask = np.zeros((2, 1, 4, 4), np.float32)
+    return [{"x": rng.standard_normal((2, 4, HID)).astype(np.float32), "mask": mask} for _ in range(n)]
+
+
+def test_head_sparsity_fixes_the_heads_removed_and_the_mlp_takes_the_rest(tiny, tmp_path):
+    """Heads 70 parameters each (Q/K/V/O 4·8·2 + 3·2 biases), MLP neurons 24: 30 % of 664 is 199;
+    head_sparsity 0.5 takes 2 heads (140), the MLP the rest (3 neurons: the least count reaching it)."""
+    proto = attention_mlp(tiny)
+    kept = {}
+    for heads in (None, 0.5):
+        opts = {"sparsity": 0.3, "prune": "heads,ffn", "importance": "obs", "head_sparsity": heads}
+        out = tmp_path / f"{heads}.onnx"
+        result = onnxcomp.compress(
+            proto, "prune", _attention_feeds(), output=out, options={"prune_structured": opts}, use_cache=False
+        )
+        details = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]
+        kept[heads] = {g["kind"]: g["kept"] for g in details["groups"]}
+        assert abs(details["removed_params"] - 199) <= 24
+        assert tiny.run(onnx.load(out), _attention_feeds()[0])[0].shape == (2, 4, HID)
+    assert kept[0.5] == {"heads": 2, "ffn": 13}
+    assert kept[None]["heads"] == 3  # the same fraction everywhere: 2.8 heads kept, rounded
+
+
+def test_head_sparsity_is_refused_when_it_cannot_meet_the_sparsity(tiny):
+    model = _ir(attention_mlp(tiny))
+    prune = lambda **o: PASSES["prune_structured"](  # noqa: E731
+        Context(), prune="heads,ffn", importance="magnitude", recovery="none", **o
+    )
+    with pytest.raises(OnnxcompError, match="head_sparsity 0.75 alone removes more than sparsity 0.1"):
+        prune(sparsity=0.1, head_sparsity=0.75)(model)
+    with pytest.raises(OnnxcompError, match="with head_sparsity 0 the maximum sparsity is 0.54"):
+        prune(sparsity=0.6, head_sparsity=0)(model)
+    with pytest.raises(OnnxcompError, match=r"head_sparsity must be a number in \[0, 1\)"):
+        prune(head_sparsity=1)
+    with pytest.raises(OnnxcompError, match="head_sparsity needs allocation uniform"):
+        prune(head_sparsity=0.25, allocation="global")
+
+
+@pytest.mark.parametrize("quiet", [0, 1])
+def test_head_layers_cuts_heads_where_the_residual_stream_moves_least(tiny, tmp_path, quiet):
+    """Two GQA layers, one with its O scaled down 20×: with head_layers 0.5 only that layer loses
+    its third of the heads (3 query heads × (Q 8·4 + O 4·8) = 192 of 1152 parameters)."""
+    proto = gqa_attention(tiny)
+    index = [i.name for i in proto.graph.initializer].index(f"wo{quiet}")
+    wo = tiny.initializer(proto, f"wo{quiet}") * 0.05
+    proto.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(wo, f"wo{quiet}"))
+    rng = np.random.default_rng(0)
+    feeds = [_gqa_feed(rng) for _ in range(4)]
+    opts = {"sparsity": 1 / 6, "prune": "heads", "head_sparsity": 1 / 3, "head_layers": 0.5}
+    result = onnxcomp.compress(
+        proto, "prune", feeds, output=tmp_path / "o.onnx", options={"prune_structured": opts}, use_cache=False
+    )
+    details = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]
+    assert [g["kept"] for g in details["groups"]] == [6 if i == quiet else 9 for i in range(2)]
+    assert [c["cut"] for c in details["head_layers"]] == [i == quiet for i in range(2)]
+    assert details["removed_params"] == 192
+    with pytest.raises(OnnxcompError, match="head_layers needs head_sparsity"):
+        PASSES["prune_structured"](Context(), head_layers=0.5)
+    with pytest.raises(OnnxcompError, match=r"head_layers must be a number in \(0, 1\]"):
+        PASSES["prune_structured"](Context(), head_layers=0, head_sparsity=0.3)
+
+
+def depthwise_cnn(tiny, multiplier=1, seed=0):
+    """Conv(6) → Relu → depthwise Conv (group 6, bias) → Relu → Conv(5) → Relu → GlobalAveragePool."""
+    rng = np.random.default_rng(seed)
+    init = {
+        "w1": rng.standard_normal((6, 1, 3, 3)).astype(np.float32),
+        "dw": rng.standard_normal((6 * multiplier, 1, 3, 3)).astype(np.float32),
+        "db": rng.standard_normal(6 * multiplier).astype(np.float32),
+        "w2": rng.standard_normal((5, 6 * multiplier, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        h.make_node("Conv", ["img", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        h.make_node("Conv", ["r1", "dw", "db"], ["d"], name="depthwise", pads=[1, 1, 1, 1], group=6),
+        h.make_node("Relu", ["d"], ["r2"], name="relu2"),
+        h.make_node("Conv", ["r2", "w2"], ["c2"], name="pointwise"),
+        h.make_node("GlobalAveragePool", ["c2"], ["out"], name="pool"),
+    ]
+    return tiny.make_model(nodes, [("img", ["b", 1, 8, 8])], [("out", ["b", 5, 1, 1])], init, infer_shapes=True)
+
+
+def test_a_depthwise_conv_is_cut_with_the_filters_it_reads(tiny):
+    """conv1's channels 1 and 3 feed nothing (the pointwise conv's rows are zero): cutting them
+    also cuts their depthwise filters and bias and sets group = 4, and the output is unchanged."""
+    proto = depthwise_cnn(tiny)
+    index = [i.name for i in proto.graph.initializer].index("w2")
+    w2 = tiny.initializer(proto, "w2").copy()
+    w2[:, [1, 3]] = 0
+    proto.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(w2, "w2"))
+    model = _ir(proto)
+    groups = [g for g in find_groups(model) if not g.reason]
+    assert [(g.name, [c.name for c in g.consumers]) for g in groups] == [("conv1", ["pointwise"])]
+    assert ParamCounter(groups).total == 6 * 9 + 6 * 9 + 6 + 5 * 6  # conv1, depthwise filters + bias, pointwise
+    apply_group(groups[0], np.array([0, 2, 4, 5]))
+    check_model(model, "pruned depthwise")
+    pruned = ir.to_proto(model)
+    feed = {"img": np.random.default_rng(1).standard_normal((2, 1, 8, 8)).astype(np.float32)}
+    assert np.allclose(tiny.run(pruned, feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "dw").shape == (4, 1, 3, 3) and tiny.initializer(pruned, "db").shape == (4,)
+    assert next(n for n in pruned.graph.node if n.name == "depthwise").attribute[0].i == 4
+
+
+def test_a_depthwise_conv_with_a_channel_multiplier_and_a_concat_are_reported(tiny):
+    reasons = [g.reason for g in find_groups(_ir(depthwise_cnn(tiny, multiplier=2)))]
+    assert "depthwise Conv depthwise has a channel multiplier or reads another layout" in reasons
+    rng = np.random.default_rng(0)
+    init = {n: rng.standard_normal((HID, HID)).astype(np.float32) for n in ("wa", "wb")}
+    init["wd"] = rng.standard_normal((2 * HID, HID)).astype(np.float32)
+    nodes = [
+        h.make_node("MatMul", ["x", "wa"], ["a"], name="a"),
+        h.make_node("MatMul", ["x", "wb"], ["b"], name="b"),
+        h.make_node("Concat", ["a", "b"], ["ab"], name="concat", axis=-1),
+        h.make_node("MatMul", ["ab", "wd"], ["y"], name="d"),
+    ]
+    proto = tiny.make_model(nodes, [("x", [2, HID])], [("y", [2, HID])], init, infer_shapes=True)
+    reasons = {g.name: g.reason for g in find_groups(_ir(proto))}
+    assert reasons["a"] == reasons["b"] == "Concat concat reads the channels"
