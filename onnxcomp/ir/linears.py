@@ -67,6 +67,10 @@ class Linear:
             self._cache = (tensor, constant_array(self.weight))
         return self._cache[1]
 
+    def release(self) -> None:
+        """Drop the array read from the stored weight (a copy); the next use reads it again."""
+        self._cache = (None, None)
+
     @property
     def is_matrix(self) -> bool:
         """A 2-D float weight: what weight-only quantization and scale folding handle."""

@@ -81,6 +81,17 @@ def test_weight_is_reread_after_a_rewrite(tiny):
     np.testing.assert_array_equal(lin.array, 2 * W)  # the replaced tensor is seen
 
 
+def test_release_drops_the_copy_read_from_the_stored_weight(tiny):
+    _, named = only_node(
+        tiny, [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", [2, 6])], [("y", [2, 4])], {"w": W}
+    )
+    lin = linear_of(named["mm"])
+    first = lin.array
+    lin.release()  # the next use reads the weight again (a proto tensor's numpy() is a fresh copy)
+    assert lin.array is not first
+    np.testing.assert_array_equal(lin.array, W)
+
+
 @pytest.mark.parametrize("op", ["Relu", "Add"])
 def test_other_ops_are_not_linears(tiny, op):
     inputs = ["x"] if op == "Relu" else ["x", "x"]
