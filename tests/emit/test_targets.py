@@ -18,6 +18,7 @@ from onnxcomp.cli import cli
 from onnxcomp.emit import FORMATS, ORT_CPU, PORTABLE, TARGETS, TENSORRT, target_named
 from onnxcomp.emit.conformance import check_conformance
 from onnxcomp.errors import OnnxcompError
+from tests.passes.test_weight_only import tied_lm
 
 RNG = np.random.default_rng(0)
 
@@ -95,6 +96,11 @@ def qdq_model(tiny, dtype, zero_point, block=None, scale=0.1):
         dq_w,
         h.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"),
     ]
+    return ir.from_proto(matmul_graph(nodes, inits))
+
+
+def matmul_graph(nodes, inits) -> onnx.ModelProto:
+    """x [2, 64] → `nodes` → y [2, 16] at opset 21, checked."""
     graph = h.make_graph(
         nodes,
         "g",
@@ -104,7 +110,7 @@ def qdq_model(tiny, dtype, zero_point, block=None, scale=0.1):
     )
     proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
     onnx.checker.check_model(proto, full_check=True)
-    return ir.from_proto(proto)
+    return proto
 
 
 @pytest.mark.parametrize(
@@ -327,27 +333,8 @@ def test_weight_only_rules_of_the_conformance_check(tiny):
     assert check_conformance(int4, ORT_CPU).ok
 
 
-def tied_lm(tiny, vocab=100, hidden=64):
-    """ids → Gather(E) → LayerNorm → MatMul(Eᵀ) → logits: a tied embedding table and LM head."""
-    table = (RNG.standard_normal((vocab, hidden)) * 0.2).astype(np.float32)
-    nodes = [
-        h.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="embed"),
-        h.make_node("LayerNormalization", ["emb", "gamma", "beta"], ["n"], axis=-1),
-        h.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
-        h.make_node("MatMul", ["n", "table_t"], ["logits"], name="lm_head"),
-    ]
-    inits = {"table": table, "gamma": np.ones(hidden, np.float32), "beta": np.zeros(hidden, np.float32)}
-    return tiny.make_model(
-        nodes,
-        [h.make_tensor_value_info("ids", onnx.TensorProto.INT64, [2, 5])],
-        [("emb", [2, 5, hidden]), ("logits", [2, 5, vocab])],
-        inits,
-        infer_shapes=True,
-    ), table
-
-
 def test_tensorrt_lm_head_int8_per_channel_shares_the_tied_table(tiny):
-    proto, table = tied_lm(tiny)
+    proto, table = tied_lm(tiny, hidden=64)  # K = 64: one whole TensorRT int4 block
     result = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt", use_cache=False)
     model = result.model
     assert result.report["conformance"]["conforms"]
@@ -373,7 +360,7 @@ def test_shared_table_reads_the_same_in_openvino(tiny):
     """OpenVINO 2026.4 misreads a column Gather on a per-channel DequantizeLinear; the row Gather on
     its transpose (what the emitter writes) reads the same values as ONNX Runtime."""
     ov = pytest.importorskip("openvino")
-    proto, _ = tied_lm(tiny)
+    proto, _ = tied_lm(tiny, hidden=64)
     model = onnxcomp.compress(proto, "w4a16-rtn", target="tensorrt", use_cache=False).model
     ids = np.array([[0, 7, 99, 3, 3], [50, 1, 2, 98, 0]])
     want = tiny.run(model, {"ids": ids})
@@ -405,14 +392,7 @@ def test_float_weight_quantized_at_build_time_may_be_per_channel(tiny):
         h.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="w_dq", axis=1),
         h.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"),
     ]
-    graph = h.make_graph(
-        nodes,
-        "g",
-        [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
-        [h.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])],
-        inits,
-    )
-    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+    proto = matmul_graph(nodes, inits)
     assert check_conformance(ir.from_proto(proto), TENSORRT).ok
     proto.graph.node[0].input[1] = "ws"  # the activation's QuantizeLinear with per-channel scales
     proto.graph.node[0].input[2] = "wz"
