@@ -225,20 +225,23 @@ class PlanPrecision(CompressionPass):
 
     def _candidates(self, unit: Unit):
         """The candidates the target can store (block bits, symmetry; groups that divide K on a
-        whole-blocks target); a unit with a tied table gets symmetric blocks only."""
+        whole-blocks target); bits it reads per channel but does not block (tensorrt: 8) become one
+        per-channel candidate; a unit with a tied table gets symmetric blocks or channels only."""
         target = self.context.target
-        fits = [
-            s
-            for s in self.candidates
-            if s.kind in ("keep", "fp16")
-            or (
+        fits = []
+        for s in self.candidates:
+            if s.kind == "blockwise" and target.weight_only_layout(s.bits) == "channel":
+                s = Scheme("channel", s.bits, unit.linears[0].k, True)
+            elif s.kind == "blockwise" and not (
                 s.bits in target.block_bits
                 and (s.symmetric or not target.symmetric_only)
                 and (not target.whole_blocks or all(lin.k % s.group == 0 for lin in unit.linears))
-            )
-        ]
-        if unit.tied_tables:  # the shared table needs symmetric blocks (see onnxcomp.precision.units)
-            fits = [s for s in fits if s.kind == "blockwise" and s.symmetric]
+            ):
+                continue
+            if s not in fits:
+                fits.append(s)
+        if unit.tied_tables:  # the shared table needs symmetric codes (see onnxcomp.precision.units)
+            fits = [s for s in fits if s.kind in ("blockwise", "channel") and s.symmetric]
         return fits or [Scheme("keep")]
 
     def _fixed_bytes(self, model: ir.Model, units: list[Unit]) -> int:

@@ -72,6 +72,8 @@ def parse_scheme(text: str) -> Scheme:
 def scheme_name(scheme: Scheme) -> str:
     if scheme.kind in ("keep", "fp16"):
         return scheme.kind
+    if scheme.kind == "channel":
+        return f"int{scheme.bits}-channel"
     return f"int{scheme.bits}-g{scheme.group}-{'sym' if scheme.symmetric else 'asym'}"
 
 

@@ -158,3 +158,33 @@ def test_fp16_units_are_stored_as_float16_behind_a_cast(tiny):
             np.abs(numpy_helper.to_array(half).astype(np.float32) - original).max() <= 2**-11 * np.abs(original).max()
         )
     assert tiny.run(out, feeds(1)[0])[0].shape == (1, 16, VOCAB)
+
+
+def dq_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the distinct constants DequantizeLinear nodes read (codes, scales, zero points)."""
+    inits = {i.name: numpy_helper.to_array(i).nbytes for i in model.graph.initializer}
+    read = {name for n in model.graph.node if n.op_type == "DequantizeLinear" for name in n.input if name in inits}
+    return sum(inits[name] for name in read)
+
+
+def test_tensorrt_offers_int8_per_channel_where_it_cannot_block_int8(tiny):
+    """TensorRT blocks int4 only and reads int8 per channel: the planner's int8 candidates become
+    per-channel ones (not dropped), a generous budget picks them, and their bytes are the emitted ones."""
+    result = compress(
+        tiny_lm(tiny),
+        "w4a16-mixed",
+        feeds(),
+        options={"plan_precision": {"candidates": ["int4-g128-sym", "int8-g128-sym"], "size_budget": "0.9x"}},
+        target="tensorrt",
+        use_cache=False,
+    )
+    details = plan_details(result.report)
+    assert all(set(u["candidates"]) == {"int4-g128-sym", "int8-channel"} for u in details["units"])
+    assert {u["choice"] for u in details["units"]} == {"int8-channel"}
+    assert details["predicted_unit_bytes"] == dq_bytes(result.model)
+    assert result.report["conformance"]["conforms"]
+    inits = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    dqs = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear"]
+    int8 = [n for n in dqs if inits[n.input[0]].dtype == np.int8]
+    assert len(int8) == 4  # q, k, o and the head; the tied table shares the head's codes
+    assert all(inits[n.input[1]].ndim == 1 and not any(a.name == "block_size" for a in n.attribute) for n in int8)
