@@ -16,6 +16,7 @@ from onnxcomp.passes.quantize_weight_only_gptq import QuantizeWeightOnlyGPTQ
 from onnxcomp.passes.remove_unused import RemoveUnused
 from onnxcomp.passes.simplify import Simplify
 from onnxcomp.passes.smoothquant import SmoothQuant
+from onnxcomp.passes.split_outliers import SplitOutliers
 from onnxcomp.passes.store_fp16 import StoreFp16
 
 PASSES = {
@@ -29,6 +30,7 @@ PASSES = {
         QuantizeQDQ,
         QuantizeEmbedding,
         SmoothQuant,
+        SplitOutliers,
         QuantizeWeightOnly,
         QuantizeWeightOnlyAWQ,
         QuantizeWeightOnlyGPTQ,

@@ -1,15 +1,16 @@
 """plan_fallback: choose which layers int8 QDQ leaves in float, from their measured sensitivity (analysis only).
 
 For every Conv/MatMul/Gemm that `quantize_qdq` would quantize (a constant float weight, a float
-activation input, a unique node name), the model's output error with only that layer at int8
-(activation per tensor with the calibrated range, weight per channel) is measured in ONNX Runtime
-on the last `measure_feeds` calibration feeds (`onnxcomp.precision.probe.QDQProbe`: one session,
-one run per layer). With `activations = "auto"`, each MatMul/Gemm is also measured with run-time
-(dynamic) activation ranges and gets whichever of the two errs less (`dynamic` in the plan: no
-calibrated range to go stale when served data differs); "dynamic" makes every MatMul/Gemm dynamic,
-"static" none. Errors are taken as additive: the most sensitive layers are kept in float
-until the remaining layers' summed error is at most `error_ratio` × the sum over all layers, and
-never more than `max_fallback` (a fraction) of them. The error of the chosen mix is then measured.
+activation input, a unique node name, not already `keep` in the context's plan), the model's output
+error with only that layer at int8 (activation per tensor with the calibrated range, weight per
+channel) is measured in ONNX Runtime on the last `measure_feeds` calibration feeds
+(`onnxcomp.precision.probe.QDQProbe`: one session, one run per layer). With `activations = "auto"`,
+each MatMul/Gemm is also measured with run-time (dynamic) activation ranges and gets whichever of
+the two errs less (`dynamic` in the plan: no calibrated range to go stale when served data differs);
+"dynamic" makes every MatMul/Gemm dynamic, "static" none. Errors are taken as additive: the most
+sensitive layers are kept in float until the remaining layers' summed error is at most `error_ratio`
+× the sum over all layers, and never more than `max_fallback` (a fraction) of them. The error of the
+chosen mix is then measured.
 
 Requires: calibration ranges of the layers' activation inputs (its `statistic_requests`; use the
 same `method`, `percentile` and `activation_dtype` as the `quantize_qdq` that follows).
@@ -68,9 +69,12 @@ class PlanFallback(CompressionPass):
         node_filter = NodeFilter(self.opts["exclude"])
         node_filter.check_all_match(model)
         names = [node.name for node in model.graph]
+        plan = self.context.precision_plan
         layers = []
         for node in model.graph:
             if node.domain or node.op_type not in ("Conv", "MatMul", "Gemm") or node_filter.excludes(node):
+                continue
+            if plan is not None and plan.scheme_for(node).kind == "keep":  # e.g. split_outliers' side paths
                 continue
             linear = linear_of(node)
             if (
