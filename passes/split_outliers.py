@@ -94,8 +94,8 @@ class SplitOutliers(CompressionPass):
         o = self.opts
         names = NameAllocator(model.graph)
         plan = self.context.precision_plan or PrecisionPlan(Scheme("blockwise", 8, 128, True))
-        split = []
-        for group in self._groups(model):
+        split, groups = [], self._groups(model)
+        for group in groups:
             absmax = self.context.statistics.ranges[_source(group)[0].name].channel_absmax
             if absmax is None or absmax.shape != (group.linears[0].k,):
                 continue
@@ -115,7 +115,7 @@ class SplitOutliers(CompressionPass):
         if split:
             self.context.precision_plan = plan
             TopologicalSortPass()(model)
-        self.details = {"split": split}
+        self.details = {"groups": len(groups), "split": split}
         return ir.passes.PassResult(model, modified=bool(split))
 
     def _split(self, graph: ir.Graph, names: NameAllocator, group: LinearGroup, idx: np.ndarray) -> list[ir.Node]:
@@ -179,5 +179,10 @@ class SplitOutliers(CompressionPass):
     @classmethod
     def summary(cls, details: dict) -> str | None:
         split = details["split"]
+        if not split:
+            return f"split_outliers: no outlier input channels in {details['groups']} linear groups"
         channels = sum(len(s["channels"]) for s in split)
-        return f"split_outliers: {channels} outlier channels of {len(split)} linear groups moved to float side paths"
+        return (
+            f"split_outliers: {channels} outlier input channels of {len(split)} of {details['groups']} linear groups "
+            "moved to float side paths"
+        )
