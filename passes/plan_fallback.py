@@ -9,8 +9,9 @@ each MatMul/Gemm is also measured with run-time (dynamic) activation ranges and 
 the two errs less (`dynamic` in the plan: no calibrated range to go stale when served data differs);
 "dynamic" makes every MatMul/Gemm dynamic, "static" none. Errors are taken as additive: the most
 sensitive layers are kept in float until the remaining layers' summed error is at most `error_ratio`
-× the sum over all layers, and never more than `max_fallback` (a fraction) of them. The error of the
-chosen mix is then measured.
+× the sum over all layers, never more than `max_fallback` (a fraction) of them, and never more than
+`max_fallback_weights` of their weight elements (float layers cost time in proportion to their
+weights: a cap on them is a cap on the slowdown). The error of the chosen mix is then measured.
 
 Requires: calibration ranges of the layers' activation inputs (its `statistic_requests`; use the
 same `method`, `percentile` and `activation_dtype` as the `quantize_qdq` that follows).
@@ -38,6 +39,7 @@ class PlanFallback(CompressionPass):
     options = {
         "error_ratio": 0.3,
         "max_fallback": 0.25,
+        "max_fallback_weights": 1.0,
         "method": "percentile",
         "percentile": 99.999,
         "activation_dtype": "uint8",
@@ -50,7 +52,7 @@ class PlanFallback(CompressionPass):
 
     def validate_options(self) -> None:
         o = self.opts
-        for key in ("error_ratio", "max_fallback"):
+        for key in ("error_ratio", "max_fallback", "max_fallback_weights"):
             if isinstance(o[key], bool) or not isinstance(o[key], (int, float)) or not 0 <= o[key] <= 1:
                 raise self.fail(f"{key} must be a number in [0, 1], not {o[key]!r}")
         if o["method"] not in METHODS:
@@ -122,13 +124,18 @@ class PlanFallback(CompressionPass):
         errors = {e["node"]: e["measured_error"] for e in measured}
         order = sorted(errors, key=lambda name: -errors[name])
         total = sum(errors.values())
+        weights = {linear.name: linear.array.size for linear in layers}
         fallback: list[str] = []
-        remaining = total
+        remaining, float_weights = total, 0
         while order[len(fallback) :] and remaining > o["error_ratio"] * total:
+            name = order[len(fallback)]
             if len(fallback) + 1 > o["max_fallback"] * len(layers):
                 break
-            remaining -= errors[order[len(fallback)]]
-            fallback.append(order[len(fallback)])
+            if float_weights + weights[name] > o["max_fallback_weights"] * sum(weights.values()):
+                break
+            remaining -= errors[name]
+            float_weights += weights[name]
+            fallback.append(name)
         dynamic = [e["node"] for e in measured if e["mode"] == "dynamic" and e["node"] not in fallback]
         static = [e["node"] for e in measured if e["mode"] == "static" and e["node"] not in fallback]
         plan = self.context.precision_plan or PrecisionPlan(Scheme("blockwise", 8, 128, True))

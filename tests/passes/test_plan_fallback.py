@@ -51,7 +51,18 @@ def test_no_fallback_allowed_quantizes_everything(tiny):
     assert details["fallback"] == [] and details["measured_error_mixed"] == details["measured_error_all_int8"]
 
 
-@pytest.mark.parametrize("options", [{"error_ratio": 1.5}, {"max_fallback": -0.1}, {"method": "best"}])
+@pytest.mark.parametrize("cap, fallback", [(0.3, []), (0.34, ["second"])])
+def test_the_float_layers_weights_are_capped(tiny, cap, fallback):
+    """second holds 512 of the 1,536 weights (33 %): a 30 % cap keeps it int8, a 34 % one lets it go."""
+    recipe = [("calibrate", {}), ("plan_fallback", {"max_fallback": 0.5, "max_fallback_weights": cap})]
+    result = compress(outlier_mlp(tiny), recipe, feeds(), use_cache=False)
+    details = next(p["details"] for p in result.report["passes"] if p["pass"] == "plan_fallback")
+    assert details["fallback"] == fallback
+
+
+@pytest.mark.parametrize(
+    "options", [{"error_ratio": 1.5}, {"max_fallback": -0.1}, {"max_fallback_weights": 2}, {"method": "best"}]
+)
 def test_bad_options_are_one_line(tiny, options):
     with pytest.raises(OnnxcompError, match="plan_fallback"):
         compress(outlier_mlp(tiny), [("calibrate", {}), ("plan_fallback", options)], feeds(), use_cache=False)
