@@ -161,6 +161,8 @@ class PruneStructured(CompressionPass):
         c, method = group.channels, self.opts["importance"]
         total = np.zeros(c)
         used = False
+        if group.residual:
+            return self._residual_scores(group)
         if method == "obs":
             stats = [(k.weight_kn(), m.second, m.mean) for k in group.consumers if (m := self._moments(k)) is not None]
             if stats:
@@ -180,6 +182,24 @@ class PruneStructured(CompressionPass):
         pieces = [np.moveaxis(p.array, p.out_axis, 0).reshape(c, -1) for p in group.producers]
         pieces += [np.moveaxis(k.array, k.in_axis, 0).reshape(c, -1) for k in group.consumers]
         return imp.magnitude(pieces)
+
+    def _residual_scores(self, group: PruneGroup) -> np.ndarray:
+        """A residual stream's channels: each layer's scores standardized on their own and summed
+        (`imp.layer_sum`): producers by their filters' L2 norm, consumers with statistics by
+        FLAP (Wanda-sp under "wanda"), other consumers by their input rows' L2 norm. Under
+        "magnitude" every layer counts its L2 norm; "obs" takes FLAP's per-layer terms (the stream
+        has many consumers, Conv ones without statistics, so no single refit orders it)."""
+        c, method = group.channels, self.opts["importance"]
+        layers = [imp.magnitude([np.moveaxis(p.array, p.out_axis, 0).reshape(c, -1)]) for p in group.producers]
+        for consumer in group.consumers:
+            moments = self._moments(consumer) if method != "magnitude" else None
+            if moments is None:
+                layers.append(imp.magnitude([np.moveaxis(consumer.array, consumer.in_axis, 0).reshape(c, -1)]))
+                continue
+            w, diag = consumer.weight_kn(), np.diag(moments.second)
+            rows = imp.wanda_sp(w, diag) if method == "wanda" else imp.flap(w, diag - moments.mean**2)
+            layers.append(rows.reshape(c, group.repeat).sum(axis=1))
+        return imp.layer_sum(layers)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.opts

@@ -53,6 +53,7 @@ class PruneGroup:
     kv_heads: int = 1  # grouped-query attention: channels (query heads) are kept in equal numbers per KV head
     readers: list[Linear] = field(default_factory=list)  # linears on the group's path that are not cut (K/V under GQA)
     depthwise: list[ir.Node] = field(default_factory=list)  # depthwise Convs passed: `group` = kept count
+    residual: bool = False  # producers joined at a residual Add (one residual stream's channels)
     reason: str = ""  # why the group is skipped ("" when it can be pruned)
 
     @property

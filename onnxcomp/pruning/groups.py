@@ -39,6 +39,12 @@ ELEMENTWISE = {
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
 }  # fmt: skip
 POOLS = {"MaxPool", "AveragePool"}
+GLOBAL_POOLS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}  # over space only
+NORMS = {
+    "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "RMSNormalization", "GroupNormalization",
+    "InstanceNormalization", "LpNormalization",
+}  # fmt: skip
 
 
 class _Skip(Exception):
@@ -58,6 +64,13 @@ class _Walker:
         self.nodes: set[ir.Node] = set()
         self.todo: list[ir.Value] = []
         self.consumer_nodes: set[ir.Node] = set()
+
+    def norm_reason(self, node: ir.Node) -> str:
+        where = "a residual stream's" if self.group.residual else "the"
+        return (
+            f"{node.op_type} {node.name} normalizes over {where} channels (it mixes them: a transformer's "
+            "hidden size is left whole)"
+        )
 
     def add_value(self, value: ir.Value, axis: int, per: int) -> None:
         known = self.group.values.get(value)
@@ -110,10 +123,17 @@ class _Walker:
         if linear is not None and idx == 0:
             self.add_consumer(linear, axis, per)
             return
-        if node.domain != "" or node.op_type not in ELEMENTWISE | POOLS | {"Flatten", "Reshape"}:
+        if node.op_type in NORMS or (node.op_type in GLOBAL_POOLS and not _over_space(node, value, axis, per)):
+            if node.op_type in NORMS or node.op_type == "ReduceMean":  # a decomposed LayerNorm/RMSNorm
+                raise _Skip(self.norm_reason(node))
+            raise _Skip(f"{node.op_type} {node.name} reduces over the channels")
+        if node.domain != "" or node.op_type not in ELEMENTWISE | POOLS | GLOBAL_POOLS | {"Flatten", "Reshape"}:
             raise _Skip(f"{node.op_type} {node.name} reads the channels")
         self.nodes.add(node)
-        if node.op_type in POOLS:
+        if node.op_type in GLOBAL_POOLS:
+            keep = _attr_int(node, "keepdims", 1) == 1 or node.op_type.startswith("Global")
+            self.add_value(node.outputs[0], axis if keep else -1, 1)
+        elif node.op_type in POOLS:
             if per != 1 or value.shape is None or len(value.shape) + axis != 1:
                 raise _Skip(f"{node.op_type} {node.name} does not pool a channel-first tensor")
             self.add_value(node.outputs[0], axis, 1)
@@ -158,8 +178,10 @@ class _Walker:
                 raise _Skip(f"Flatten {node.name} does not flatten from axis 1")
         else:
             target = constant_array(node.inputs[1])
-            if target is None or target.shape != (2,):
-                raise _Skip(f"Reshape {node.name} has a shape computed at run time or not 2-D")
+            if target is None:
+                raise _Skip(f"Reshape {node.name} has a shape computed at run time")
+            if target.shape != (2,):
+                raise _Skip(f"Reshape {node.name} to {target.tolist()} is not a flatten")
             if target[1] == self.group.channels * spatial:
                 _own(node.inputs[1], {node})
                 self.group.shapes.append(ShapeRewrite(node.inputs[1], 1, spatial))
@@ -176,6 +198,10 @@ class _Walker:
             return
         producer = operand.producer()
         linear = self.outputs.get(operand)
+        if node.op_type in ("Add", "Sub"):
+            self.group.residual = True
+        if producer is not None and producer.op_type in NORMS:
+            raise _Skip(self.norm_reason(producer))
         if linear is not None:
             self.add_producer(linear)
         elif producer is not None and producer.domain == "" and producer.op_type in ELEMENTWISE:
@@ -185,6 +211,9 @@ class _Walker:
                     self.operand(producer, other, axis, per)
             self.add_value(operand, axis, per)
         else:
+            norm = _norm_ahead(node.outputs[0], axis) if self.group.residual else None
+            if norm is not None:  # a transformer's residual stream: the norm is the reason it stays whole
+                raise _Skip(self.norm_reason(norm))
             raise _Skip(f"{node.op_type} {node.name} mixes in {operand.name!r} from outside the group")
 
     def constant(self, node: ir.Node, value: ir.Value, array: np.ndarray, axis: int, per: int) -> None:
@@ -210,6 +239,56 @@ class _Walker:
         self.group.repeat = per
         self.group.consumers.append(linear)
         self.consumer_nodes.add(linear.node)
+
+
+def _norm_ahead(value: ir.Value, axis: int, hops: int = 4) -> ir.Node | None:
+    """A norm (or a ReduceMean over channel axis `axis`: a decomposed one) reading `value` through
+    at most `hops` elementwise ops, else None."""
+    frontier = [value]
+    for _ in range(hops):
+        after = []
+        for v in frontier:
+            for use in v.uses():
+                node = use.node
+                if node.op_type in NORMS or (node.op_type == "ReduceMean" and _reduces(node, v, axis)):
+                    return node
+                if node.domain == "" and node.op_type in ELEMENTWISE:
+                    after.extend(node.outputs)
+        frontier = after
+    return None
+
+
+def _reduces(node: ir.Node, value: ir.Value, axis: int) -> bool:
+    """Whether a ReduceMean reduces `value`'s axis `axis` (counted from the end); unknown → True."""
+    axes = _axes(node)
+    if axes is None or value.shape is None:
+        return True
+    return (len(value.shape) + axis) in {int(a) % len(value.shape) for a in np.ravel(axes)}
+
+
+def _axes(node: ir.Node) -> np.ndarray | None:
+    """A Reduce node's axes (input from opset 18, attribute before), None when not constant."""
+    axes = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if axes is None:
+        attr = node.attributes.get("axes")
+        axes = None if attr is None else np.array(attr.value)
+    return axes
+
+
+def _over_space(node: ir.Node, value: ir.Value, axis: int, per: int) -> bool:
+    """Whether a global pool or reduction runs over the spatial axes only of a channel-first
+    tensor (the axes after the channels; keepdims=0 only when all of them go)."""
+    shape = value.shape
+    if per != 1 or shape is None or len(shape) + axis != 1 or len(shape) < 3:
+        return False
+    if node.op_type.startswith("Global"):
+        return True
+    axes = _axes(node)
+    if axes is None:
+        return False
+    axes = sorted(int(a) % len(shape) for a in np.ravel(axes))
+    spatial = list(range(2, len(shape)))
+    return axes == spatial if _attr_int(node, "keepdims", 1) == 0 else set(axes) <= set(spatial) and bool(axes)
 
 
 def _attr_int(node: ir.Node, name: str, default: int) -> int:
@@ -240,9 +319,11 @@ def find_groups(model: ir.Model) -> list[PruneGroup]:
             walker.walk()
             if not walker.group.consumers:
                 raise _Skip("no consumer reads the channels")
-        except _Skip as skip:
-            group = PruneGroup(walker.kind, linear.n, producers=[linear], reason=str(skip))
-            taken.add(linear.node)
+        except _Skip as skip:  # the whole joined group (a residual stream's producers) is left alone
+            producers = walker.group.producers or [linear]
+            group = PruneGroup(walker.kind, linear.n, producers=producers, reason=str(skip))
+            group.residual = walker.group.residual
+            taken.update(p.node for p in producers)
             groups.append(group)
             continue
         taken.update([p.node for p in walker.group.producers] + walker.group.depthwise)
