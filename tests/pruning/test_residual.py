@@ -212,3 +212,42 @@ def test_a_stream_reaching_a_graph_output_a_norm_or_a_reshape_is_left_whole_with
     ]
     out = reasons(_stream(tiny, split, [("y", ["b", 2, C // 2, 16])], shape))
     assert out == {"conv0+conv2": f"Reshape heads to [-1, 2, {C // 2}, 16] is not a flatten"}
+
+
+def _with_norms(rng, shape, axis, norms):
+    """A random array whose slices along `axis` have the given L2 norms."""
+    w = np.moveaxis(rng.standard_normal(shape), axis, 0)
+    w *= (np.asarray(norms) / np.linalg.norm(w.reshape(len(norms), -1), axis=1))[
+        (slice(None),) + (None,) * (w.ndim - 1)
+    ]
+    return np.moveaxis(w, 0, axis).astype(np.float32)
+
+
+def test_a_stream_is_ranked_by_each_layers_standardized_scores_not_by_its_largest_layer(tiny):
+    """conv2's filters (×100) would keep the highest-numbered channels; conv0, conv1's input rows
+    and fc's rows the lowest. Summing each layer's standardized scores, three layers outvote one
+    (the L2 norm over the whole group would follow conv2)."""
+    rng = np.random.default_rng(3)
+    up, down = 1.0 + np.arange(C), 1.0 + np.arange(C)[::-1]
+    tail = [
+        h.make_node("GlobalAveragePool", ["s"], ["p"], name="pool"),
+        h.make_node("Flatten", ["p"], ["f"], name="flat"),
+        h.make_node("Gemm", ["f", "wf"], ["y"], name="fc", transB=1),
+    ]
+    model = _stream(tiny, tail, [("y", ["b", 3])], {"wf": _with_norms(rng, (3, C), 1, down)})
+    arrays = {
+        "w0": _with_norms(rng, (C, C, 1, 1), 0, down),
+        "w1": _with_norms(rng, (C, C, 1, 1), 1, down),
+        "w2": _with_norms(rng, (C, C, 1, 1), 0, 100 * up),
+    }
+    for name, array in arrays.items():
+        model.graph.initializers[name].const_value = ir.tensor(array, name=name)
+    (stream,) = [g for g in find_groups(model) if g.residual and not g.reason]
+    assert {p.name for p in stream.producers} == {"conv0", "conv2"}
+    step = PASSES["prune_structured"](
+        Context(), sparsity=0.5, prune="channels", multiple=1, importance="magnitude", recovery="none"
+    )
+    step(model)
+    kept = model.graph.initializers["w0"].const_value.numpy()  # its input (the graph's) is not cut
+    n = kept.shape[0]
+    assert 0 < n < C and np.allclose(kept, arrays["w0"][:n])  # the lowest-numbered channels kept
