@@ -94,6 +94,15 @@ def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.
     return np.sort(np.concatenate(best))
 
 
+def _every_part(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Every part of a channel Split keeps at least its best-scored channel (no empty tensor)."""
+    for split in group.splits:
+        for lo, hi in split.bounds:
+            if not np.any((keep >= lo) & (keep < hi)):
+                keep = np.sort(np.append(keep, lo + int(np.argmax(scores[lo:hi]))))
+    return keep
+
+
 class PruneStructured(CompressionPass):
     name = "prune_structured"
     options = {
@@ -153,8 +162,29 @@ class PruneStructured(CompressionPass):
         return chosen, [g for g in groups if g.reason]
 
     def _moments(self, consumer) -> Moments | None:
-        """E[xxᵀ] and E[x] of the consumer's input over the calibration data, or None (Conv)."""
-        return self.stats.get(consumer.node.inputs[0].name) if consumer.node.op_type != "Conv" else None
+        """E[xxᵀ] and E[x] of the consumer's input over the calibration data, or None (Conv, or a
+        consumer reading a Concat or Split of the channels: sliced only)."""
+        if consumer.node.op_type == "Conv" or consumer.node in self._windowed:
+            return None
+        return self.stats.get(consumer.node.inputs[0].name)
+
+    @staticmethod
+    def _rows(group: PruneGroup, consumer) -> np.ndarray:
+        """The consumer's input rows of the group's channels, [channels, …] (zeros for the channels
+        a Split part does not carry)."""
+        window = group.consumer_windows.get(consumer.node)
+        w = np.moveaxis(consumer.array, consumer.in_axis, 0)
+        if window is None:
+            return w.reshape(group.channels, -1)
+        every = np.arange(group.channels)
+        rows = consumer_rows(group, every, window)
+        if window.concat is not None:  # the group's rows sit after the earlier inputs'
+            offset = int(sum(int(v.shape[window.axis]) for v in window.concat.inputs[: window.index]))
+            rows = (offset + every)[:, None] * group.repeat + np.arange(group.repeat)[None, :]
+            return w[rows.reshape(-1)].reshape(group.channels, -1)
+        out = np.zeros((group.channels, group.repeat * int(np.prod(w.shape[1:]))), dtype=w.dtype)
+        out[window.lo : window.hi] = w[rows].reshape(window.hi - window.lo, -1)
+        return out
 
     def _scores(self, group: PruneGroup, limit: int | None = None) -> np.ndarray:
         """Channel scores (higher = keep); "obs" orders only the first `limit` channels to go."""
@@ -180,7 +210,7 @@ class PruneStructured(CompressionPass):
         if used:
             return total
         pieces = [np.moveaxis(p.array, p.out_axis, 0).reshape(c, -1) for p in group.producers]
-        pieces += [np.moveaxis(k.array, k.in_axis, 0).reshape(c, -1) for k in group.consumers]
+        pieces += [self._rows(group, k) for k in group.consumers]
         return imp.magnitude(pieces)
 
     def _residual_scores(self, group: PruneGroup) -> np.ndarray:
@@ -194,7 +224,7 @@ class PruneStructured(CompressionPass):
         for consumer in group.consumers:
             moments = self._moments(consumer) if method != "magnitude" else None
             if moments is None:
-                layers.append(imp.magnitude([np.moveaxis(consumer.array, consumer.in_axis, 0).reshape(c, -1)]))
+                layers.append(imp.magnitude([self._rows(group, consumer)]))
                 continue
             w, diag = consumer.weight_kn(), np.diag(moments.second)
             rows = imp.wanda_sp(w, diag) if method == "wanda" else imp.flap(w, diag - moments.mean**2)
@@ -204,6 +234,7 @@ class PruneStructured(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.opts
         groups, skipped = self._groups(model)
+        self._windowed = {node for g in groups for node in g.consumer_windows}
         skipped_report = [{"producer": g.name, "kind": g.kind, "reason": g.reason} for g in skipped]
         self.details = {
             "groups": [],
@@ -245,7 +276,7 @@ class PruneStructured(CompressionPass):
             counts = self._uniform(groups, counter, target, min_keep, multiples)
             scores = [imp.standardize(self._scores(g, g.channels - n)) for g, n in zip(groups, counts)]
             keeps = [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts)]
-        keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
+        keeps = [_every_part(g, _per_kv_head(g, k, s), s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
         if o["sequential"] and o["recovery"] != "none":
@@ -334,7 +365,12 @@ class PruneStructured(CompressionPass):
 
     @staticmethod
     def _refit_inputs(groups: list[PruneGroup]) -> list[str]:
-        return [c.node.inputs[0].name for g in groups for c in g.consumers if c.node.op_type != "Conv"]
+        return [
+            c.node.inputs[0].name
+            for g in groups
+            for c in g.consumers
+            if c.node.op_type != "Conv" and c.node not in g.consumer_windows
+        ]
 
     def _prune(self, group: PruneGroup, keep: np.ndarray, sequential: dict | None = None) -> dict:
         entry = {"group": group.name, "kind": group.kind, "channels": group.channels, "kept": int(len(keep))}

@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from onnxcomp.ir.graph import constant_array
 from onnxcomp.ir.linears import Linear, linear_of
-from onnxcomp.pruning.group import ConstantSlice, PruneGroup, ShapeRewrite
+from onnxcomp.pruning.group import ConstantSlice, PruneGroup, ShapeRewrite, SplitSizes, Window
 from onnxcomp.pruning.heads import heads_of
 
 ELEMENTWISE = {
@@ -64,6 +64,11 @@ class _Walker:
         self.nodes: set[ir.Node] = set()
         self.todo: list[ir.Value] = []
         self.consumer_nodes: set[ir.Node] = set()
+        self.concats: dict[ir.Node, int] = {}  # Concat → the input the group's channels come in by
+
+    def width(self, window: Window | None) -> int:
+        """Channels of a tensor on the group's path (more after a Concat, fewer in a Split part)."""
+        return self.group.channels if window is None else window.width()
 
     def norm_reason(self, node: ir.Node) -> str:
         where = "a residual stream's" if self.group.residual else "the"
@@ -72,18 +77,20 @@ class _Walker:
             "hidden size is left whole)"
         )
 
-    def add_value(self, value: ir.Value, axis: int, per: int) -> None:
+    def add_value(self, value: ir.Value, axis: int, per: int, window: Window | None = None) -> None:
         known = self.group.values.get(value)
         if known is not None:
-            if known != (axis, per):
+            if known != (axis, per) or self.group.windows.get(value) != window:
                 raise _Skip(f"value {value.name!r} is reached with two channel layouts")
             return
-        shape = value.shape
+        shape, width = value.shape, self.width(window)
         if shape is not None:
             dim = shape[axis] if len(shape) >= -axis else None
-            if dim is None or (isinstance(dim, int) and dim != self.group.channels * per):
-                raise _Skip(f"value {value.name!r} does not have {self.group.channels} channels on axis {axis}")
+            if dim is None or (isinstance(dim, int) and dim != width * per):
+                raise _Skip(f"value {value.name!r} does not have {width} channels on axis {axis}")
         self.group.values[value] = (axis, per)
+        if window is not None:
+            self.group.windows[value] = window
         self.todo.append(value)
 
     def add_producer(self, linear: Linear) -> None:
@@ -110,18 +117,29 @@ class _Walker:
                 raise _Skip(f"value {value.name!r} is a graph output")
             for use in list(value.uses()):
                 node = use.node
+                if node in self.concats and use.idx != self.concats[node]:
+                    raise _Skip(f"Concat {node.name} reads the group's channels twice")
                 if node in self.nodes or node in self.consumer_nodes:
                     continue
                 self.visit(node, value, use.idx)
 
     def visit(self, node: ir.Node, value: ir.Value, idx: int) -> None:
         axis, per = self.group.values[value]
+        window = self.group.windows.get(value)
         linear = linear_of(node)
-        if linear is not None and idx == 0 and _attr_int(node, "group", 1) == self.group.channels > 1:
+        if linear is not None and idx == 0 and _attr_int(node, "group", 1) == self.width(window) > 1:
+            if window is not None:
+                raise _Skip(f"depthwise Conv {node.name} reads a Concat or Split of the channels")
             self.depthwise(linear, axis, per)
             return
         if linear is not None and idx == 0:
-            self.add_consumer(linear, axis, per)
+            self.add_consumer(linear, axis, per, window)
+            return
+        if node.op_type in ("Concat", "Split") and node.domain == "":
+            if window is not None or per != 1 or value.shape is None:
+                raise _Skip(f"{node.op_type} {node.name} follows a Concat or Split of the channels, or a flatten")
+            self.nodes.add(node)
+            (self.concat if node.op_type == "Concat" else self.split)(node, value, idx, axis)
             return
         if node.op_type in NORMS or (node.op_type in GLOBAL_POOLS and not _over_space(node, value, axis, per)):
             if node.op_type in NORMS or node.op_type == "ReduceMean":  # a decomposed LayerNorm/RMSNorm
@@ -132,23 +150,58 @@ class _Walker:
         self.nodes.add(node)
         if node.op_type in GLOBAL_POOLS:
             keep = _attr_int(node, "keepdims", 1) == 1 or node.op_type.startswith("Global")
-            self.add_value(node.outputs[0], axis if keep else -1, 1)
+            self.add_value(node.outputs[0], axis if keep else -1, 1, window)
         elif node.op_type in POOLS:
             if per != 1 or value.shape is None or len(value.shape) + axis != 1:
                 raise _Skip(f"{node.op_type} {node.name} does not pool a channel-first tensor")
-            self.add_value(node.outputs[0], axis, 1)
+            self.add_value(node.outputs[0], axis, 1, window)
         elif node.op_type in ("Flatten", "Reshape"):
             if per != 1 or value.shape is None or len(value.shape) + axis != 1:
                 raise _Skip(
                     f"{node.op_type} {node.name} reshapes the channels "
                     "(a head split that is not plain multi-head attention)"
                 )
-            self.flatten(node, value, axis, per)
+            self.flatten(node, value, axis, window)
         else:
             for i, operand in enumerate(node.inputs):
                 if i != idx and operand is not None:
-                    self.operand(node, operand, axis, per)
-            self.add_value(node.outputs[0], axis, per)
+                    self.operand(node, operand, axis, per, window)
+            self.add_value(node.outputs[0], axis, per, window)
+
+    def concat(self, node: ir.Node, value: ir.Value, idx: int, axis: int) -> None:
+        """A Concat along the channels: the consumers' rows of the group's channels come after the
+        earlier inputs' (offset = their channel counts, read when the group is cut); the other
+        inputs stay whole."""
+        rank = len(value.shape)
+        if _attr_int(node, "axis", 0) % rank != rank + axis:
+            raise _Skip(f"Concat {node.name} joins along another axis than the channels")
+        for i, other in enumerate(node.inputs):
+            dim = None if other is None or other.shape is None else other.shape[rank + axis]
+            if not isinstance(dim, int):
+                raise _Skip(f"Concat {node.name}: the channel count of input {i} is unknown")
+            if i != idx and other in self.group.values:
+                raise _Skip(f"Concat {node.name} reads the group's channels twice")
+        self.concats[node] = idx
+        channels = self.group.channels
+        self.add_value(node.outputs[0], axis, 1, Window(0, channels, node, idx, rank + axis))
+
+    def split(self, node: ir.Node, value: ir.Value, idx: int, axis: int) -> None:
+        """A Split along the channels: each part carries a slice of the group's channels, and the
+        constant split sizes become the kept count of each part."""
+        rank, channels = len(value.shape), self.group.channels
+        if _attr_int(node, "axis", 0) % rank != rank + axis:
+            raise _Skip(f"Split {node.name} splits another axis than the channels")
+        sizes = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        if sizes is None:
+            raise _Skip(f"Split {node.name} has no constant split sizes (computed at run time, or num_outputs)")
+        if sizes.ndim != 1 or int(sizes.sum()) != channels or len(sizes) != len(node.outputs):
+            raise _Skip(f"Split {node.name} sizes {sizes.tolist()} do not split {channels} channels")
+        _own(node.inputs[1], {node})
+        ends = np.cumsum(sizes).tolist()
+        bounds = [(int(lo), int(hi)) for lo, hi in zip([0, *ends[:-1]], ends)]
+        self.group.splits.append(SplitSizes(node, bounds))
+        for output, (lo, hi) in zip(node.outputs, bounds):
+            self.add_value(output, axis, 1, Window(lo, hi))
 
     def depthwise(self, linear: Linear, axis: int, per: int) -> None:
         """A depthwise Conv (group = channels, one filter per channel) keeps the channels apart:
@@ -168,7 +221,7 @@ class _Walker:
         self.nodes.add(node)
         self.add_value(node.outputs[0], axis, 1)
 
-    def flatten(self, node: ir.Node, value: ir.Value, axis: int, per: int) -> None:
+    def flatten(self, node: ir.Node, value: ir.Value, axis: int, window: Window | None) -> None:
         shape = value.shape
         if not all(isinstance(d, int) for d in shape[2:]):
             raise _Skip(f"{node.op_type} {node.name} flattens dynamic spatial dims")
@@ -182,20 +235,24 @@ class _Walker:
                 raise _Skip(f"Reshape {node.name} has a shape computed at run time")
             if target.shape != (2,):
                 raise _Skip(f"Reshape {node.name} to {target.tolist()} is not a flatten")
-            if target[1] == self.group.channels * spatial:
+            if target[1] == self.width(window) * spatial:
                 _own(node.inputs[1], {node})
-                self.group.shapes.append(ShapeRewrite(node.inputs[1], 1, spatial))
+                self.group.shapes.append(ShapeRewrite(node.inputs[1], 1, spatial, window))
             elif target[1] != -1:
                 raise _Skip(f"Reshape {node.name} to {target.tolist()} is not a flatten")
-        self.add_value(node.outputs[0], -1, spatial)
+        self.add_value(node.outputs[0], -1, spatial, window)
 
-    def operand(self, node: ir.Node, operand: ir.Value, axis: int, per: int) -> None:
+    def operand(self, node: ir.Node, operand: ir.Value, axis: int, per: int, window: Window | None = None) -> None:
         if operand in self.group.values:
+            if self.group.windows.get(operand) != window:
+                raise _Skip(f"{node.op_type} {node.name} joins different parts of the channels")
             return
         array = constant_array(operand)
         if array is not None:
-            self.constant(node, operand, array, axis, per)
+            self.constant(node, operand, array, axis, per, window)
             return
+        if window is not None:
+            raise _Skip(f"{node.op_type} {node.name} mixes {operand.name!r} into a Concat or Split of the channels")
         producer = operand.producer()
         linear = self.outputs.get(operand)
         if node.op_type in ("Add", "Sub"):
@@ -216,28 +273,31 @@ class _Walker:
                 raise _Skip(self.norm_reason(norm))
             raise _Skip(f"{node.op_type} {node.name} mixes in {operand.name!r} from outside the group")
 
-    def constant(self, node: ir.Node, value: ir.Value, array: np.ndarray, axis: int, per: int) -> None:
+    def constant(self, node, value: ir.Value, array: np.ndarray, axis: int, per: int, window=None) -> None:
         if array.size == 1 or array.ndim < -axis or array.shape[axis] == 1:
             return
-        if per != 1 or array.shape[axis] != self.group.channels or array.size != self.group.channels:
+        width = self.width(window)
+        if per != 1 or array.shape[axis] != width or array.size != width:
             raise _Skip(f"constant {value.name!r} of {node.name} is not per channel")
         _own(value, {node})
-        self.group.constants.append(ConstantSlice(value, array.ndim + axis))
+        self.group.constants.append(ConstantSlice(value, array.ndim + axis, window))
 
-    def add_consumer(self, linear: Linear, axis: int, per: int) -> None:
+    def add_consumer(self, linear: Linear, axis: int, per: int, window: Window | None = None) -> None:
         if linear.node.op_type == "Conv":
             if _attr_int(linear.node, "group", 1) != 1:
                 raise _Skip(f"consumer {linear.name} is a grouped/depthwise Conv")
             ok = per == 1 and axis == -(linear.array.ndim - 1)
         else:
             ok = axis == -1 and not linear.trans_a and linear.array.ndim == 2
-        if not ok or linear.k != self.group.channels * per:
+        if not ok or linear.k != self.width(window) * per:
             raise _Skip(f"consumer {linear.name} does not read the channels as its input rows")
         if self.group.consumers and per != self.group.repeat:
             raise _Skip(f"consumers of {self.group.name} read different layouts")
         _own(linear.weight, {linear.node})
         self.group.repeat = per
         self.group.consumers.append(linear)
+        if window is not None:
+            self.group.consumer_windows[linear.node] = window
         self.consumer_nodes.add(linear.node)
 
 
