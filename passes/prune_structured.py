@@ -47,6 +47,7 @@ from onnxcomp.passes.base import CompressionPass
 from onnxcomp.pruning.apply import apply_group, consumer_rows
 from onnxcomp.pruning.groups import PruneGroup, find_groups
 from onnxcomp.pruning.params import ParamCounter
+from onnxcomp.pruning.patches import conv_geometry
 from onnxcomp.pruning.sequential import SequentialMoments, input_moments
 
 KINDS = ("heads", "ffn", "channels")
@@ -116,6 +117,7 @@ class PruneStructured(CompressionPass):
         "sequential": True,
         "head_sparsity": None,
         "head_layers": 1.0,
+        "conv_refit": True,
     }
 
     def validate_options(self) -> None:
@@ -130,6 +132,8 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"importance must be one of {', '.join(IMPORTANCE)}, not {o['importance']!r}")
         if o["recovery"] not in RECOVERY:
             raise self.fail(f"recovery must be one of {', '.join(RECOVERY)}, not {o['recovery']!r}")
+        if not isinstance(o["conv_refit"], bool):
+            raise self.fail(f"conv_refit must be true or false, not {o['conv_refit']!r}")
         if not isinstance(o["sequential"], bool):
             raise self.fail(f"sequential must be true or false, not {o['sequential']!r}")
         if o["allocation"] not in ALLOCATION:
@@ -235,6 +239,7 @@ class PruneStructured(CompressionPass):
         o = self.opts
         groups, skipped = self._groups(model)
         self._windowed = {node for g in groups for node in g.consumer_windows}
+        self._views, self._geometry = {}, {}  # Conv consumers' patch statistics (conv_refit)
         skipped_report = [{"producer": g.name, "kind": g.kind, "reason": g.reason} for g in skipped]
         self.details = {
             "groups": [],
@@ -264,7 +269,7 @@ class PruneStructured(CompressionPass):
             names = self._refit_inputs(groups)
             if o["head_layers"] < 1:  # the residual streams the attention groups' O outputs join
                 names += [r for g in groups if g.kind == "heads" for c in g.consumers if (r := _residual(c))]
-            self.stats = input_moments(model, names, self.context.calibration)
+            self.stats = input_moments(model, names, self.context.calibration, self._views) if names else {}
         self._cut_heads = None  # attention groups that lose head_sparsity of their heads (None: all)
         if o["head_layers"] < 1:
             heads = {i: imp.standardize(self._scores(g)) for i, g in enumerate(groups) if g.kind == "heads"}
@@ -279,10 +284,10 @@ class PruneStructured(CompressionPass):
         keeps = [_every_part(g, _per_kv_head(g, k, s), s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
-        if o["sequential"] and o["recovery"] != "none":
+        if o["sequential"] and o["recovery"] != "none" and self._refit_inputs(groups):
             if self.context.calibration is None:
                 raise self.fail("sequential recovery needs calibration data")
-            sequential = SequentialMoments(model, self._refit_inputs(groups), self.context.calibration)
+            sequential = SequentialMoments(model, self._refit_inputs(groups), self.context.calibration, self._views)
         for group, keep in zip(groups, keeps):
             moments = None
             if sequential is not None and len(keep) < group.channels and self._refit_inputs([group]):
@@ -363,14 +368,35 @@ class PruneStructured(CompressionPass):
             return self.opts["multiple"]
         return CONV_BLOCK if group.kind == "channels" else 1
 
-    @staticmethod
-    def _refit_inputs(groups: list[PruneGroup]) -> list[str]:
-        return [
-            c.node.inputs[0].name
-            for g in groups
-            for c in g.consumers
-            if c.node.op_type != "Conv" and c.node not in g.consumer_windows
-        ]
+    def _refit_inputs(self, groups: list[PruneGroup]) -> list[str]:
+        """The statistic keys of the consumers that are refit: their input's name, or for a Conv
+        (with `conv_refit`) a key for its input's im2col patches (`self._views`)."""
+        return [key for g in groups for c in g.consumers if c.node not in g.consumer_windows and (key := self._key(c))]
+
+    def _key(self, consumer) -> str | None:
+        if consumer.node.op_type != "Conv":
+            return consumer.node.inputs[0].name
+        if not self.opts["conv_refit"]:
+            return None
+        geometry = conv_geometry(consumer.node, consumer.array)
+        if geometry is None:
+            return None
+        key = f"{consumer.node.inputs[0].name}@patches:{consumer.name}"
+        self._views[key] = (consumer.node.inputs[0].name, geometry.rows)
+        self._geometry[consumer.node] = geometry
+        return key
+
+    def _refit_moments(self, consumer, sequential: dict | None) -> Moments | None:
+        """A consumer's statistics for its refit (a Conv's on its patches, with `conv_refit`)."""
+        if consumer.node.op_type != "Conv":
+            moments = self._moments(consumer)
+            key = consumer.node.inputs[0].name
+        else:
+            key = self._key(consumer)
+            moments = self.stats.get(key) if key is not None else None
+        if sequential is not None and moments is not None:
+            moments = sequential[key]
+        return moments
 
     def _prune(self, group: PruneGroup, keep: np.ndarray, sequential: dict | None = None) -> dict:
         entry = {"group": group.name, "kind": group.kind, "channels": group.channels, "kept": int(len(keep))}
@@ -379,13 +405,16 @@ class PruneStructured(CompressionPass):
         new = {}
         errors = []
         for consumer in group.consumers:
-            moments = self._moments(consumer)
-            if sequential is not None and moments is not None:
-                moments = sequential[consumer.node.inputs[0].name]
+            moments = self._refit_moments(consumer, sequential)
             if moments is None:
                 continue
-            w = consumer.weight_kn().astype(np.float64)
             rows = consumer_rows(group, keep)
+            if consumer.node.op_type == "Conv":  # a linear layer on patches: kh·kw rows per channel
+                size = self._geometry[consumer.node].size
+                w = consumer.array.reshape(consumer.n, -1).T.astype(np.float64)
+                rows = (rows[:, None] * size + np.arange(size)[None, :]).reshape(-1)
+            else:
+                w = consumer.weight_kn().astype(np.float64)
             before = relative_error(w, moments, rows, w[rows], np.zeros(w.shape[1]))
             if self.opts["recovery"] == "none":
                 errors.append((before, before))
