@@ -26,9 +26,12 @@ moment and mean (`onnxcomp.pruning.sequential.input_moments`: one pass over the 
 before pruning, positions a feed's `attention_mask` marks as padding left out; one-shot: a layer's
 refit sees the unpruned model's inputs). With `sequential: true` each group's consumers are refit on
 the inputs of the model with the groups before already pruned, against the unpruned model's inputs
-(`onnxcomp.pruning.sequential`: one more pass over the data per group). A Conv consumer gets no
-statistics (its input rows are patches, not the last axis): its group is scored by magnitude and not
-refit.
+(`onnxcomp.pruning.sequential`: one more pass over the data per group). A Conv consumer's channels are
+scored by magnitude (its input rows are patches, not the last axis); with `conv_refit` (default) it
+is refit like the others on its input's im2col patches (`onnxcomp.pruning.patches`: kh·kw rows per
+channel). A consumer reading a Concat or Split of the channels is sliced only. A residual stream
+(producers joined at residual Adds) is scored by each layer's standardized scores summed
+(`imp.layer_sum`).
 
 Requires: calibration data unless `importance` is "magnitude" and `recovery` is "none". Guarantees:
 the model is smaller (fewer channels in weights, biases and shapes), passes the checker with strict
@@ -376,7 +379,7 @@ class PruneStructured(CompressionPass):
     def _key(self, consumer) -> str | None:
         if consumer.node.op_type != "Conv":
             return consumer.node.inputs[0].name
-        if not self.opts["conv_refit"]:
+        if not self.opts["conv_refit"] or self.opts["recovery"] == "none":  # only the refit reads patches
             return None
         geometry = conv_geometry(consumer.node, consumer.array)
         if geometry is None:

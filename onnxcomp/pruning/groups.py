@@ -9,20 +9,31 @@ channels apart are allowed:
   scalars, per-channel constants (sliced with the group) or computed tensors that themselves come
   from producers of the same channels (the gate and up projections of a gated MLP: `silu(g) · u`
   joins g and u into one group);
-- pooling over space (MaxPool, AveragePool) on a channel-first tensor;
+- residual Adds: the other operand is followed back (through elementwise ops) to its producers,
+  which join the group (`residual`): a residual stream — the stem conv, each block's last conv,
+  a 1×1 projection, recursively through chains of residual Adds — is ONE group, its consumers
+  every linear reading any tensor of the stream;
+- pooling over space (MaxPool, AveragePool, GlobalAveragePool/GlobalMaxPool, ReduceMean/ReduceMax
+  over the spatial axes only) on a channel-first tensor;
 - a flatten of [N, C, H, W] into [N, C·H·W] (Flatten, or a Reshape with a constant shape): the
   consumer's input rows then come in blocks of H·W per channel, and a Reshape's shape constant is
-  rewritten with the group.
+  rewritten with the group;
+- a Concat along the channels (the group's channels sit after the earlier inputs' in the
+  consumer's rows, `Window`; the other inputs stay whole) and a Split along the channels with
+  constant sizes (each part carries a slice of the group's channels; the sizes are rewritten).
 
 So the groups found are CNN filters (Conv → Relu → Conv, Conv → Relu → MaxPool → Flatten →
-Gemm) and MLP neurons (BERT intermediate → Gelu → output; LLaMA gate/up → SiLU·Mul → down).
-A depthwise conv on the way (group = channels, multiplier 1) is passed: its filters and bias are
-sliced with the group and its `group` attribute rewritten. Anything else on the way (a residual
-Add, a norm, a head reshape, a graph output, a grouped conv or a depthwise one with a channel
-multiplier, a Concat or Split, a weight or constant shared with nodes outside the group) makes the
-group
-*skipped*, with the reason, and it is left alone. Attention heads (Q/K/V → heads → O) are
-found first by `onnxcomp.pruning.heads` (kind "heads": a channel is a whole head).
+Gemm), residual streams, and MLP neurons (BERT intermediate → Gelu → output; LLaMA gate/up →
+SiLU·Mul → down). A depthwise conv on the way (group = channels, multiplier 1) is passed: its
+filters and bias are sliced with the group and its `group` attribute rewritten. Anything else on
+the way makes the whole group (every producer joined so far) *skipped*, with the reason, and it is
+left alone: a norm over the channels (LayerNorm/RMSNorm, also decomposed as ReduceMean: it mixes
+the channels, so a transformer's hidden size stays whole), a head reshape or any Reshape that is
+not a flatten, a graph output, an operand from outside (a graph input), a grouped conv or a
+depthwise one with a channel multiplier, a Concat input of unknown channel count, a Split without
+constant sizes, a Concat reading the group twice, a weight or constant shared with nodes outside
+the group. Attention heads (Q/K/V → heads → O) are found first by `onnxcomp.pruning.heads` (kind
+"heads": a channel is a whole head).
 """
 
 import numpy as np
