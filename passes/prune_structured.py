@@ -16,7 +16,10 @@ accuracy than the global ranking on the digits CNN and more cosine on MiniLM; se
 in our runs; `head_sparsity` (uniform allocation) fixes the fraction of every attention group's
 heads removed and leaves the rest of the target to the other groups, and `head_layers` < 1 gives
 those heads' cut to that fraction of the attention groups only, the ones whose cut moves the
-residual stream least (O's output error after the refit over the residual's energy). Apply:
+residual stream least (O's output error after the refit over the residual's energy). Under
+grouped-query attention the query heads go in equal numbers per KV head (K/V stay whole), or with
+`kv_groups: true` whole KV groups go: a channel is one KV head with its query heads, K/V lose that
+head's columns and the Expand's KV count shrinks. Apply:
 `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
 Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least squares
@@ -121,6 +124,7 @@ class PruneStructured(CompressionPass):
         "head_sparsity": None,
         "head_layers": 1.0,
         "conv_refit": True,
+        "kv_groups": False,
     }
 
     def validate_options(self) -> None:
@@ -135,6 +139,8 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"importance must be one of {', '.join(IMPORTANCE)}, not {o['importance']!r}")
         if o["recovery"] not in RECOVERY:
             raise self.fail(f"recovery must be one of {', '.join(RECOVERY)}, not {o['recovery']!r}")
+        if not isinstance(o["kv_groups"], bool):
+            raise self.fail(f"kv_groups must be true or false, not {o['kv_groups']!r}")
         if not isinstance(o["conv_refit"], bool):
             raise self.fail(f"conv_refit must be true or false, not {o['conv_refit']!r}")
         if not isinstance(o["sequential"], bool):
@@ -164,7 +170,7 @@ class PruneStructured(CompressionPass):
 
     def _groups(self, model: ir.Model) -> tuple[list[PruneGroup], list[PruneGroup]]:
         kinds = set(_kinds(self.opts["prune"]))
-        groups = find_groups(model)
+        groups = find_groups(model, kv_groups=self.opts["kv_groups"])
         chosen = [g for g in groups if not g.reason and g.kind in kinds]
         return chosen, [g for g in groups if g.reason]
 

@@ -46,8 +46,9 @@ def apply_group(group: PruneGroup, keep: np.ndarray, new_consumers: dict | None 
     consumer_rows_of = {c: consumer_rows(group, keep, group.consumer_windows.get(c.node)) for c in group.consumers}
     constant_index = [keep if p.window is None else p.window.indices(keep) for p in group.constants]
     shape_counts = [count if r.window is None else len(r.window.indices(keep)) for r in group.shapes]
-    columns = (keep[:, None] * group.block + np.arange(group.block)[None, :]).reshape(-1)
     for producer in group.producers:
+        block = group.blocks.get(producer, group.block)
+        columns = (keep[:, None] * block + np.arange(block)[None, :]).reshape(-1)
         _take(producer.weight, columns, producer.out_axis)
         for bias in _biases(producer):
             _take(bias, columns, 0)

@@ -88,6 +88,7 @@ class PruneGroup:
     consumers: list[Linear] = field(default_factory=list)
     repeat: int = 1  # consumer input rows per channel (H·W after a flatten, d for a head)
     block: int = 1  # producer output columns per channel (d for a head)
+    blocks: dict = field(default_factory=dict)  # Linear → its own block (K/V when KV groups are cut)
     constants: list[ConstantSlice] = field(default_factory=list)
     shapes: list[ShapeRewrite] = field(default_factory=list)
     values: dict[ir.Value, tuple[int, int | Fraction]] = field(

@@ -374,12 +374,12 @@ def _own(value: ir.Value, owners: set) -> None:
         raise _Skip(f"constant {value.name!r} is shared with {where}")
 
 
-def find_groups(model: ir.Model) -> list[PruneGroup]:
+def find_groups(model: ir.Model, kv_groups: bool = False) -> list[PruneGroup]:
     """Every dependency group in graph order, each from its first producer; skipped ones carry
     `reason`. A producer belongs to at most one group."""
     linears = [lin for node in model.graph if (lin := linear_of(node)) is not None]
     outputs = {lin.output: lin for lin in linears}
-    groups = heads_of(model, linears)
+    groups = heads_of(model, linears, kv_groups)
     taken: set[ir.Node] = {p.node for g in groups for p in g.producers + g.readers}
     for linear in linears:
         if linear.node in taken or constant_array(linear.node.inputs[0]) is not None:

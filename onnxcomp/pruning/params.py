@@ -18,8 +18,8 @@ class ParamCounter:
         self.initial: dict[ir.Value, list[int]] = {}
         self.cuts: list[list[tuple[ir.Value, int, int]]] = []
         for group in groups:
-            cuts = [(p.weight, p.out_axis, group.block) for p in group.producers]
-            cuts += [(p.bias, 0, group.block) for p in group.producers if p.bias is not None]
+            cuts = [(p.weight, p.out_axis, group.blocks.get(p, group.block)) for p in group.producers]
+            cuts += [(p.bias, 0, group.blocks.get(p, group.block)) for p in group.producers if p.bias is not None]
             cuts += [(c.weight, c.in_axis, group.repeat) for c in group.consumers]
             cuts += [(s.value, s.axis, 1) for s in group.constants]
             for value, _, _ in cuts:
