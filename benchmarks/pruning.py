@@ -82,8 +82,9 @@ def block_params(model: ir.Model) -> int:
     return total
 
 
-def prunable_params(model: ir.Model, kinds: str) -> int:
-    return ParamCounter([g for g in find_groups(model) if not g.reason and g.kind in kinds.split(",")]).total
+def prunable_params(model: ir.Model, kinds: str, kv_groups: bool = False) -> int:
+    groups = find_groups(model, kv_groups=kv_groups)
+    return ParamCounter([g for g in groups if not g.reason and g.kind in kinds.split(",")]).total
 
 
 def filters(path) -> int:
@@ -205,7 +206,8 @@ def main() -> None:
     path = models.onnx_path(kind)
     base = canonical(path)
     variants = args.prune.split(";")
-    block, prunables = block_params(base), {v: prunable_params(base, v) for v in variants}
+    kv_groups = bool(json.loads(args.options).get("kv_groups", False))  # K/V columns become prunable
+    block, prunables = block_params(base), {v: prunable_params(base, v, kv_groups) for v in variants}
     ffn = prunable_params(base, "ffn")
     del base
     feeds = settings["calib"](module)
