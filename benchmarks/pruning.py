@@ -1,12 +1,13 @@
 """Structured pruning side by side: onnxcomp's `prune` recipe vs Torch-Pruning, same ONNX Runtime.
 
     .venv/bin/python benchmarks/pruning.py --model digits                       # 10…50 %
+    .venv/bin/python benchmarks/pruning.py --model digits_res --prune channels  # residual streams
     .venv/bin/python benchmarks/pruning.py --model minilm --sparsities 0.3 --out /tmp/minilm.md
     .venv/bin/python benchmarks/pruning.py --model smollm2 --sparsities 0.2 --methods ours
 
 `--sparsities` are fractions of the *block* parameters removed (every initializer except
 embedding tables read by a Gather and their transposed copies, e.g. a tied LM head); for the
-digits CNN every parameter counts. onnxcomp's `sparsity` option is a fraction of the *prunable*
+digits CNNs every parameter counts. onnxcomp's `sparsity` option is a fraction of the *prunable*
 groups' parameters, so it is set to s · block / prunable (above the maximum → a row with the
 error). Methods:
 - `ours`: `prune` recipe, FLAP importance (`--importance obs|wanda|magnitude` for another),
@@ -54,6 +55,7 @@ os.environ.setdefault("ONNXCOMP_SPEED_GUARD", "0")  # methods are compared here,
 
 SETTINGS = {  # calibration feeds, refit damping, latency (batch, sequence, runs)
     "digits": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},
+    "digits_res": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},
     "minilm": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.01, "latency": (1, 128, 30)},
     "smollm2": {"calib": lambda m: m.calibration_feeds(16), "damp": 0.01, "latency": (1, 256, 8)},
 }
@@ -80,8 +82,9 @@ def block_params(model: ir.Model) -> int:
     return total
 
 
-def prunable_params(model: ir.Model, kinds: str) -> int:
-    return ParamCounter([g for g in find_groups(model) if not g.reason and g.kind in kinds.split(",")]).total
+def prunable_params(model: ir.Model, kinds: str, kv_groups: bool = False) -> int:
+    groups = find_groups(model, kv_groups=kv_groups)
+    return ParamCounter([g for g in groups if not g.reason and g.kind in kinds.split(",")]).total
 
 
 def filters(path) -> int:
@@ -113,6 +116,8 @@ def _tp_prune(kind, ratio):
     net, inputs, axes = module.load_for_export()
     if kind == "digits":
         ignored = [net.layers[-1]]
+    elif kind == "digits_res":
+        ignored = [net.fc]
     else:
         ignored = [m for n, m in net.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith(FFN_FIRST)]
         ignored += [m for m in net.modules() if isinstance(m, torch.nn.Embedding)]
@@ -129,7 +134,7 @@ def torch_pruning(kind, block, ffn_params, target, out) -> dict:
     the transformers (MLP only) the ratio is target / MLP parameters; for the CNN (both sides of
     a layer shrink) it is bisected."""
     start = time.perf_counter()
-    if kind == "digits":
+    if kind.startswith("digits"):
         low, high = 0.0, 0.95
         for _ in range(12):
             mid = (low + high) / 2
@@ -149,6 +154,7 @@ def torch_pruning(kind, block, ffn_params, target, out) -> dict:
 
 METRICS = {  # the zoo metric's key plotted per model
     "digits": ("accuracy", "accuracy"),
+    "digits_res": ("accuracy", "accuracy"),
     "minilm": ("mean_cosine", "mean cosine vs fp32"),
     "smollm2": ("ratio", "perplexity / fp32"),
 }
@@ -200,7 +206,8 @@ def main() -> None:
     path = models.onnx_path(kind)
     base = canonical(path)
     variants = args.prune.split(";")
-    block, prunables = block_params(base), {v: prunable_params(base, v) for v in variants}
+    kv_groups = bool(json.loads(args.options).get("kv_groups", False))  # K/V columns become prunable
+    block, prunables = block_params(base), {v: prunable_params(base, v, kv_groups) for v in variants}
     ffn = prunable_params(base, "ffn")
     del base
     feeds = settings["calib"](module)
@@ -238,7 +245,7 @@ def main() -> None:
                 pruned = canonical(out)
                 row["removed_block_fraction"] = round(1 - block_params(pruned) / block, 4)
                 del pruned
-                if kind == "digits":
+                if kind.startswith("digits"):
                     row["filters_removed"] = round(1 - filters(out) / filters(path), 4)
                 cand = ort_session(str(out))
                 row.update(module.compare(runner(fp32), runner(cand)))

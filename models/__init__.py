@@ -12,7 +12,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.tools.export import export_module
 
 EXPORT_VERSION = 2  # bump when exports change, so caches never serve a stale file
-KINDS = {"digits": "digits", "minilm": "minilm", "smollm2": "smollm2"}
+KINDS = {"digits": "digits", "minilm": "minilm", "smollm2": "smollm2", "digits_res": "digits_res"}
 
 
 def get(kind: str):

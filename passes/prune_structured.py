@@ -16,7 +16,10 @@ accuracy than the global ranking on the digits CNN and more cosine on MiniLM; se
 in our runs; `head_sparsity` (uniform allocation) fixes the fraction of every attention group's
 heads removed and leaves the rest of the target to the other groups, and `head_layers` < 1 gives
 those heads' cut to that fraction of the attention groups only, the ones whose cut moves the
-residual stream least (O's output error after the refit over the residual's energy). Apply:
+residual stream least (O's output error after the refit over the residual's energy). Under
+grouped-query attention the query heads go in equal numbers per KV head (K/V stay whole), or with
+`kv_groups: true` whole KV groups go: a channel is one KV head with its query heads, K/V lose that
+head's columns and the Expand's KV count shrinks. Apply:
 `onnxcomp.pruning.apply.apply_group` slices the initializers.
 
 Recovery (`recovery`): "refit" solves each consumer's kept rows and a bias change by least squares
@@ -26,9 +29,12 @@ moment and mean (`onnxcomp.pruning.sequential.input_moments`: one pass over the 
 before pruning, positions a feed's `attention_mask` marks as padding left out; one-shot: a layer's
 refit sees the unpruned model's inputs). With `sequential: true` each group's consumers are refit on
 the inputs of the model with the groups before already pruned, against the unpruned model's inputs
-(`onnxcomp.pruning.sequential`: one more pass over the data per group). A Conv consumer gets no
-statistics (its input rows are patches, not the last axis): its group is scored by magnitude and not
-refit.
+(`onnxcomp.pruning.sequential`: one more pass over the data per group). A Conv consumer's channels are
+scored by magnitude (its input rows are patches, not the last axis); with `conv_refit` (default) it
+is refit like the others on its input's im2col patches (`onnxcomp.pruning.patches`: kh·kw rows per
+channel). A consumer reading a Concat or Split of the channels is sliced only. A residual stream
+(producers joined at residual Adds) is scored by each layer's standardized scores summed
+(`imp.layer_sum`).
 
 Requires: calibration data unless `importance` is "magnitude" and `recovery` is "none". Guarantees:
 the model is smaller (fewer channels in weights, biases and shapes), passes the checker with strict
@@ -47,6 +53,7 @@ from onnxcomp.passes.base import CompressionPass
 from onnxcomp.pruning.apply import apply_group, consumer_rows
 from onnxcomp.pruning.groups import PruneGroup, find_groups
 from onnxcomp.pruning.params import ParamCounter
+from onnxcomp.pruning.patches import conv_geometry
 from onnxcomp.pruning.sequential import SequentialMoments, input_moments
 
 KINDS = ("heads", "ffn", "channels")
@@ -94,6 +101,15 @@ def _per_kv_head(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.
     return np.sort(np.concatenate(best))
 
 
+def _every_part(group: PruneGroup, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Every part of a channel Split keeps at least its best-scored channel (no empty tensor)."""
+    for split in group.splits:
+        for lo, hi in split.bounds:
+            if not np.any((keep >= lo) & (keep < hi)):
+                keep = np.sort(np.append(keep, lo + int(np.argmax(scores[lo:hi]))))
+    return keep
+
+
 class PruneStructured(CompressionPass):
     name = "prune_structured"
     options = {
@@ -107,6 +123,8 @@ class PruneStructured(CompressionPass):
         "sequential": True,
         "head_sparsity": None,
         "head_layers": 1.0,
+        "conv_refit": True,
+        "kv_groups": False,
     }
 
     def validate_options(self) -> None:
@@ -121,6 +139,10 @@ class PruneStructured(CompressionPass):
             raise self.fail(f"importance must be one of {', '.join(IMPORTANCE)}, not {o['importance']!r}")
         if o["recovery"] not in RECOVERY:
             raise self.fail(f"recovery must be one of {', '.join(RECOVERY)}, not {o['recovery']!r}")
+        if not isinstance(o["kv_groups"], bool):
+            raise self.fail(f"kv_groups must be true or false, not {o['kv_groups']!r}")
+        if not isinstance(o["conv_refit"], bool):
+            raise self.fail(f"conv_refit must be true or false, not {o['conv_refit']!r}")
         if not isinstance(o["sequential"], bool):
             raise self.fail(f"sequential must be true or false, not {o['sequential']!r}")
         if o["allocation"] not in ALLOCATION:
@@ -148,19 +170,42 @@ class PruneStructured(CompressionPass):
 
     def _groups(self, model: ir.Model) -> tuple[list[PruneGroup], list[PruneGroup]]:
         kinds = set(_kinds(self.opts["prune"]))
-        groups = find_groups(model)
+        groups = find_groups(model, kv_groups=self.opts["kv_groups"])
         chosen = [g for g in groups if not g.reason and g.kind in kinds]
         return chosen, [g for g in groups if g.reason]
 
     def _moments(self, consumer) -> Moments | None:
-        """E[xxᵀ] and E[x] of the consumer's input over the calibration data, or None (Conv)."""
-        return self.stats.get(consumer.node.inputs[0].name) if consumer.node.op_type != "Conv" else None
+        """E[xxᵀ] and E[x] of the consumer's input over the calibration data, or None (Conv, or a
+        consumer reading a Concat or Split of the channels: sliced only)."""
+        if consumer.node.op_type == "Conv" or consumer.node in self._windowed:
+            return None
+        return self.stats.get(consumer.node.inputs[0].name)
+
+    @staticmethod
+    def _rows(group: PruneGroup, consumer) -> np.ndarray:
+        """The consumer's input rows of the group's channels, [channels, …] (zeros for the channels
+        a Split part does not carry)."""
+        window = group.consumer_windows.get(consumer.node)
+        w = np.moveaxis(consumer.array, consumer.in_axis, 0)
+        if window is None:
+            return w.reshape(group.channels, -1)
+        every = np.arange(group.channels)
+        rows = consumer_rows(group, every, window)
+        if window.concat is not None:  # the group's rows sit after the earlier inputs'
+            offset = int(sum(int(v.shape[window.axis]) for v in window.concat.inputs[: window.index]))
+            rows = (offset + every)[:, None] * group.repeat + np.arange(group.repeat)[None, :]
+            return w[rows.reshape(-1)].reshape(group.channels, -1)
+        out = np.zeros((group.channels, group.repeat * int(np.prod(w.shape[1:]))), dtype=w.dtype)
+        out[window.lo : window.hi] = w[rows].reshape(window.hi - window.lo, -1)
+        return out
 
     def _scores(self, group: PruneGroup, limit: int | None = None) -> np.ndarray:
         """Channel scores (higher = keep); "obs" orders only the first `limit` channels to go."""
         c, method = group.channels, self.opts["importance"]
         total = np.zeros(c)
         used = False
+        if group.residual:
+            return self._residual_scores(group)
         if method == "obs":
             stats = [(k.weight_kn(), m.second, m.mean) for k in group.consumers if (m := self._moments(k)) is not None]
             if stats:
@@ -178,12 +223,32 @@ class PruneStructured(CompressionPass):
         if used:
             return total
         pieces = [np.moveaxis(p.array, p.out_axis, 0).reshape(c, -1) for p in group.producers]
-        pieces += [np.moveaxis(k.array, k.in_axis, 0).reshape(c, -1) for k in group.consumers]
+        pieces += [self._rows(group, k) for k in group.consumers]
         return imp.magnitude(pieces)
+
+    def _residual_scores(self, group: PruneGroup) -> np.ndarray:
+        """A residual stream's channels: each layer's scores standardized on their own and summed
+        (`imp.layer_sum`): producers by their filters' L2 norm, consumers with statistics by
+        FLAP (Wanda-sp under "wanda"), other consumers by their input rows' L2 norm. Under
+        "magnitude" every layer counts its L2 norm; "obs" takes FLAP's per-layer terms (the stream
+        has many consumers, Conv ones without statistics, so no single refit orders it)."""
+        c, method = group.channels, self.opts["importance"]
+        layers = [imp.magnitude([np.moveaxis(p.array, p.out_axis, 0).reshape(c, -1)]) for p in group.producers]
+        for consumer in group.consumers:
+            moments = self._moments(consumer) if method != "magnitude" else None
+            if moments is None:
+                layers.append(imp.magnitude([self._rows(group, consumer)]))
+                continue
+            w, diag = consumer.weight_kn(), np.diag(moments.second)
+            rows = imp.wanda_sp(w, diag) if method == "wanda" else imp.flap(w, diag - moments.mean**2)
+            layers.append(rows.reshape(c, group.repeat).sum(axis=1))
+        return imp.layer_sum(layers)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.opts
         groups, skipped = self._groups(model)
+        self._windowed = {node for g in groups for node in g.consumer_windows}
+        self._views, self._geometry = {}, {}  # Conv consumers' patch statistics (conv_refit)
         skipped_report = [{"producer": g.name, "kind": g.kind, "reason": g.reason} for g in skipped]
         self.details = {
             "groups": [],
@@ -213,7 +278,7 @@ class PruneStructured(CompressionPass):
             names = self._refit_inputs(groups)
             if o["head_layers"] < 1:  # the residual streams the attention groups' O outputs join
                 names += [r for g in groups if g.kind == "heads" for c in g.consumers if (r := _residual(c))]
-            self.stats = input_moments(model, names, self.context.calibration)
+            self.stats = input_moments(model, names, self.context.calibration, self._views) if names else {}
         self._cut_heads = None  # attention groups that lose head_sparsity of their heads (None: all)
         if o["head_layers"] < 1:
             heads = {i: imp.standardize(self._scores(g)) for i, g in enumerate(groups) if g.kind == "heads"}
@@ -225,13 +290,13 @@ class PruneStructured(CompressionPass):
             counts = self._uniform(groups, counter, target, min_keep, multiples)
             scores = [imp.standardize(self._scores(g, g.channels - n)) for g, n in zip(groups, counts)]
             keeps = [np.sort(np.argsort(-s, kind="stable")[:n]) for s, n in zip(scores, counts)]
-        keeps = [_per_kv_head(g, k, s) for g, k, s in zip(groups, keeps, scores)]
+        keeps = [_every_part(g, _per_kv_head(g, k, s), s) for g, k, s in zip(groups, keeps, scores)]
         removed = counter.removed_for([len(k) for k in keeps])
         sequential = None
-        if o["sequential"] and o["recovery"] != "none":
+        if o["sequential"] and o["recovery"] != "none" and self._refit_inputs(groups):
             if self.context.calibration is None:
                 raise self.fail("sequential recovery needs calibration data")
-            sequential = SequentialMoments(model, self._refit_inputs(groups), self.context.calibration)
+            sequential = SequentialMoments(model, self._refit_inputs(groups), self.context.calibration, self._views)
         for group, keep in zip(groups, keeps):
             moments = None
             if sequential is not None and len(keep) < group.channels and self._refit_inputs([group]):
@@ -312,9 +377,35 @@ class PruneStructured(CompressionPass):
             return self.opts["multiple"]
         return CONV_BLOCK if group.kind == "channels" else 1
 
-    @staticmethod
-    def _refit_inputs(groups: list[PruneGroup]) -> list[str]:
-        return [c.node.inputs[0].name for g in groups for c in g.consumers if c.node.op_type != "Conv"]
+    def _refit_inputs(self, groups: list[PruneGroup]) -> list[str]:
+        """The statistic keys of the consumers that are refit: their input's name, or for a Conv
+        (with `conv_refit`) a key for its input's im2col patches (`self._views`)."""
+        return [key for g in groups for c in g.consumers if c.node not in g.consumer_windows and (key := self._key(c))]
+
+    def _key(self, consumer) -> str | None:
+        if consumer.node.op_type != "Conv":
+            return consumer.node.inputs[0].name
+        if not self.opts["conv_refit"] or self.opts["recovery"] == "none":  # only the refit reads patches
+            return None
+        geometry = conv_geometry(consumer.node, consumer.array)
+        if geometry is None:
+            return None
+        key = f"{consumer.node.inputs[0].name}@patches:{consumer.name}"
+        self._views[key] = (consumer.node.inputs[0].name, geometry.rows)
+        self._geometry[consumer.node] = geometry
+        return key
+
+    def _refit_moments(self, consumer, sequential: dict | None) -> Moments | None:
+        """A consumer's statistics for its refit (a Conv's on its patches, with `conv_refit`)."""
+        if consumer.node.op_type != "Conv":
+            moments = self._moments(consumer)
+            key = consumer.node.inputs[0].name
+        else:
+            key = self._key(consumer)
+            moments = self.stats.get(key) if key is not None else None
+        if sequential is not None and moments is not None:
+            moments = sequential[key]
+        return moments
 
     def _prune(self, group: PruneGroup, keep: np.ndarray, sequential: dict | None = None) -> dict:
         entry = {"group": group.name, "kind": group.kind, "channels": group.channels, "kept": int(len(keep))}
@@ -323,13 +414,16 @@ class PruneStructured(CompressionPass):
         new = {}
         errors = []
         for consumer in group.consumers:
-            moments = self._moments(consumer)
-            if sequential is not None and moments is not None:
-                moments = sequential[consumer.node.inputs[0].name]
+            moments = self._refit_moments(consumer, sequential)
             if moments is None:
                 continue
-            w = consumer.weight_kn().astype(np.float64)
             rows = consumer_rows(group, keep)
+            if consumer.node.op_type == "Conv":  # a linear layer on patches: kh·kw rows per channel
+                size = self._geometry[consumer.node].size
+                w = consumer.array.reshape(consumer.n, -1).T.astype(np.float64)
+                rows = (rows[:, None] * size + np.arange(size)[None, :]).reshape(-1)
+            else:
+                w = consumer.weight_kn().astype(np.float64)
             before = relative_error(w, moments, rows, w[rows], np.zeros(w.shape[1]))
             if self.opts["recovery"] == "none":
                 errors.append((before, before))

@@ -12,6 +12,11 @@ Scores, one per channel of a dependency group (higher = keep):
   least squares after each removal (sees channels that duplicate each other, which the
   per-channel scores above keep or drop together).
 
+A residual stream's channels are owned by many layers (every producer whose output meets at the
+residual Adds, every consumer reading the stream): `layer_sum` standardizes each layer's scores
+on its own and sums them, so no layer's scale decides for the others (Torch-Pruning's group
+importance instead averages the layers' raw |w|² sums, which the largest layer dominates).
+
 `standardize` makes scores comparable across layers ((s − mean) / std per group) and
 `select_global` removes the globally lowest standardized channels until the requested number of
 parameters is gone, so layers get non-uniform ratios, each group keeping at least `min_keep`
@@ -47,6 +52,11 @@ def standardize(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     std = scores.std()
     return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+
+
+def layer_sum(per_layer: list[np.ndarray]) -> np.ndarray:
+    """Σ over layers of each layer's standardized channel scores (a residual stream's channels)."""
+    return sum(standardize(s) for s in per_layer)
 
 
 @dataclass(frozen=True)

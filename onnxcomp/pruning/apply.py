@@ -13,12 +13,16 @@ import onnx_ir as ir
 
 from onnxcomp.ir.graph import NameAllocator, add_initializer, constant_array
 from onnxcomp.ir.linears import Linear
+from onnxcomp.pruning.group import Window
 from onnxcomp.pruning.groups import PruneGroup
 
 
-def consumer_rows(group: PruneGroup, keep: np.ndarray) -> np.ndarray:
-    """The consumer input rows the kept channels own (blocks of `repeat` per channel)."""
+def consumer_rows(group: PruneGroup, keep: np.ndarray, window: Window | None = None) -> np.ndarray:
+    """The consumer input rows the kept channels own (blocks of `repeat` per channel); through a
+    Concat or Split `window`, the rows of the tensor's channels kept (the other inputs' all)."""
     keep = np.asarray(keep, dtype=np.int64)
+    if window is not None:
+        keep = window.indices(keep)
     return (keep[:, None] * group.repeat + np.arange(group.repeat)[None, :]).reshape(-1)
 
 
@@ -33,42 +37,74 @@ def _take(value: ir.Value, index: np.ndarray, axis: int) -> None:
 
 def apply_group(group: PruneGroup, keep: np.ndarray, new_consumers: dict | None = None) -> None:
     """Prune `group` to channels `keep` (sorted). `new_consumers` maps a consumer `Linear` to
-    (kept rows as [k, N] float64, bias change [N] or None) from recovery."""
+    (kept rows as [k, N] float64 — a Conv's as [k·kh·kw, O] patch rows —, bias change [N] or None)
+    from recovery."""
     keep = np.asarray(keep, dtype=np.int64)
     count = len(keep)
-    columns = (keep[:, None] * group.block + np.arange(group.block)[None, :]).reshape(-1)
+    # the kept channels of every tensor through a Concat or Split, read before any shape changes
+    widths = {value: len(window.indices(keep)) for value, window in group.windows.items()}
+    consumer_rows_of = {c: consumer_rows(group, keep, group.consumer_windows.get(c.node)) for c in group.consumers}
+    constant_index = [keep if p.window is None else p.window.indices(keep) for p in group.constants]
+    shape_counts = [count if r.window is None else len(r.window.indices(keep)) for r in group.shapes]
     for producer in group.producers:
+        block = group.blocks.get(producer, group.block)
+        columns = (keep[:, None] * block + np.arange(block)[None, :]).reshape(-1)
         _take(producer.weight, columns, producer.out_axis)
-        if producer.bias is not None:
-            _take(producer.bias, columns, 0)
-    rows = consumer_rows(group, keep)
+        for bias in _biases(producer):
+            _take(bias, columns, 0)
     for consumer in group.consumers:
         new = (new_consumers or {}).get(consumer)
         if new is None:
-            _take(consumer.weight, rows, consumer.in_axis)
+            _take(consumer.weight, consumer_rows_of[consumer], consumer.in_axis)
             continue
         weight_kn, delta = new
-        _set(consumer.weight, consumer.from_kn(weight_kn))
+        if consumer.node.op_type == "Conv":  # [C'·kh·kw, O] patches → [O, C', kh, kw]
+            shape = consumer.array.shape
+            weight = weight_kn.T.reshape(shape[0], -1, *shape[2:]).astype(consumer.array.dtype)
+            _set(consumer.weight, weight)
+        else:
+            _set(consumer.weight, consumer.from_kn(weight_kn))
         if delta is not None and np.any(delta):
             _add_bias(consumer, delta)
-    for piece in group.constants:
-        _take(piece.value, keep, piece.axis)
+    for piece, index in zip(group.constants, constant_index):
+        _take(piece.value, index, piece.axis)
     for node in group.depthwise:
         node.attributes["group"] = ir.AttrInt64("group", count)
-    for rewrite in group.shapes:
+    for rewrite, kept in zip(group.shapes, shape_counts):
         shape = constant_array(rewrite.value).copy()
-        shape[rewrite.index] = count * rewrite.per_channel
+        shape[rewrite.index] = kept * rewrite.per_channel
         _set(rewrite.value, shape)
+    for split in group.splits:
+        sizes = [int(np.count_nonzero((keep >= lo) & (keep < hi))) for lo, hi in split.bounds]
+        _set(split.node.inputs[1], np.array(sizes, dtype=np.int64))
     for value, (axis, per) in group.values.items():
         if value.shape is not None and len(value.shape) >= -axis:
             dims = list(value.shape)
-            dims[axis] = int(count * per)
+            dims[axis] = int(widths.get(value, count) * per)
             value.shape = ir.Shape(dims)
+    for producer in group.producers:  # a bias Add a refit put after a MatMul producer
+        uses = list(producer.node.outputs[0].uses())
+        if len(uses) == 1 and uses[0].node.name == f"{producer.name}.pruning_bias_add":
+            uses[0].node.outputs[0].shape = producer.node.outputs[0].shape
     nodes: dict[ir.Node, dict[int, int]] = {}
     for entry in group.entries:
         nodes.setdefault(entry.node, {})[entry.index] = int(count * entry.per)
     for node, entries in nodes.items():
         _rewrite_shape(node, entries)
+
+
+def _biases(producer: Linear) -> list[ir.Value]:
+    """The producer's bias, including one a refit gave it after the groups were found (as a
+    consumer of an earlier group): a Gemm/Conv's new C/B input, or a MatMul's new bias Add's."""
+    if producer.bias is not None:
+        return [producer.bias]
+    node = producer.node
+    if node.op_type in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
+        return [node.inputs[2]]
+    uses = list(node.outputs[0].uses())
+    if len(uses) == 1 and uses[0].node.name == f"{producer.name}.pruning_bias_add":
+        return [uses[0].node.inputs[1]]
+    return []
 
 
 def _rewrite_shape(node: ir.Node, entries: dict[int, int]) -> None:

@@ -93,13 +93,19 @@ def _is_side_input(operand: ir.Value, node: ir.Node) -> bool:
 
 
 class _Layout:
-    """Which axis of each value on the path holds the heads, and what it shrinks by."""
+    """Which axis of each value on the path holds the heads, and what it shrinks by.
 
-    def __init__(self, heads: int, dim: int, kv: int):
-        self.heads, self.dim, self.kv = heads, dim, kv
+    With `groups` (grouped-query attention cut in whole KV groups) a channel is one KV head with
+    its r = H / H_kv query heads: query-side sizes count r heads per channel, and the K/V side
+    shrinks too (its KV-head axis, one per channel)."""
+
+    def __init__(self, heads: int, dim: int, kv: int, groups: bool = False):
+        self.heads, self.dim, self.kv, self.groups = heads, dim, kv, groups
+        self.r = heads // kv if groups else 1  # query heads per channel
+        self.channels = kv if groups else heads
 
     def axis(self, value: ir.Value) -> tuple[int, int | Fraction] | None:
-        """(axis from the end, size per kept query head), or None for a K/V-side value left whole."""
+        """(axis from the end, size per kept channel), or None for a K/V-side value left whole."""
         dims = list(value.shape) if value.shape is not None else []
         node = value.producer()
         if node is not None and node.op_type == "Expand" and self.kv > 1:
@@ -109,17 +115,24 @@ class _Layout:
             axes = [i for i in range(5) if before[i] == 1 and dims[i] == self.heads // self.kv]
             if len(axes) != 1 or dims[axes[0] - 1] != self.kv:
                 raise _NoHeads(f"Expand {node.name} repeats no single axis after the KV heads")
+            if self.groups:  # whole KV groups go: the KV-head axis shrinks, the repeat stays
+                return axes[0] - 6, 1
             return axes[0] - 5, Fraction(1, self.kv)
         if len(dims) == 3 and dims[-1] == self.heads * self.dim:
-            return -1, self.dim
+            return -1, self.dim * self.r
         if len(dims) in (3, 5) and self.kv > 1 and self.heads not in dims:
-            return None
+            if not self.groups:
+                return None
+            if len(dims) == 3 and dims[-1] == self.kv * self.dim:
+                return -1, self.dim
+            if len(dims) == 5 and dims.count(self.kv) == 1:
+                return dims.index(self.kv) - 5, 1
         if len(dims) == 4:
             axes = [i for i, d in enumerate(dims) if d == self.heads]
             if len(axes) == 1:
-                return axes[0] - 4, 1
+                return axes[0] - 4, self.r
             if not axes and self.kv > 1 and dims.count(self.kv) == 1:
-                return None
+                return (dims.index(self.kv) - 4, 1) if self.groups else None
         raise _NoHeads(f"value {value.name!r} has no single head axis")
 
 
@@ -155,7 +168,7 @@ def _entries(node: ir.Node, layout: _Layout, group: PruneGroup) -> None:
     index = len(shape) + axis
     if entries is None or len(entries) != len(shape):
         raise _NoHeads(f"{node.op_type} {node.name}'s shape is computed at run time")
-    full = layout.heads * per
+    full = layout.channels * per
     if entries[index] == full:
         group.entries.append(ShapeEntry(node, index, Fraction(per)))
     elif entries[index] is None or (entries[index] not in (-1, 0) and node.op_type == "Reshape"):
@@ -168,9 +181,10 @@ def _entries(node: ir.Node, layout: _Layout, group: PruneGroup) -> None:
             raise _NoHeads(f"Reshape {node.name} has the head count on another axis")
 
 
-def head_group(consumer: Linear, outputs: dict[ir.Value, Linear]) -> PruneGroup | None:
+def head_group(consumer: Linear, outputs: dict[ir.Value, Linear], kv_groups: bool = False) -> PruneGroup | None:
     """The head group whose merged heads `consumer` reads, None when its input is not a head merge,
-    or a group with `reason` when it is one that cannot be pruned."""
+    or a group with `reason` when it is one that cannot be pruned. `kv_groups`: under grouped-query
+    attention a channel is a whole KV group (its KV head, K/V columns cut too, and its query heads)."""
     merge = consumer.node.inputs[0].producer()
     if merge is None or merge.op_type != "Reshape" or consumer.node.op_type != "MatMul":
         return None
@@ -201,11 +215,16 @@ def head_group(consumer: Linear, outputs: dict[ir.Value, Linear]) -> PruneGroup 
     if heads == dim or (kv < heads and kv == dim):
         group.reason = "head count equals another dimension: the head axis is ambiguous"
         return group
+    groups = kv_groups and kv < heads
     if kv == heads:
         group.producers = producers
+    elif groups:  # channels = KV groups: Q/O in blocks of r heads, K/V in blocks of one head
+        group.producers = [queries[0], *others]
+        group.channels, group.repeat, group.block = kv, dim * (heads // kv), dim * (heads // kv)
+        group.blocks = {p: dim for p in others}
     else:
         group.kv_heads, group.readers = kv, others
-    layout = _Layout(heads, dim, kv)
+    layout = _Layout(heads, dim, kv, groups)
     try:
         for node in nodes:
             _check_axes(node, layout)
@@ -216,7 +235,7 @@ def head_group(consumer: Linear, outputs: dict[ir.Value, Linear]) -> PruneGroup 
                     group.values[out] = found
         for p in group.producers:
             for value in (p.output, p.node.outputs[0]):
-                group.values[value] = (-1, dim)
+                group.values[value] = (-1, group.blocks.get(p, group.block))
     except _NoHeads as skip:
         group.reason = str(skip)
         return group
@@ -233,12 +252,12 @@ def head_group(consumer: Linear, outputs: dict[ir.Value, Linear]) -> PruneGroup 
     return group
 
 
-def heads_of(model: ir.Model, linears: list[Linear]) -> list[PruneGroup]:
+def heads_of(model: ir.Model, linears: list[Linear], kv_groups: bool = False) -> list[PruneGroup]:
     """Every attention-head group of the model (including skipped ones with their reasons)."""
     outputs = {lin.output: lin for lin in linears}
     groups = []
     for linear in linears:
-        group = head_group(linear, outputs)
+        group = head_group(linear, outputs, kv_groups)
         if group is not None:
             groups.append(group)
     return groups

@@ -18,14 +18,15 @@ class ParamCounter:
         self.initial: dict[ir.Value, list[int]] = {}
         self.cuts: list[list[tuple[ir.Value, int, int]]] = []
         for group in groups:
-            cuts = [(p.weight, p.out_axis, group.block) for p in group.producers]
-            cuts += [(p.bias, 0, group.block) for p in group.producers if p.bias is not None]
+            cuts = [(p.weight, p.out_axis, group.blocks.get(p, group.block)) for p in group.producers]
+            cuts += [(p.bias, 0, group.blocks.get(p, group.block)) for p in group.producers if p.bias is not None]
             cuts += [(c.weight, c.in_axis, group.repeat) for c in group.consumers]
             cuts += [(s.value, s.axis, 1) for s in group.constants]
             for value, _, _ in cuts:
                 self.initial.setdefault(value, list(value.const_value.shape))
             self.cuts.append(cuts)
         self.dims = {value: list(dims) for value, dims in self.initial.items()}
+        self.channels = [g.channels for g in groups]
 
     @property
     def total(self) -> int:
@@ -47,7 +48,7 @@ class ParamCounter:
     def removed_for(self, counts: list[int]) -> int:
         """Parameters removed when group g keeps `counts[g]` channels (from the initial shapes)."""
         dims = {value: list(d) for value, d in self.initial.items()}
-        for g, count in enumerate(counts):
+        for g, count in enumerate(counts):  # a tensor may be cut by two groups (a Concat's consumer)
             for value, axis, repeat in self.cuts[g]:
-                dims[value][axis] = count * repeat
+                dims[value][axis] -= (self.channels[g] - count) * repeat
         return self.total - int(sum(np.prod(d, dtype=np.int64) for d in dims.values()))

@@ -613,18 +613,72 @@ def test_a_depthwise_conv_is_cut_with_the_filters_it_reads(tiny):
     assert next(n for n in pruned.graph.node if n.name == "depthwise").attribute[0].i == 4
 
 
-def test_a_depthwise_conv_with_a_channel_multiplier_and_a_concat_are_reported(tiny):
+def test_a_depthwise_conv_with_a_channel_multiplier_and_a_concat_of_unknown_width_are_reported(tiny):
     reasons = [g.reason for g in find_groups(_ir(depthwise_cnn(tiny, multiplier=2)))]
     assert "depthwise Conv depthwise has a channel multiplier or reads another layout" in reasons
     rng = np.random.default_rng(0)
-    init = {n: rng.standard_normal((HID, HID)).astype(np.float32) for n in ("wa", "wb")}
+    init = {"wa": rng.standard_normal((HID, HID)).astype(np.float32)}
     init["wd"] = rng.standard_normal((2 * HID, HID)).astype(np.float32)
     nodes = [
         h.make_node("MatMul", ["x", "wa"], ["a"], name="a"),
-        h.make_node("MatMul", ["x", "wb"], ["b"], name="b"),
-        h.make_node("Concat", ["a", "b"], ["ab"], name="concat", axis=-1),
-        h.make_node("MatMul", ["ab", "wd"], ["y"], name="d"),
+        h.make_node("Concat", ["a", "z"], ["az"], name="concat", axis=-1),
+        h.make_node("MatMul", ["az", "wd"], ["y"], name="d"),
     ]
-    proto = tiny.make_model(nodes, [("x", [2, HID])], [("y", [2, HID])], init, infer_shapes=True)
+    proto = tiny.make_model(nodes, [("x", [2, HID]), ("z", [2, "n"])], [("y", [2, HID])], init, infer_shapes=True)
     reasons = {g.name: g.reason for g in find_groups(_ir(proto))}
-    assert reasons["a"] == reasons["b"] == "Concat concat reads the channels"
+    assert reasons["a"] == "Concat concat: the channel count of input 1 is unknown"
+
+
+def test_whole_kv_groups_cut_equals_zeroing_their_query_heads(tiny):
+    """kv_groups: a channel is one KV head with its 3 query heads; K/V lose that head's columns,
+    the Expand's KV count and the repeat Reshape's head count shrink, the rest equals zeroing
+    O's rows of the removed group's query heads."""
+    proto = gqa_attention(tiny)
+    heads = [g for g in find_groups(_ir(proto), kv_groups=True) if g.kind == "heads"]
+    assert [(g.reason, g.channels, g.repeat, [p.name for p in g.producers]) for g in heads] == [
+        ("", 3, 12, ["l0_q_proj", "l0_k_proj", "l0_v_proj"]),
+        ("", 3, 12, ["l1_q_proj", "l1_k_proj", "l1_v_proj"]),
+    ]
+    assert sorted((e.node.name, e.index, str(e.per)) for e in heads[0].entries) == [
+        ("l0_k_expand", 1, "1"),
+        ("l0_k_repeat", 1, "3"),
+        ("l0_v_expand", 1, "1"),
+        ("l0_v_repeat", 1, "3"),
+    ]
+    wo = tiny.initializer(proto, "wo0").copy()
+    wo[12:24] = 0  # query heads 3–5, the ones KV head 1 serves, contribute nothing
+    proto.graph.initializer[[i.name for i in proto.graph.initializer].index("wo0")].CopyFrom(
+        onnx.numpy_helper.from_array(wo, "wo0")
+    )
+    model = _ir(proto)
+    group = next(g for g in find_groups(model, kv_groups=True) if g.kind == "heads")
+    counter = ParamCounter([group])
+    apply_group(group, np.array([0, 2]))
+    check_model(model, "pruned KV groups")
+    pruned = ir.to_proto(model)
+    feed = _gqa_feed(np.random.default_rng(1))
+    assert np.allclose(tiny.run(pruned, feed)[0], tiny.run(proto, feed)[0], atol=1e-5)
+    assert tiny.initializer(pruned, "wq0").shape == (HID, 24) and tiny.initializer(pruned, "wo0").shape == (24, HID)
+    assert tiny.initializer(pruned, "wk0").shape == (HID, 8) and tiny.initializer(pruned, "wv0").shape == (HID, 8)
+    assert tiny.initializer(pruned, "wk1").shape == (HID, 12)
+    assert counter.removed_for([2]) == HID * 12 + 2 * HID * 4 + 12 * HID
+
+
+def test_prune_pass_with_kv_groups_removes_the_weakest_kv_group_whole(tiny, tmp_path):
+    proto = gqa_attention(tiny, layers=1)
+    index = [i.name for i in proto.graph.initializer].index("wo0")
+    wo = tiny.initializer(proto, "wo0").copy()
+    wo[12:24] *= 0.01  # KV head 1's query heads matter least
+    proto.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(wo, "wo0"))
+    rng = np.random.default_rng(0)
+    feeds = [_gqa_feed(rng) for _ in range(4)]
+    options = {"prune_structured": {"sparsity": 0.3, "prune": "heads", "kv_groups": True}}
+    out = tmp_path / "o.onnx"
+    result = onnxcomp.compress(proto, "prune", feeds, output=out, options=options, use_cache=False)
+    groups = next(e for e in result.report["passes"] if e["pass"] == "prune_structured")["details"]["groups"]
+    assert [(g["kind"], g["channels"], g["kept"]) for g in groups] == [("heads", 3, 2)]
+    pruned = onnx.load(out)
+    wk, kept = tiny.initializer(proto, "wk0"), tiny.initializer(pruned, "wk0")
+    assert np.array_equal(kept, wk[:, [0, 1, 2, 3, 8, 9, 10, 11]])  # KV heads 0 and 2 kept
+    assert tiny.initializer(pruned, "wq0").shape == (HID, 24)
+    assert tiny.run(pruned, feeds[0])[0].shape == (2, 5, HID)
