@@ -2,6 +2,7 @@
 
     ONNXCOMP_CACHE=$PWD/.cache .venv/bin/python benchmarks/w8a8_mixed_minilm.py --out /tmp/w8a8_mixed.md
     .venv/bin/python benchmarks/w8a8_mixed_minilm.py --rows fp32,w8a8-mixed --runs 20   # quicker
+    .venv/bin/python benchmarks/w8a8_mixed_minilm.py --latency-only --runs 100          # time again (quiet machine)
 
 Every row is compiled from the cached fp32 export with the same 128 calibration sentences
 (`models.minilm.calibration_feeds()`), written to `--workdir` (an existing row file there is reused:
@@ -105,6 +106,9 @@ def build(row: str, src: str, feeds: list[dict], out: Path) -> dict:
     return info
 
 
+SKIPPED = {"mean_cosine": float("nan"), "nn_agreement": float("nan")}
+
+
 def slug(row: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in row)
 
@@ -115,6 +119,7 @@ def main() -> int:
     parser.add_argument("--workdir", default="/tmp/w8a8_mixed_minilm")
     parser.add_argument("--runs", type=int, default=50, help="interleaved timing rounds")
     parser.add_argument("--out", help="also write the markdown table here")
+    parser.add_argument("--latency-only", action="store_true", help="time the rows (reused files), skip accuracy")
     args = parser.parse_args()
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
@@ -145,8 +150,9 @@ def main() -> int:
         session = ort_session(str(path))
         sessions[row] = session
         info["size_mb"] = path.stat().st_size / 1e6
-        info["dev"] = minilm.compare(run_of(reference), run_of(session), dev)
-        info["evaluation"] = minilm.compare(run_of(reference), run_of(session), evaluation)
+        if not args.latency_only:
+            info["dev"] = minilm.compare(run_of(reference), run_of(session), dev)
+            info["evaluation"] = minilm.compare(run_of(reference), run_of(session), evaluation)
         results[row] = info
         print(f"{row}: {json.dumps(info)}", file=sys.stderr)
     feed = synthetic_feed(input_specs(load_proto(src)), 1, 128)  # what `onnxcomp eval` times
@@ -159,7 +165,7 @@ def main() -> int:
     ]
     for row in rows:
         r = results[row]
-        d, e = r["dev"], r["evaluation"]
+        d, e = r.get("dev", SKIPPED), r.get("evaluation", SKIPPED)
         lines.append(
             f"| {row} | {r.get('float_layers', '')} | {r.get('split_channels', '')} "
             f"| {d['mean_cosine']:.5f} / {d['nn_agreement']:.3f} | {e['mean_cosine']:.5f} / {e['nn_agreement']:.3f} "
