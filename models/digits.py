@@ -56,23 +56,28 @@ def build_net():
 
 def trained_net():
     """Train (or load from the cache) the CNN; same seed → same weights."""
+    return cached_net(cache_dir("models") / f"digits_cnn_v{EXPORT_VERSION}.pt", build_net)
+
+
+def cached_net(path, build):
+    """The network `build` makes, with weights from `path`, or trained by `train` and saved there."""
     torch = require("torch", "zoo", "the digits CNN")
-    path = cache_dir("models") / f"digits_cnn_v{EXPORT_VERSION}.pt"
     if path.exists():
-        net = build_net()
+        net = build()
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval()
-    net = train()
+    net = train(build=build)
     torch.save(net.state_dict(), path)
     return net
 
 
-def train(epochs: int = 30, samples: int | None = None):
-    """A freshly trained CNN. The seed is set before the network is built, so its initial weights
-    (drawn from torch's global generator) and the batch order are the same on every run."""
+def train(epochs: int = 30, samples: int | None = None, build=build_net):
+    """A freshly trained network (`build`: the digits CNN by default). The seed is set before the
+    network is built, so its initial weights (drawn from torch's global generator) and the batch
+    order are the same on every run."""
     torch = require("torch", "zoo", "the digits CNN")
     torch.manual_seed(SEED)
-    net = build_net()
+    net = build()
     x_train, _, y_train, _ = dataset()
     x, y = torch.from_numpy(x_train[:samples]), torch.from_numpy(y_train[:samples])
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)

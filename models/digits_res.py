@@ -56,34 +56,8 @@ def build_net():
 
 
 def trained_net():
-    """Train (or load from the cache) the network; same seed → same weights."""
-    torch = require("torch", "zoo", "the residual digits CNN")
-    path = cache_dir("models") / f"digits_res_v{WEIGHTS_VERSION}.pt"
-    if path.exists():
-        net = build_net()
-        net.load_state_dict(torch.load(path, weights_only=True))
-        return net.eval()
-    net = train()
-    torch.save(net.state_dict(), path)
-    return net
-
-
-def train(epochs: int = 30):
-    """Adam, batches of 64, the seed set before the network is built (as `digits.train`)."""
-    torch = require("torch", "zoo", "the residual digits CNN")
-    torch.manual_seed(SEED)
-    net = build_net()
-    x_train, _, y_train, _ = dataset()
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(SEED)
-    net.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=generator).split(64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-            optimizer.step()
-    return net.eval()
+    """Train (or load from the cache) the network; same seed → same weights (`digits.train`)."""
+    return digits.cached_net(cache_dir("models") / f"digits_res_v{WEIGHTS_VERSION}.pt", build_net)
 
 
 def load_for_export():
