@@ -158,8 +158,8 @@ class SplitOutliers(CompressionPass):
             )
             side.name = names.new(f"{lin.name}_outlier_side")
             side.outputs[0].name = names.new(f"{lin.name}_outlier_side")
-            side.outputs[0].dtype = lin.output.dtype
-            output = lin.output
+            output = lin.node.outputs[0]  # before a bias Add: ONNX Runtime still fuses it (BiasGelu, SkipLayerNorm)
+            side.outputs[0].dtype = output.dtype
             total = ir.node("Add", [output, side.outputs[0]])
             total.name = names.new(f"{lin.name}_outlier_add")
             total.outputs[0].name = names.new(f"{output.name}_with_outliers")
