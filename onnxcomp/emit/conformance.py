@@ -127,6 +127,8 @@ class _Checker:
         if t.quantized_through_dq and not q_or_dq:  # (a QuantizeLinear reads its int8 zero point)
             for value in node.inputs:
                 dtype = _value_dtype(value)
+                if dtype == "uint8" and value.is_graph_input():
+                    continue  # "UINT8 is only supported as network input or output tensor types"
                 if dtype in _QUANTIZED:
                     return (
                         f"reads {dtype} tensor {value.name!r}: target {t.name!r} reads quantized types through "

@@ -417,6 +417,9 @@ def test_tensorrt_embedding_table_is_dequantized_then_gathered(tiny):
     first = check_conformance(ir.from_proto(cpu), TENSORRT).violations[0]  # ort-cpu's int8 Gather + Cast
     assert first.op == "ai.onnx::Gather" and "reads int8 tensor" in first.reason
     assert check_conformance(ir.from_proto(cpu), PORTABLE).ok
+    image = h.make_tensor_value_info("image", TensorProto.UINT8, [2, 64])  # uint8 network inputs are fine
+    cast = h.make_node("Cast", ["image"], ["y"], name="to_float", to=TensorProto.FLOAT)
+    assert check_conformance(ir.from_proto(tiny.make_model([cast], [image], [("y", [2, 64])], opset=21)), TENSORRT).ok
 
 
 def test_tensorrt_refuses_standard_ops_its_parser_does_not_run(tiny):
