@@ -14,7 +14,7 @@ the first one names the offending node. Checked:
   asks, an unblocked one a bit width the target reads per channel with scalar or 1-D scales; read
   as MatMul/Gemm's B next to a float activation (weight-only), a bit width the target runs
   weight-only, per-channel scales over N; of an activation, an accepted activation dtype; zero
-  points and scales as above;
+  points and scales as above (on TensorRT, scales are strictly positive build-time constants);
 - MatMulNBits / GatherBlockQuantized / MatMulInt4: bits and block size; zero points when the
   target is symmetric-only;
 - on a target that reads quantized types through DequantizeLinear only (TensorRT): no other op
@@ -153,7 +153,9 @@ class _Checker:
     def _zero_point_and_scale(self, node: ir.Node) -> str | None:
         t = self.t
         scale = constant_array(_input(node, 1))
-        if t.positive_scales and scale is not None and not np.all(scale > 0):
+        if t.positive_scales and scale is None:
+            return f"target {t.name!r} needs scales that are build-time constants"
+        if t.positive_scales and not np.all(scale > 0):
             return f"target {t.name!r} needs strictly positive scales"
         if t.symmetric_only:
             zero_point = _input(node, 2)

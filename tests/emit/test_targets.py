@@ -433,6 +433,14 @@ def test_tensorrt_refuses_standard_ops_its_parser_does_not_run(tiny):
     first = check_conformance(ir.from_proto(proto), TENSORRT).violations[0]
     assert first.node == "dyn" and "not among the ops" in first.reason
     assert check_conformance(ir.from_proto(proto), PORTABLE).ok
+    model = qdq_model(tiny, "int8", 0)
+    x_dq = next(n for n in model.graph if n.name == "x_dq")
+    assert check_conformance(model, TENSORRT).ok
+    runtime_scale = ir.node("Identity", [x_dq.inputs[1]], name="scale_at_run_time")
+    model.graph.insert_before(x_dq, runtime_scale)
+    x_dq.replace_input_with(1, runtime_scale.outputs[0])
+    first = check_conformance(model, TENSORRT).violations[0]
+    assert first.node == "x_dq" and "build-time constants" in first.reason
 
 
 def test_nodes_inside_subgraphs_are_checked(tiny):
