@@ -139,8 +139,9 @@ def run_row(
                 target=target,
                 fp16=fp16,
             )
-        except OnnxcompError as exc:
-            return {**row, "conformance": f"refused: {exc}"}
+        except OnnxcompError as exc:  # a refusal before work, or an output that failed the check
+            status = "FAILS" if "does not conform" in str(exc) else "refused"
+            return {**row, "conformance": f"{status}: {exc}"}
         row["seconds"] = round(time.perf_counter() - start, 1)
         row["conformance"] = "conforms" if result.report["conformance"]["conforms"] else "FAILS"
         row["bytes"] = out.stat().st_size
