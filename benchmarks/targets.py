@@ -196,8 +196,14 @@ def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvin
         row["bytes"] = out.stat().st_size + sum(p.stat().st_size for p in Path(tmp).glob("*.data"))
         ort_run = ort_runner(out)
         row["ort"] = metric(kind, reference_run, ort_run)
+        print(json.dumps(row), file=sys.stderr, flush=True)  # before OpenVINO, which may refuse the file
         if with_openvino:
-            ov_run = openvino_runner(out)
+            try:
+                ov_run = openvino_runner(out)
+            except RuntimeError as exc:  # e.g. OpenVINO's "cannot be divided by block_size"
+                lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith(("--", "Summary"))]
+                row["openvino_error"] = "OpenVINO refused: " + (lines or ["?"])[-1][:300]
+                return row
             row["openvino"] = metric(kind, reference_run, ov_run)
             row["ort_vs_openvino_cosine"] = runtime_agreement(kind, ort_run, ov_run)
     return row
@@ -211,7 +217,7 @@ def table(rows: list[dict]) -> str:
     ]
     for r in rows:
         ort = headline(r["model"], r["ort"]) if "ort" in r else "—"
-        ov = headline(r["model"], r["openvino"]) if "openvino" in r else "—"
+        ov = headline(r["model"], r["openvino"]) if "openvino" in r else r.get("openvino_error", "—")
         agree = f"{r['ort_vs_openvino_cosine']:.4f}" if "ort_vs_openvino_cosine" in r else "—"
         size = f"{r['bytes'] / 1e6:.2f} MB" if "bytes" in r else "—"
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else "—"
