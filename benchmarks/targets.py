@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/targets.py --json > targets.json
     .venv/bin/python benchmarks/targets.py --models minilm --recipes int8 --targets tensorrt --fp16
     .venv/bin/python benchmarks/targets.py --models minilm --recipes int8 --targets tensorrt --modelopt int8,int4
+    .venv/bin/python benchmarks/targets.py --models digits,minilm --recipes all --targets tensorrt --check-only
 
 Each row compresses the cached fp32 export (`onnxcomp.models.onnx_path`) with a preset, the model's
 built-in calibration data and `compress(..., target=T)`, so the output passed T's conformance check
@@ -15,6 +16,8 @@ accuracy), measured with the compressed model run in ONNX Runtime CPU and — fo
 tensorrt outputs, which use standard ONNX only — in OpenVINO (`pip install onnxcomp[openvino]`), plus
 the cosine between the two runtimes' outputs. TensorRT itself is not installable here: its column is
 the TensorRT-placed QDQ math run in ORT CPU and OpenVINO. ort-cuda rows are conformance only (no GPU).
+`--check-only` skips the accuracy columns (conformance, size and compress time only); `--recipes all`
+is every preset.
 """
 
 import argparse
@@ -38,6 +41,7 @@ from onnxcomp import models as zoo  # noqa: E402
 from onnxcomp.emit import TENSORRT, target_named  # noqa: E402
 from onnxcomp.emit.conformance import check_file  # noqa: E402
 from onnxcomp.errors import OnnxcompError  # noqa: E402
+from onnxcomp.passes.recipes import preset_names  # noqa: E402
 from onnxcomp.runtime import ort_session  # noqa: E402
 
 MODELS = ("digits", "minilm", "smollm2")
@@ -110,7 +114,14 @@ def runtime_agreement(kind: str, run_a, run_b) -> float:
 
 
 def run_row(
-    kind: str, source: Path, recipe: str, target: str, reference_run, with_openvino: bool, fp16: bool = False
+    kind: str,
+    source: Path,
+    recipe: str,
+    target: str,
+    reference_run,
+    with_openvino: bool,
+    fp16: bool = False,
+    check_only: bool = False,
 ) -> dict:
     row = {"model": kind, "recipe": recipe + (" +fp16" if fp16 else ""), "target": target}
     feeds = zoo.get(kind).calibration_feeds()
@@ -128,11 +139,14 @@ def run_row(
                 target=target,
                 fp16=fp16,
             )
-        except OnnxcompError as exc:
-            return {**row, "conformance": f"refused: {exc}"}
+        except OnnxcompError as exc:  # a refusal before work, or an output that failed the check
+            status = "FAILS" if "does not conform" in str(exc) else "refused"
+            return {**row, "conformance": f"{status}: {exc}"}
         row["seconds"] = round(time.perf_counter() - start, 1)
         row["conformance"] = "conforms" if result.report["conformance"]["conforms"] else "FAILS"
         row["bytes"] = out.stat().st_size
+        if check_only:
+            return row
         if target in RUNS_IN_ORT:
             ort_run = ort_runner(out)
             row["ort"] = metric(kind, reference_run, ort_run)
@@ -182,8 +196,14 @@ def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvin
         row["bytes"] = out.stat().st_size + sum(p.stat().st_size for p in Path(tmp).glob("*.data"))
         ort_run = ort_runner(out)
         row["ort"] = metric(kind, reference_run, ort_run)
+        print(json.dumps(row), file=sys.stderr, flush=True)  # before OpenVINO, which may refuse the file
         if with_openvino:
-            ov_run = openvino_runner(out)
+            try:
+                ov_run = openvino_runner(out)
+            except RuntimeError as exc:  # e.g. OpenVINO's "cannot be divided by block_size"
+                lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith(("--", "Summary"))]
+                row["openvino_error"] = "OpenVINO refused: " + (lines or ["?"])[-1][:300]
+                return row
             row["openvino"] = metric(kind, reference_run, ov_run)
             row["ort_vs_openvino_cosine"] = runtime_agreement(kind, ort_run, ov_run)
     return row
@@ -191,16 +211,19 @@ def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvin
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model | recipe | target | conformance | accuracy, ORT CPU | accuracy, OpenVINO | ORT↔OV cosine | size |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | recipe | target | conformance | accuracy, ORT CPU | accuracy, OpenVINO | ORT↔OV cosine | size "
+        "| compress s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ort = headline(r["model"], r["ort"]) if "ort" in r else "—"
-        ov = headline(r["model"], r["openvino"]) if "openvino" in r else "—"
+        ov = headline(r["model"], r["openvino"]) if "openvino" in r else r.get("openvino_error", "—")
         agree = f"{r['ort_vs_openvino_cosine']:.4f}" if "ort_vs_openvino_cosine" in r else "—"
         size = f"{r['bytes'] / 1e6:.2f} MB" if "bytes" in r else "—"
+        seconds = f"{r['seconds']:.0f}" if "seconds" in r else "—"
         lines.append(
-            f"| {r['model']} | {r['recipe']} | {r['target']} | {r['conformance']} | {ort} | {ov} | {agree} | {size} |"
+            f"| {r['model']} | {r['recipe']} | {r['target']} | {r['conformance']} | {ort} | {ov} | {agree} | {size} "
+            f"| {seconds} |"
         )
     return "\n".join(lines)
 
@@ -209,7 +232,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--targets", default=",".join(TARGETS))
-    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated presets, or all")
     parser.add_argument("--fp16", action="store_true", help="also the float16 variant (compress --fp16) per target")
     parser.add_argument(
         "--modelopt",
@@ -217,11 +240,14 @@ def main() -> int:
         help="also ModelOpt's ONNX PTQ in these modes (e.g. int8,int8:max,int4), run with $ONNXCOMP_MODELOPT_PYTHON "
         "(default /work/venv_modelopt/bin/python; rows skipped with a message when it is absent)",
     )
+    parser.add_argument(
+        "--check-only", action="store_true", help="compress and check conformance only (no accuracy, no OpenVINO)"
+    )
     parser.add_argument("--out", help="write the Markdown table here too")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = parser.parse_args()
-    with_openvino = openvino_available()
-    if not with_openvino:
+    with_openvino = openvino_available() and not args.check_only
+    if not with_openvino and not args.check_only:
         print("openvino not installed (pip install onnxcomp[openvino]): OpenVINO columns left empty", file=sys.stderr)
     modes = [m for m in args.modelopt.split(",") if m]
     if modes and not Path(MODELOPT_PYTHON).exists():
@@ -230,14 +256,17 @@ def main() -> int:
     rows = []
     for kind in args.models.split(","):
         source = zoo.onnx_path(kind)
-        reference_run = ort_runner(source)
+        reference_run = None if args.check_only else ort_runner(source)
         for mode in modes:
             rows.append(modelopt_row(kind, source, mode, reference_run, with_openvino))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        for recipe in [r for r in args.recipes.split(",") if r]:  # --recipes "": ModelOpt rows only
+        recipes = preset_names() if args.recipes == "all" else [r for r in args.recipes.split(",") if r]
+        for recipe in recipes:  # --recipes "": ModelOpt rows only
             for target in args.targets.split(","):
                 for fp16 in (False, True) if args.fp16 and target_named(target).fp16 else (False,):
-                    row = run_row(kind, source, recipe, target, reference_run, with_openvino, fp16)
+                    row = run_row(
+                        kind, source, recipe, target, reference_run, with_openvino, fp16, check_only=args.check_only
+                    )
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
     text = json.dumps(rows, indent=1) if args.json else table(rows)

@@ -5,6 +5,12 @@ Rewrites Gather(W[N, D] float32 constant, ids, axis=0) into
     Mul(Cast(Gather(W_int8, ids), float), Gather(row_scales[N, 1], ids))
 
 so only the gathered rows are dequantized at run time (plain ONNX ops, every runtime runs them).
+On a target that reads int8 only through DequantizeLinear (`Target.quantized_through_dq`: TensorRT,
+whose Gather and Cast take no INT8) the table is dequantized first, one scale per row, then gathered:
+
+    Gather(DequantizeLinear(W_int8, row_scales[N], axis=0), ids)
+
+(the same products q · scale).
 Requires: nothing (no calibration). Guarantees: every output element within half a step
 (max|row| / 254) of the original. A table that any other operator also reads (e.g. a tied LM
 head MatMul) is left in float and reported.
@@ -54,18 +60,33 @@ class QuantizeEmbedding(CompressionPass):
                 continue
             q, scales = quantize_weight_per_channel(array, axis=0)
             q_v = add_initializer(graph, names.new(f"{table_name}_quantized"), q)
-            s_v = add_initializer(graph, names.new(f"{table_name}_row_scale"), scales.reshape(-1, 1))
+            through_dq = self.context.target.quantized_through_dq
+            s_v = add_initializer(
+                graph, names.new(f"{table_name}_row_scale"), scales.reshape(-1) if through_dq else scales.reshape(-1, 1)
+            )
+            table_dq = None
+            if through_dq:
+                table_dq = ir.node("DequantizeLinear", [q_v, s_v], {"axis": 0}, name=names.new(f"{table_name}_dq"))
+                table_dq.outputs[0].name = names.new(f"{table_dq.name}_out")
+                graph.append(table_dq)
             for gather in users:
                 ids = gather.inputs[1]
-                rows = ir.node("Gather", [q_v, ids], {"axis": 0}, name=names.new(f"{gather.name}_int8"))
-                row_scales = ir.node("Gather", [s_v, ids], {"axis": 0}, name=names.new(f"{gather.name}_scale"))
-                as_float = ir.node(
-                    "Cast", [rows.outputs[0]], {"to": ir.DataType.FLOAT}, name=names.new(f"{gather.name}_cast")
-                )
-                scaled = ir.node(
-                    "Mul", [as_float.outputs[0], row_scales.outputs[0]], name=names.new(f"{gather.name}_dequantize")
-                )
-                for new in (rows, row_scales, as_float, scaled):
+                if table_dq is not None:
+                    scaled = ir.node(
+                        "Gather", [table_dq.outputs[0], ids], {"axis": 0}, name=names.new(f"{gather.name}_dequantized")
+                    )
+                    new_nodes = (scaled,)
+                else:
+                    rows = ir.node("Gather", [q_v, ids], {"axis": 0}, name=names.new(f"{gather.name}_int8"))
+                    row_scales = ir.node("Gather", [s_v, ids], {"axis": 0}, name=names.new(f"{gather.name}_scale"))
+                    as_float = ir.node(
+                        "Cast", [rows.outputs[0]], {"to": ir.DataType.FLOAT}, name=names.new(f"{gather.name}_cast")
+                    )
+                    scaled = ir.node(
+                        "Mul", [as_float.outputs[0], row_scales.outputs[0]], name=names.new(f"{gather.name}_dequantize")
+                    )
+                    new_nodes = (rows, row_scales, as_float, scaled)
+                for new in new_nodes:
                     new.outputs[0].name = names.new(f"{new.name}_out")
                     graph.append(new)
                 old = gather.outputs[0]

@@ -14,9 +14,12 @@ the first one names the offending node. Checked:
   asks, an unblocked one a bit width the target reads per channel with scalar or 1-D scales; read
   as MatMul/Gemm's B next to a float activation (weight-only), a bit width the target runs
   weight-only, per-channel scales over N; of an activation, an accepted activation dtype; zero
-  points and scales as above;
+  points and scales as above (on TensorRT, scales are strictly positive build-time constants);
 - MatMulNBits / GatherBlockQuantized / MatMulInt4: bits and block size; zero points when the
-  target is symmetric-only.
+  target is symmetric-only;
+- on a target that reads quantized types through DequantizeLinear only (TensorRT): no other op
+  reads an int8/uint8/int4/uint4 tensor (e.g. no Gather or Cast of an int8 table).
+Nodes inside subgraphs (If/Loop/Scan bodies) are checked like the main graph's.
 `compress(..., target=)` runs it on every output; `onnxcomp check MODEL --target T` on any file.
 """
 
@@ -34,6 +37,12 @@ from onnxcomp.ir.graph import constant_array
 from onnxcomp.ir.modelio import check_model, read_model_file
 
 _BITS = {"int4": 4, "uint4": 4, "int8": 8, "uint8": 8, "int32": 32}
+_QUANTIZED = ("int8", "uint8", "int4", "uint4")
+# ops whose output has the dtype of their first input (data movement), for dtypes shape inference left unset
+_SAME_DTYPE = frozenset(
+    {"Gather", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Identity", "Flatten", "Expand"}
+    | {"Tile", "Split", "GatherElements", "GatherND", "Pad"}
+)
 
 
 @dataclass
@@ -89,6 +98,24 @@ def _input(node: ir.Node, index: int) -> ir.Value | None:
     return node.inputs[index] if len(node.inputs) > index else None
 
 
+def _value_dtype(value: ir.Value | None, depth: int = 0) -> str | None:
+    """A value's dtype: declared, a constant's, a QuantizeLinear's output, or through data movement."""
+    name = _dtype_name(value)
+    if name is not None or value is None or depth > 16:
+        return name
+    producer = value.producer()
+    if producer is None:
+        return None
+    if producer.op_type == "QuantizeLinear" and producer.domain in ("", "ai.onnx"):
+        attr = producer.attributes.get("output_dtype")
+        if attr is not None and attr.as_int():
+            return ir.DataType(attr.as_int()).name.lower()
+        return _dtype_name(_input(producer, 2)) or "uint8"
+    if producer.op_type in _SAME_DTYPE and producer.domain in ("", "ai.onnx") and producer.inputs:
+        return _value_dtype(producer.inputs[0], depth + 1)
+    return None
+
+
 class _Checker:
     def __init__(self, target: Target):
         self.t = target
@@ -96,6 +123,17 @@ class _Checker:
     def node(self, node: ir.Node) -> str | None:
         """The reason `node` breaks the target's rules, or None."""
         t = self.t
+        q_or_dq = node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain in ("", "ai.onnx")
+        if t.quantized_through_dq and not q_or_dq:  # (a QuantizeLinear reads its int8 zero point)
+            for value in node.inputs:
+                dtype = _value_dtype(value)
+                if dtype == "uint8" and value.is_graph_input():
+                    continue  # "UINT8 is only supported as network input or output tensor types"
+                if dtype in _QUANTIZED:
+                    return (
+                        f"reads {dtype} tensor {value.name!r}: target {t.name!r} reads quantized types through "
+                        "DequantizeLinear only"
+                    )
         if node.domain not in t.domains:
             accepted = ", ".join(repr(d) for d in t.domains)
             return f"op domain {node.domain!r} is not accepted by target {t.name!r} (accepts {accepted})"
@@ -115,7 +153,9 @@ class _Checker:
     def _zero_point_and_scale(self, node: ir.Node) -> str | None:
         t = self.t
         scale = constant_array(_input(node, 1))
-        if t.positive_scales and scale is not None and not np.all(scale > 0):
+        if t.positive_scales and scale is None:
+            return f"target {t.name!r} needs scales that are build-time constants"
+        if t.positive_scales and not np.all(scale > 0):
             return f"target {t.name!r} needs strictly positive scales"
         if t.symmetric_only:
             zero_point = _input(node, 2)
@@ -257,8 +297,10 @@ def check_input(model: ir.Model, target: Target, what: str) -> None:
     (no pass removes an op of another domain, so the output would fail the check)."""
     problem = _opset_problem(model, target)
     if problem:
-        raise OnnxcompError(f"{what}: {problem} (pass --opset {target.max_opset or target.min_opset})")
-    for node in model.graph:
+        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+        hint = target.min_opset if opset < target.min_opset else target.max_opset
+        raise OnnxcompError(f"{what}: {problem} (pass --opset {hint})")
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if not target.accepts_op(node.domain, node.op_type):
             raise OnnxcompError(
                 f"{what}: node {node.name!r} ({node.domain}::{node.op_type}) is not an op target {target.name!r} runs"
@@ -266,13 +308,13 @@ def check_input(model: ir.Model, target: Target, what: str) -> None:
 
 
 def check_conformance(model: ir.Model, target: Target) -> Conformance:
-    """Every violation of `target`'s rules in `model` (the main graph, in order)."""
+    """Every violation of `target`'s rules in `model` (the main graph and its subgraphs, in order)."""
     result = Conformance(target.name)
     problem = _opset_problem(model, target)
     if problem:
         result.violations.append(Violation("", "", problem))
     checker = _Checker(target)
-    for node in model.graph:
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
         result.nodes_checked += 1
         reason = checker.node(node)
         if reason:

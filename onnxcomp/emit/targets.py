@@ -36,6 +36,15 @@ Sources (read 2026-11-30):
   float at build time (engine size unmeasured here: no TensorRT). NVIDIA's own ModelOpt writes this
   form for TensorRT-family runtimes (modelopt/onnx/quantization/qdq_utils.py: 8-bit layers of its
   mixed int4/int8 mode as unblocked per-channel DequantizeLinear, axis over N).
+- ONNX-TensorRT, docs/operators.md (onnx/onnx-tensorrt, the TensorRT 10.15 table): "TensorRT 10.15
+  supports operators in the inclusive range of opset 9 to opset 24" (`max_opset` 24); "INT8, INT4,
+  FP8 and FP4 are treated as `Quantized Types` in TensorRT, where support is available only through
+  quantization from a floating-point type with higher precision", and the per-op types agree: Gather,
+  Cast, Reshape, Transpose list no INT8/INT4 (DequantizeLinear reads INT8, FP8, FP4, INT4) — hence
+  `quantized_through_dq` (an int8/int4 tensor is read by DequantizeLinear only; an int8 table is
+  dequantized, then gathered). Operators marked "N" (`excluded_ops`: DynamicQuantizeLinear,
+  MatMulInteger, ConvInteger, QLinearConv, QLinearMatMul, the Sequence/Optional/String ops, …) are
+  standard ONNX that TensorRT does not parse.
 - ONNX operator specification (QuantizeLinear/DequantizeLinear-21: int4/uint4 and `block_size`)
   for `portable`: the standard domains only, so DirectML, WebGPU, OpenVINO and other runtimes that
   implement the standard read it. Whole blocks (`whole_blocks`): OpenVINO 2026.4's ONNX frontend
@@ -50,6 +59,54 @@ from onnxcomp.custom_ops.reference import OP_TYPE as CUSTOM_OP
 from onnxcomp.errors import OnnxcompError
 
 ANY = None  # an op set of ANY: every operator of the domain's standard (checked with onnx.defs)
+
+# Standard ONNX operators ONNX-TensorRT marks "N" (not supported) in docs/operators.md (TensorRT 10.15).
+_TENSORRT_UNSUPPORTED = frozenset(
+    {
+        "AffineGrid",
+        "Bernoulli",
+        "BitShift",
+        "BitwiseAnd",
+        "BitwiseNot",
+        "BitwiseOr",
+        "BitwiseXor",
+        "CenterCropPad",
+        "Col2Im",
+        "Compress",
+        "ConcatFromSequence",
+        "ConvInteger",
+        "DFT",
+        "Det",
+        "DynamicQuantizeLinear",
+        "ImageDecoder",
+        "MatMulInteger",
+        "MaxRoiPool",
+        "MaxUnpool",
+        "MelWeightMatrix",
+        "Multinomial",
+        "NegativeLogLikelihoodLoss",
+        "Optional",
+        "OptionalGetElement",
+        "OptionalHasElement",
+        "QLinearConv",
+        "QLinearMatMul",
+        "RegexFullMatch",
+        "SequenceAt",
+        "SequenceConstruct",
+        "SequenceEmpty",
+        "SequenceErase",
+        "SequenceInsert",
+        "SequenceLength",
+        "SequenceMap",
+        "SoftmaxCrossEntropyLoss",
+        "SplitToSequence",
+        "StringConcat",
+        "StringNormalizer",
+        "StringSplit",
+        "TfIdfVectorizer",
+        "Unique",
+    }
+)
 
 # com.microsoft ops the ONNX Runtime targets accept: those onnxcomp emits, and the fused ops ORT's
 # own optimizers write (all listed for the CPU and CUDA providers in OperatorKernels.md).
@@ -93,6 +150,8 @@ class Target:
     block_on_k_axis: bool = False  # a blocked DequantizeLinear feeds MatMul's B [K, N] with axis 0
     whole_blocks: bool = False  # the blocked axis a multiple of the block size (no partial last block)
     fp16: bool = False  # computes in float16 (the convert_fp16 variant is for it)
+    excluded_ops: frozenset = frozenset()  # default-domain ops the runtime does not run, though standard
+    quantized_through_dq: bool = False  # int8/int4 tensors are read by DequantizeLinear only
     min_opset: int = 13
     max_opset: int | None = None
     verified: str = "ONNX Runtime CPU, on this machine"
@@ -110,6 +169,8 @@ class Target:
 
     def accepts_op(self, domain: str, op_type: str) -> bool:
         ops = self.domains.get(domain, ())
+        if domain in ("", "ai.onnx") and op_type in self.excluded_ops:
+            return False
         return ops is ANY or op_type in ops
 
 
@@ -151,7 +212,10 @@ TENSORRT = Target(
     block_on_k_axis=True,
     whole_blocks=True,
     fp16=True,
+    excluded_ops=_TENSORRT_UNSUPPORTED,
+    quantized_through_dq=True,
     min_opset=21,
+    max_opset=24,
     verified="conformance check; QDQ math run in ONNX Runtime CPU and OpenVINO (no TensorRT here)",
 )
 

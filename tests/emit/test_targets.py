@@ -398,3 +398,81 @@ def test_float_weight_quantized_at_build_time_may_be_per_channel(tiny):
     proto.graph.node[0].input[2] = "wz"
     first = check_conformance(ir.from_proto(proto), TENSORRT).violations[0]
     assert first.node == "x_q" and "per tensor" in first.reason
+
+
+def test_tensorrt_embedding_table_is_dequantized_then_gathered(tiny):
+    """TensorRT's Gather and Cast take no INT8 (quantized types go through DequantizeLinear only):
+    the int8 table is dequantized per row, then gathered; the same products as ort-cpu's form."""
+    table = (RNG.standard_normal((100, 32)) * RNG.uniform(0.01, 3, (100, 1))).astype(np.float32)
+    gather = h.make_node("Gather", ["table", "ids"], ["y"], axis=0, name="embed")
+    ids_info = h.make_tensor_value_info("ids", TensorProto.INT64, ["n", "s"])
+    model = tiny.make_model([gather], [ids_info], [("y", ["n", "s", 32])], {"table": table}, opset=21)
+    recipe = [("quantize_embedding", {"min_elements": 1000}), ("remove_unused", {})]
+    trt = onnxcomp.compress(model, recipe, target="tensorrt").model
+    cpu = onnxcomp.compress(model, recipe).model
+    assert tiny.op_types(trt) == ["DequantizeLinear", "Gather"]
+    assert "Cast" in tiny.op_types(cpu)
+    ids = RNG.integers(0, 100, (3, 7)).astype(np.int64)
+    np.testing.assert_array_equal(tiny.run(trt, {"ids": ids})[0], tiny.run(cpu, {"ids": ids})[0])
+    first = check_conformance(ir.from_proto(cpu), TENSORRT).violations[0]  # ort-cpu's int8 Gather + Cast
+    assert first.op == "ai.onnx::Gather" and "reads int8 tensor" in first.reason
+    assert check_conformance(ir.from_proto(cpu), PORTABLE).ok
+    image = h.make_tensor_value_info("image", TensorProto.UINT8, [2, 64])  # uint8 network inputs are fine
+    cast = h.make_node("Cast", ["image"], ["y"], name="to_float", to=TensorProto.FLOAT)
+    assert check_conformance(ir.from_proto(tiny.make_model([cast], [image], [("y", [2, 64])], opset=21)), TENSORRT).ok
+
+
+def test_tensorrt_refuses_standard_ops_its_parser_does_not_run(tiny):
+    """DynamicQuantizeLinear, MatMulInteger, QLinear* are standard ONNX that TensorRT marks unsupported."""
+    nodes = [
+        h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dyn"),
+        h.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="x_dq"),
+        h.make_node("MatMul", ["xd", "w"], ["y"], name="mm"),
+    ]
+    proto = matmul_graph(nodes, [numpy_helper.from_array(RNG.standard_normal((64, 16)).astype(np.float32), "w")])
+    first = check_conformance(ir.from_proto(proto), TENSORRT).violations[0]
+    assert first.node == "dyn" and "not among the ops" in first.reason
+    assert check_conformance(ir.from_proto(proto), PORTABLE).ok
+    model = qdq_model(tiny, "int8", 0)
+    x_dq = next(n for n in model.graph if n.name == "x_dq")
+    assert check_conformance(model, TENSORRT).ok
+    runtime_scale = ir.node("Identity", [x_dq.inputs[1]], name="scale_at_run_time")
+    model.graph.insert_before(x_dq, runtime_scale)
+    x_dq.replace_input_with(1, runtime_scale.outputs[0])
+    first = check_conformance(model, TENSORRT).violations[0]
+    assert first.node == "x_dq" and "build-time constants" in first.reason
+
+
+def test_nodes_inside_subgraphs_are_checked(tiny):
+    """A contrib op inside an If branch is as foreign to portable as one in the main graph."""
+    branch = [
+        h.make_graph(
+            [h.make_node(op, ["x"], [out], name=name, domain=domain)],
+            name,
+            [],
+            [h.make_tensor_value_info(out, TensorProto.FLOAT, [2, 64])],
+        )
+        for op, out, name, domain in (("Relu", "t", "then", ""), ("Gelu", "e", "else_gelu", "com.microsoft"))
+    ]
+    nodes = [
+        h.make_node("ReduceSum", ["x"], ["total"], name="sum", keepdims=0),
+        h.make_node("Greater", ["total", "zero"], ["cond"], name="positive"),
+        h.make_node("If", ["cond"], ["z"], name="branch", then_branch=branch[0], else_branch=branch[1]),
+        h.make_node("MatMul", ["z", "w"], ["y"], name="mm"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0, np.float32), "zero"),
+        numpy_helper.from_array(RNG.standard_normal((64, 16)).astype(np.float32), "w"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])],
+        inits,
+    )
+    opsets = [h.make_opsetid("", 21), h.make_opsetid("com.microsoft", 1)]
+    model = ir.from_proto(h.make_model(graph, opset_imports=opsets, ir_version=10))
+    first = check_conformance(model, PORTABLE).violations[0]
+    assert first.node == "else_gelu" and "com.microsoft" in first.reason
+    assert check_conformance(model, ORT_CPU).ok
