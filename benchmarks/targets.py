@@ -16,8 +16,9 @@ accuracy), measured with the compressed model run in ONNX Runtime CPU and — fo
 tensorrt outputs, which use standard ONNX only — in OpenVINO (`pip install onnxcomp[openvino]`), plus
 the cosine between the two runtimes' outputs. TensorRT itself is not installable here: its column is
 the TensorRT-placed QDQ math run in ORT CPU and OpenVINO. ort-cuda rows are conformance only (no GPU).
-`--check-only` skips the accuracy columns (conformance, size and compress time only); `--recipes all`
-is every preset.
+ort-cpu rows are also timed against fp32 in ONNX Runtime CPU (batch 1, 128 tokens for text models,
+`--latency-runs` interleaved rounds, 2 threads). `--check-only` skips the accuracy and latency
+columns (conformance, size and compress time only); `--recipes all` is every preset.
 """
 
 import argparse
@@ -41,8 +42,10 @@ from onnxcomp import models as zoo  # noqa: E402
 from onnxcomp.emit import TENSORRT, target_named  # noqa: E402
 from onnxcomp.emit.conformance import check_file  # noqa: E402
 from onnxcomp.errors import OnnxcompError  # noqa: E402
+from onnxcomp.ir.graph import input_specs  # noqa: E402
+from onnxcomp.ir.modelio import load_proto  # noqa: E402
 from onnxcomp.passes.recipes import preset_names  # noqa: E402
-from onnxcomp.runtime import ort_session  # noqa: E402
+from onnxcomp.runtime import measure_latency, ort_session, synthetic_feed  # noqa: E402
 
 MODELS = ("digits", "minilm", "smollm2")
 TARGETS = ("ort-cpu", "ort-cuda", "tensorrt", "portable")
@@ -122,6 +125,7 @@ def run_row(
     with_openvino: bool,
     fp16: bool = False,
     check_only: bool = False,
+    latency_runs: int = 0,
 ) -> dict:
     row = {"model": kind, "recipe": recipe + (" +fp16" if fp16 else ""), "target": target}
     feeds = zoo.get(kind).calibration_feeds()
@@ -150,6 +154,12 @@ def run_row(
         if target in RUNS_IN_ORT:
             ort_run = ort_runner(out)
             row["ort"] = metric(kind, reference_run, ort_run)
+        if target == "ort-cpu" and latency_runs:  # batch 1 (× 128 tokens), interleaved with fp32
+            feed = synthetic_feed(input_specs(load_proto(str(source))), 1, 128)
+            times = measure_latency(
+                {"fp32": ort_session(str(source)), "out": ort_session(str(out))}, feed, latency_runs
+            )
+            row["latency_ratio"] = times["out"]["median_ms"] / times["fp32"]["median_ms"]
         if with_openvino and target in RUNS_IN_OPENVINO:
             ov_run = openvino_runner(out)
             row["openvino"] = metric(kind, reference_run, ov_run)
@@ -212,8 +222,8 @@ def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvin
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | recipe | target | conformance | accuracy, ORT CPU | accuracy, OpenVINO | ORT↔OV cosine | size "
-        "| compress s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| compress s | latency × fp32, ORT CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ort = headline(r["model"], r["ort"]) if "ort" in r else "—"
@@ -221,9 +231,10 @@ def table(rows: list[dict]) -> str:
         agree = f"{r['ort_vs_openvino_cosine']:.4f}" if "ort_vs_openvino_cosine" in r else "—"
         size = f"{r['bytes'] / 1e6:.2f} MB" if "bytes" in r else "—"
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else "—"
+        latency = f"{r['latency_ratio']:.2f}" if "latency_ratio" in r else "—"
         lines.append(
             f"| {r['model']} | {r['recipe']} | {r['target']} | {r['conformance']} | {ort} | {ov} | {agree} | {size} "
-            f"| {seconds} |"
+            f"| {seconds} | {latency} |"
         )
     return "\n".join(lines)
 
@@ -242,6 +253,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--check-only", action="store_true", help="compress and check conformance only (no accuracy, no OpenVINO)"
+    )
+    parser.add_argument(
+        "--latency-runs", type=int, default=20, help="interleaved timing rounds for ort-cpu rows (0: no latency)"
     )
     parser.add_argument("--out", help="write the Markdown table here too")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
@@ -265,7 +279,15 @@ def main() -> int:
             for target in args.targets.split(","):
                 for fp16 in (False, True) if args.fp16 and target_named(target).fp16 else (False,):
                     row = run_row(
-                        kind, source, recipe, target, reference_run, with_openvino, fp16, check_only=args.check_only
+                        kind,
+                        source,
+                        recipe,
+                        target,
+                        reference_run,
+                        with_openvino,
+                        fp16,
+                        check_only=args.check_only,
+                        latency_runs=args.latency_runs,
                     )
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
