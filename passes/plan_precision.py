@@ -224,8 +224,8 @@ class PlanPrecision(CompressionPass):
         return next((i for i, s in enumerate(unit_schemes) if s.kind == "blockwise"), 0)
 
     def _candidates(self, unit: Unit):
-        """The candidates the target can store (block bits, symmetry; groups that divide K on a
-        whole-blocks target); bits it reads per channel but does not block (tensorrt: 8) become one
+        """The candidates the target can store (block bits and sizes, symmetry; groups that divide K
+        on a whole-blocks target); bits it reads per channel but does not block (tensorrt: 8) become one
         per-channel candidate; a unit with a tied table gets symmetric blocks or channels only."""
         target = self.context.target
         fits = []
@@ -234,6 +234,7 @@ class PlanPrecision(CompressionPass):
                 s = Scheme("channel", s.bits, unit.linears[0].k, True)
             elif s.kind == "blockwise" and not (
                 s.bits in target.block_bits
+                and s.group in target.block_sizes
                 and (s.symmetric or not target.symmetric_only)
                 and (not target.whole_blocks or all(lin.k % s.group == 0 for lin in unit.linears))
             ):

@@ -168,13 +168,16 @@ def dq_bytes(model: onnx.ModelProto) -> int:
 
 
 def test_tensorrt_offers_int8_per_channel_where_it_cannot_block_int8(tiny):
-    """TensorRT blocks int4 only and reads int8 per channel: the planner's int8 candidates become
-    per-channel ones (not dropped), a generous budget picks them, and their bytes are the emitted ones."""
+    """TensorRT blocks int4 only, by 64 or 128, and reads int8 per channel: the planner's int8
+    candidates become per-channel ones (not dropped), g32 is dropped, a generous budget picks int8
+    per channel, and their bytes are the emitted ones."""
     result = compress(
         tiny_lm(tiny),
         "w4a16-mixed",
         feeds(),
-        options={"plan_precision": {"candidates": ["int4-g128-sym", "int8-g128-sym"], "size_budget": "0.9x"}},
+        options={
+            "plan_precision": {"candidates": ["int4-g32-sym", "int4-g128-sym", "int8-g128-sym"], "size_budget": "0.9x"}
+        },
         target="tensorrt",
         use_cache=False,
     )
