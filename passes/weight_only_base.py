@@ -110,9 +110,10 @@ class WeightOnlyPass(CompressionPass):
 
     def scheme_for(self, linear: Linear) -> Scheme:
         """The plan's scheme, as the target stores it: bits the target does not block but reads per
-        channel (tensorrt: 8) become a `channel` scheme (group = K, symmetric); on a whole-blocks
-        target (portable, tensorrt) a group that does not divide K becomes the largest accepted one
-        that does, else int8 per channel where the target has it, else the layer is kept in float."""
+        channel (tensorrt: 8) become a `channel` scheme (group = K, symmetric); a group the target does
+        not block by (tensorrt: 32), or on a whole-blocks target (portable, tensorrt) one that does not
+        divide K, becomes the largest accepted one below it that does, else int8 per channel where the
+        target has it, else the layer is kept in float."""
         scheme = self.plan.scheme_for(linear.node)
         target = self.context.target
         if scheme.kind != "blockwise":
@@ -120,7 +121,7 @@ class WeightOnlyPass(CompressionPass):
         channel = Scheme("channel", 8, linear.k, True)
         if target.weight_only_layout(scheme.bits) == "channel":
             return replace(channel, bits=scheme.bits)
-        if not target.whole_blocks or linear.k % scheme.group == 0:
+        if scheme.group in target.block_sizes and (not target.whole_blocks or linear.k % scheme.group == 0):
             return scheme
         fits = [g for g in target.block_sizes if g <= scheme.group and linear.k % g == 0]
         if fits:

@@ -18,6 +18,7 @@ from onnxcomp.cli import cli
 from onnxcomp.emit import FORMATS, ORT_CPU, PORTABLE, TARGETS, TENSORRT, target_named
 from onnxcomp.emit.conformance import check_conformance
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.precision import PrecisionPlan, Scheme
 from tests.passes.test_weight_only import tied_lm
 
 RNG = np.random.default_rng(0)
@@ -293,6 +294,12 @@ def test_whole_blocks_on_portable_and_tensorrt(tiny):
     )
     odd = onnxcomp.compress(linear(tiny, k=40), "w4a16-rtn", target="portable")  # no accepted block divides 40
     assert tiny.op_types(odd.model) == ["MatMul"]
+    # a hand-written plan's g32 on tensorrt (blocks of 64/128 only): no accepted block ≤ 32, int8 per channel
+    plan = PrecisionPlan(Scheme("blockwise", 4, 32, True))
+    g32 = onnxcomp.compress(linear(tiny, k=128), "w4a16-rtn", target="tensorrt", precision_plan=plan)
+    dq = g32.model.graph.node[0]
+    assert tiny.initializer(g32.model, dq.input[0]).dtype == np.int8 and tiny.attr(dq, "block_size") is None
+    assert g32.report["conformance"]["conforms"]
 
 
 def test_tensorrt_int8_weight_only_is_per_channel_over_n(tiny):
