@@ -260,6 +260,8 @@ def main() -> int:
     parser.add_argument("--out", help="write the Markdown table here too")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = parser.parse_args()
+    if args.latency_runs < 0:
+        parser.error(f"--latency-runs must be 0 or more, not {args.latency_runs}")
     with_openvino = openvino_available() and not args.check_only
     if not with_openvino and not args.check_only:
         print("openvino not installed (pip install onnxcomp[openvino]): OpenVINO columns left empty", file=sys.stderr)

@@ -121,6 +121,8 @@ def main() -> int:
     parser.add_argument("--out", help="also write the markdown table here")
     parser.add_argument("--latency-only", action="store_true", help="time the rows (reused files), skip accuracy")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, not {args.runs}")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
