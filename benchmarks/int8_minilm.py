@@ -346,7 +346,7 @@ def score_rows(module, src: str, rows: list[dict], feeds: list[dict], log, descr
         if row.get("error") or not row.get("path"):
             continue
         try:
-            session = ort_session(row["path"])
+            session = ort_session(row["path"], spinning=False)
             metrics = module.compare(reference_run, runner(session), feeds)
         except Exception as exc:
             row["error"] = "evaluation failed: " + one_line(exc)

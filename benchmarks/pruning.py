@@ -212,7 +212,7 @@ def main() -> None:
     del base
     feeds = settings["calib"](module)
     batch, sequence, runs = settings["latency"]
-    fp32 = ort_session(str(path))
+    fp32 = ort_session(str(path), spinning=False)
     feed = synthetic_feed(input_specs(onnx.load(str(path), load_external_data=False)), batch, sequence)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="onnxcomp-prune-"))
@@ -247,7 +247,7 @@ def main() -> None:
                 del pruned
                 if kind.startswith("digits"):
                     row["filters_removed"] = round(1 - filters(out) / filters(path), 4)
-                cand = ort_session(str(out))
+                cand = ort_session(str(out), spinning=False)
                 row.update(module.compare(runner(fp32), runner(cand)))
                 ratios, ms = [], []
                 for _ in range(args.latency_repeats):

@@ -156,9 +156,8 @@ def run_row(
             row["ort"] = metric(kind, reference_run, ort_run)
         if target == "ort-cpu" and latency_runs:  # batch 1 (× 128 tokens), interleaved with fp32
             feed = synthetic_feed(input_specs(load_proto(str(source))), 1, 128)
-            times = measure_latency(
-                {"fp32": ort_session(str(source)), "out": ort_session(str(out))}, feed, latency_runs
-            )
+            pair = {"fp32": str(source), "out": str(out)}
+            times = measure_latency({k: ort_session(v, spinning=False) for k, v in pair.items()}, feed, latency_runs)
             row["latency_ratio"] = times["out"]["median_ms"] / times["fp32"]["median_ms"]
         if with_openvino and target in RUNS_IN_OPENVINO:
             ov_run = openvino_runner(out)

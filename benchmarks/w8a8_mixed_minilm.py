@@ -133,7 +133,7 @@ def main() -> int:
     dev, evaluation = minilm.dev_feeds(), minilm.evaluation_feeds()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    reference = ort_session(src)
+    reference = ort_session(src, spinning=False)
 
     def run_of(session):
         return lambda feed: session.run(None, feed)[0]
@@ -149,7 +149,7 @@ def main() -> int:
         else:
             info = build(row, src, feeds, path)
             saved.write_text(json.dumps(info))
-        session = ort_session(str(path))
+        session = ort_session(str(path), spinning=False)
         sessions[row] = session
         info["size_mb"] = path.stat().st_size / 1e6
         if not args.latency_only:

@@ -17,6 +17,8 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import InputSpec
 from onnxcomp.progress import progress
 
+SPINNING = "session.intra_op.allow_spinning"
+
 
 def session_options(
     threads: int | None = 2,
@@ -40,7 +42,7 @@ def session_options(
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry(SPINNING, "0")
     if optimized_path:
         options.optimized_model_filepath = optimized_path
     return options
@@ -179,8 +181,24 @@ def synthetic_feed(specs: list[InputSpec], batch: int = 1, sequence: int = 128, 
     return feed
 
 
+def spins(session: ort.InferenceSession) -> bool:
+    """Whether the session's idle intra-op threads busy-wait (ONNX Runtime's default)."""
+    try:
+        return session.get_session_options().get_session_config_entry(SPINNING) != "0"
+    except Exception:  # the entry was never set: ORT's default, spinning
+        return True
+
+
 def measure_latency(sessions: dict[str, ort.InferenceSession], feed: dict, runs: int = 50, warmup: int = 5) -> dict:
-    """Median and p90 milliseconds per session; runs interleave so noise hits all alike."""
+    """Median and p90 milliseconds per session; runs interleave so noise hits all alike.
+
+    Requires sessions made with `spinning=False` when more than one is timed: a spinning pool keeps
+    the cores busy after its run and slows the next session's (MiniLM b1 s128 fp32: 50 ms per run
+    interleaved with one other spinning session, 18 ms with neither spinning, 21 ms alone).
+    """
+    spinning = [name for name, session in sessions.items() if spins(session)]
+    if len(sessions) > 1 and spinning:
+        raise ValueError(f"measure_latency: sessions {spinning} spin; open them with ort_session(..., spinning=False)")
     for session in sessions.values():
         for _ in range(warmup):
             session.run(None, feed)

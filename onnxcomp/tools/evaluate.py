@@ -66,7 +66,8 @@ def evaluate(
                 f"{original}: --model-kind {model_kind} feeds inputs {wanted}, the model takes "
                 f"{sorted(s.name for s in specs)}: not a {model_kind} model"
             )
-    sessions = {"original": ort_session(original, threads), "compressed": ort_session(compressed, threads)}
+    pair = {"original": original, "compressed": compressed}
+    sessions = {name: ort_session(path, threads, spinning=False) for name, path in pair.items()}
     try:
         latency = measure_latency(sessions, synthetic_feed(specs, batch, sequence), runs=runs)
     except OnnxcompError:
