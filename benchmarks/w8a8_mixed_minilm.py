@@ -47,6 +47,7 @@ def without_split() -> list:
 
 
 SPLIT = [("split_outliers", {}), ("calibrate", {})]
+WIDE_SPLIT = {"max_channels": 16, "ratio": 1.3}  # more channels out of the int8 path than the default 4 / 2.0
 ROWS = {
     "fp32": None,
     "ort-static": "ort_static",
@@ -57,6 +58,12 @@ ROWS = {
     "w8a8-mixed (default)": "w8a8-mixed",
     "w8a8-mixed without the weights cap": [("w8a8-mixed", {"plan_fallback": {"max_fallback_weights": 1.0}})],
     "w8a8-mixed error_ratio 0.8": [("w8a8-mixed", {"plan_fallback": {"error_ratio": 0.8}})],
+    "w8a8-mixed activations auto": [("w8a8-mixed", {"plan_fallback": {"activations": "auto"}})],
+    "all int8 dynamic + split": [("w8a8-mixed", {"plan_fallback": {"activations": "dynamic", "max_fallback": 0.0}})],
+    "all int8 + split 16 (gap 1.3)": [
+        ("w8a8-mixed", {"split_outliers": WIDE_SPLIT, "plan_fallback": {"max_fallback": 0.0}})
+    ],
+    "w8a8-mixed + split 16 (gap 1.3)": [("w8a8-mixed", {"split_outliers": WIDE_SPLIT})],
 }
 
 
