@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("out")
     parser.add_argument("--mode", choices=("int8", "int4"), default="int8")
     parser.add_argument("--method", help="ModelOpt's calibration method (default: its own per mode)")
+    parser.add_argument("--options", default="{}", help='more quantize() arguments, JSON: \'{"disable_mha_qdq": true}\'')
     args = parser.parse_args()
     import modelopt
     from modelopt.onnx.quantization import quantize
@@ -63,6 +64,7 @@ def main() -> int:
         "calibration_eps": ["cpu"],
         "high_precision_dtype": "fp32",  # compared with fp32 in ONNX Runtime CPU, like onnxcomp's outputs
         **({"calibration_method": args.method} if args.method else {}),
+        **json.loads(args.options),
     }
     feeds = Feeds(args.feeds, pad=args.mode == "int4")
     quantize(args.model, calibration_data_reader=feeds, output_path=args.out, **options)
