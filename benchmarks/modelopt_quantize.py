@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("out")
     parser.add_argument("--mode", choices=("int8", "int4"), default="int8")
     parser.add_argument("--method", help="ModelOpt's calibration method (default: its own per mode)")
-    parser.add_argument("--options", default="{}", help='more quantize() arguments, JSON: \'{"disable_mha_qdq": true}\'')
+    parser.add_argument("--options", default="{}", help='more quantize() arguments, JSON: {"disable_mha_qdq": true}')
     args = parser.parse_args()
     import modelopt
     from modelopt.onnx.quantization import quantize
