@@ -5,6 +5,7 @@ Runs in ModelOpt's own virtual environment (not the project's; nothing here impo
 
     python -m venv /work/venv_modelopt && /work/venv_modelopt/bin/pip install "nvidia-modelopt[onnx]==0.47.0"
     /work/venv_modelopt/bin/python benchmarks/modelopt_quantize.py MODEL FEEDS.npz OUT.onnx --mode int8
+    ... --mode int8 --options '{"op_types_to_exclude": ["Add"]}'   # more quantize() arguments
 
 FEEDS.npz holds the calibration batches as `<batch index>/<input name>` arrays (benchmarks/targets.py
 writes the model's built-in calibration feeds there), read through a CalibrationDataReader so ModelOpt
