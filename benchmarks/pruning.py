@@ -22,7 +22,7 @@ error). Methods:
   parameter reduction, no fine-tuning; exported with the zoo's exporter.
 Every candidate is scored against the fp32 model by the zoo metric (`models.<kind>.compare`) and
 timed with `onnxcomp.runtime.measure_latency`, interleaved with fp32 (ratio = candidate / fp32;
-`--latency-repeats N` times, the median reported and all N listed).
+`--latency-repeats N` times, the median reported and all N listed; SmolLM2 also at sequence 1).
 Torch-Pruning is needed only for its rows: `pip install torch-pruning` into the venv. With `--out`,
 the table, its JSON and a plot of the metric against sparsity per method (PNG, needs matplotlib:
 the `report` extra) are written side by side.
@@ -57,8 +57,8 @@ SETTINGS = {  # calibration feeds, refit damping, latency (batch, sequence, runs
     "digits": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},
     "digits_res": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.1, "latency": (64, 1, 200)},
     "minilm": {"calib": lambda m: m.calibration_feeds(1024), "damp": 0.01, "latency": (1, 128, 30)},
-    "smollm2": {"calib": lambda m: m.calibration_feeds(16), "damp": 0.01, "latency": (1, 256, 8)},
-}
+    "smollm2": {"calib": lambda m: m.calibration_feeds(16), "damp": 0.01, "latency": (1, 256, 8), "decode": 30},
+}  # "decode": also timed at sequence 1 (one token, no KV cache), that many rounds
 FFN_FIRST = ("intermediate.dense", "gate_proj", "up_proj")
 
 
@@ -213,7 +213,8 @@ def main() -> None:
     feeds = settings["calib"](module)
     batch, sequence, runs = settings["latency"]
     fp32 = ort_session(str(path), spinning=False)
-    feed = synthetic_feed(input_specs(onnx.load(str(path), load_external_data=False)), batch, sequence)
+    specs = input_specs(onnx.load(str(path), load_external_data=False))
+    feed, decode_feed = synthetic_feed(specs, batch, sequence), synthetic_feed(specs, 1, 1)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="onnxcomp-prune-"))
     print(f"{kind}: block parameters {block}, prunable (onnxcomp groups) {prunables}", file=sys.stderr)
@@ -258,6 +259,9 @@ def main() -> None:
                 if len(ratios) > 1:
                     row["latency_ratios"] = ratios
                 row["latency_ms"] = round(float(np.median(ms)), 2)
+                if "decode" in settings:
+                    times = measure_latency({"fp32": fp32, "cand": cand}, decode_feed, runs=settings["decode"])
+                    row["latency_ratio_seq1"] = round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3)
             except Exception as exc:  # a failed configuration is a row with its error
                 row["error"] = str(exc).splitlines()[0][:200]
             print(json.dumps(row), flush=True)
