@@ -147,7 +147,7 @@ def torch_pruning(kind, block, ffn_params, target, out) -> dict:
     export_module(net, inputs, out, axes, output_names=list(models.get(kind).OUTPUTS))
     return {
         "seconds": round(seconds, 1),
-        "ratio": round(ratio, 4),
+        "tp_ratio": round(ratio, 4),  # not "ratio": SmolLM2's metric (perplexity ratio) uses that key
         "tp_removed_block_fraction": round(removed / block, 4),
     }
 
