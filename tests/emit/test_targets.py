@@ -100,8 +100,8 @@ def qdq_model(tiny, dtype, zero_point, block=None, scale=0.1):
     return ir.from_proto(matmul_graph(nodes, inits))
 
 
-def matmul_graph(nodes, inits) -> onnx.ModelProto:
-    """x [2, 64] → `nodes` → y [2, 16] at opset 21, checked."""
+def matmul_graph(nodes, inits, extra_opsets=()) -> onnx.ModelProto:
+    """x [2, 64] → `nodes` → y [2, 16] at opset 21 (and `extra_opsets`), checked."""
     graph = h.make_graph(
         nodes,
         "g",
@@ -109,7 +109,7 @@ def matmul_graph(nodes, inits) -> onnx.ModelProto:
         [h.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])],
         inits,
     )
-    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 21), *extra_opsets], ir_version=10)
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
@@ -471,15 +471,7 @@ def test_nodes_inside_subgraphs_are_checked(tiny):
         numpy_helper.from_array(np.array(0, np.float32), "zero"),
         numpy_helper.from_array(RNG.standard_normal((64, 16)).astype(np.float32), "w"),
     ]
-    graph = h.make_graph(
-        nodes,
-        "g",
-        [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
-        [h.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])],
-        inits,
-    )
-    opsets = [h.make_opsetid("", 21), h.make_opsetid("com.microsoft", 1)]
-    model = ir.from_proto(h.make_model(graph, opset_imports=opsets, ir_version=10))
+    model = ir.from_proto(matmul_graph(nodes, inits, [h.make_opsetid("com.microsoft", 1)]))
     first = check_conformance(model, PORTABLE).violations[0]
     assert first.node == "else_gelu" and "com.microsoft" in first.reason
     assert check_conformance(model, ORT_CPU).ok
