@@ -57,6 +57,12 @@ def main() -> int:
     parser.add_argument("--method", help="ModelOpt's calibration method (default: its own per mode)")
     parser.add_argument("--options", default="{}", help='more quantize() arguments, JSON: {"disable_mha_qdq": true}')
     args = parser.parse_args()
+    try:
+        extra = json.loads(args.options)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--options is not JSON ({exc}): {args.options!r}")
+    if not isinstance(extra, dict):
+        parser.error(f"--options must be a JSON object of quantize() arguments, not {args.options!r}")
     import modelopt
     from modelopt.onnx.quantization import quantize
 
@@ -65,7 +71,7 @@ def main() -> int:
         "calibration_eps": ["cpu"],
         "high_precision_dtype": "fp32",  # compared with fp32 in ONNX Runtime CPU, like onnxcomp's outputs
         **({"calibration_method": args.method} if args.method else {}),
-        **json.loads(args.options),
+        **extra,
     }
     feeds = Feeds(args.feeds, pad=args.mode == "int4")
     quantize(args.model, calibration_data_reader=feeds, output_path=args.out, **options)

@@ -203,6 +203,8 @@ def modelopt_row(kind: str, source: Path, mode: str, reference_run, with_openvin
         row["conformance"] = "conforms" if result.ok else f"FAILS: {result.violations[0].describe()[:200]}"
         row["violations_total"] = len(result.violations)
         row["bytes"] = out.stat().st_size + sum(p.stat().st_size for p in Path(tmp).glob("*.data"))
+        if reference_run is None:  # --check-only
+            return row
         ort_run = ort_runner(out)
         row["ort"] = metric(kind, reference_run, ort_run)
         print(json.dumps(row), file=sys.stderr, flush=True)  # before OpenVINO, which may refuse the file
