@@ -185,7 +185,7 @@ def spins(session: ort.InferenceSession) -> bool:
     """Whether the session's idle intra-op threads busy-wait (ONNX Runtime's default)."""
     try:
         return session.get_session_options().get_session_config_entry(SPINNING) != "0"
-    except Exception:  # the entry was never set: ORT's default, spinning
+    except RuntimeError:  # the entry was never set: ORT's default, spinning
         return True
 
 
