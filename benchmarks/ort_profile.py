@@ -38,11 +38,12 @@ def profile(path: str, runs: int, sequence: int, top: int) -> None:
         wall.append(time.perf_counter() - start)
     options = session_options(spinning=False)
     options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="onnxcomp-profile-")) / "ort")
-    profiled = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    for _ in range(runs):
-        profiled.run(None, feed)
-    events = json.loads(Path(profiled.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory(prefix="onnxcomp-profile-") as folder:
+        options.profile_file_prefix = str(Path(folder) / "ort")
+        profiled = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            profiled.run(None, feed)
+        events = json.loads(Path(profiled.end_profiling()).read_text())
     per_op = collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):

@@ -31,6 +31,7 @@ the `report` extra) are written side by side.
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -200,6 +201,7 @@ def main() -> None:
     )
     parser.add_argument("--latency-repeats", type=int, default=1, help="Interleaved timings per row (ratios listed).")
     parser.add_argument("--out", type=Path, help="Markdown table here (and .json beside it).")
+    parser.add_argument("--keep", action="store_true", help="Keep the pruned models (default: removed at the end).")
     args = parser.parse_args()
     kind, settings = args.model, SETTINGS[args.model]
     module = models.get(kind)
@@ -219,53 +221,58 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="onnxcomp-prune-"))
     print(f"{kind}: block parameters {block}, prunable (onnxcomp groups) {prunables}", file=sys.stderr)
     runs_of = [(m, v) for m in args.methods.split(",") for v in (variants if m != "torch-pruning" else variants[:1])]
-    for s in [float(x) for x in args.sparsities.split(",")]:
-        for method, variant in runs_of:
-            out = tmp / f"{method}-{s}-{variants.index(variant)}.onnx"
-            row = {"model": kind, "sparsity_block": s, "method": method}
-            prunable, extra = (
-                prunables[variant],
-                {"prune": variant, "allocation": args.allocation, **json.loads(args.options)},
-            )
-            extra["sequential"] = method == "ours"
-            if method != "torch-pruning":
-                row.update(extra)
-            try:
-                if method == "torch-pruning":
-                    row.update(torch_pruning(kind, block, ffn, s * block, out))
-                else:
-                    importance = "magnitude" if method == "magnitude" else args.importance
-                    row["importance"] = importance
-                    recovery = "refit" if method in ("ours", "ours-oneshot") else "none"
-                    option = s * block / prunable
-                    row["sparsity_option"] = round(option, 4)
-                    row.update(
-                        ours(kind, str(path), feeds, str(out), option, importance, recovery, settings["damp"], extra)
-                    )
-                    row.pop("groups")
-                pruned = canonical(out)
-                row["removed_block_fraction"] = round(1 - block_params(pruned) / block, 4)
-                del pruned
-                if kind.startswith("digits"):
-                    row["filters_removed"] = round(1 - filters(out) / filters(path), 4)
-                cand = ort_session(str(out), spinning=False)
-                row.update(module.compare(runner(fp32), runner(cand)))
-                ratios, ms = [], []
-                for _ in range(args.latency_repeats):
-                    times = measure_latency({"fp32": fp32, "cand": cand}, feed, runs=runs)
-                    ratios.append(round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3))
-                    ms.append(times["cand"]["median_ms"])
-                row["latency_ratio"] = float(np.median(ratios))
-                if len(ratios) > 1:
-                    row["latency_ratios"] = ratios
-                row["latency_ms"] = round(float(np.median(ms)), 2)
-                if "decode" in settings:
-                    times = measure_latency({"fp32": fp32, "cand": cand}, decode_feed, runs=settings["decode"])
-                    row["latency_ratio_seq1"] = round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3)
-            except Exception as exc:  # a failed configuration is a row with its error
-                row["error"] = str(exc).splitlines()[0][:200]
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    try:
+        for s in [float(x) for x in args.sparsities.split(",")]:
+            for method, variant in runs_of:
+                out = tmp / f"{method}-{s}-{variants.index(variant)}.onnx"
+                row = {"model": kind, "sparsity_block": s, "method": method}
+                prunable, extra = (
+                    prunables[variant],
+                    {"prune": variant, "allocation": args.allocation, **json.loads(args.options)},
+                )
+                extra["sequential"] = method == "ours"
+                if method != "torch-pruning":
+                    row.update(extra)
+                try:
+                    if method == "torch-pruning":
+                        row.update(torch_pruning(kind, block, ffn, s * block, out))
+                    else:
+                        importance = "magnitude" if method == "magnitude" else args.importance
+                        row["importance"] = importance
+                        recovery = "refit" if method in ("ours", "ours-oneshot") else "none"
+                        option = s * block / prunable
+                        row["sparsity_option"] = round(option, 4)
+                        damp = settings["damp"]
+                        row.update(ours(kind, str(path), feeds, str(out), option, importance, recovery, damp, extra))
+                        row.pop("groups")
+                    pruned = canonical(out)
+                    row["removed_block_fraction"] = round(1 - block_params(pruned) / block, 4)
+                    del pruned
+                    if kind.startswith("digits"):
+                        row["filters_removed"] = round(1 - filters(out) / filters(path), 4)
+                    cand = ort_session(str(out), spinning=False)
+                    row.update(module.compare(runner(fp32), runner(cand)))
+                    ratios, ms = [], []
+                    for _ in range(args.latency_repeats):
+                        times = measure_latency({"fp32": fp32, "cand": cand}, feed, runs=runs)
+                        ratios.append(round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3))
+                        ms.append(times["cand"]["median_ms"])
+                    row["latency_ratio"] = float(np.median(ratios))
+                    if len(ratios) > 1:
+                        row["latency_ratios"] = ratios
+                    row["latency_ms"] = round(float(np.median(ms)), 2)
+                    if "decode" in settings:
+                        times = measure_latency({"fp32": fp32, "cand": cand}, decode_feed, runs=settings["decode"])
+                        row["latency_ratio_seq1"] = round(times["cand"]["median_ms"] / times["fp32"]["median_ms"], 3)
+                except Exception as exc:  # a failed configuration is a row with its error
+                    row["error"] = str(exc).splitlines()[0][:200]
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    finally:
+        if args.keep:
+            print(f"pruned models kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     if args.out:
         keys = list(dict.fromkeys(k for r in rows for k in r))
         lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
