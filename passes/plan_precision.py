@@ -35,6 +35,7 @@ import onnx_ir as ir
 from onnxcomp.algorithms.budget import Option, allocate_bytes, allocate_error, pareto_front, total
 from onnxcomp.algorithms.sensitivity import spearman, weighted_error
 from onnxcomp.calibration.requests import GramRequest
+from onnxcomp.emit.blockwise import BlockwiseEmitter
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import initializer_bytes
 from onnxcomp.ir.patterns import row_gather_tables
@@ -147,13 +148,14 @@ class PlanPrecision(CompressionPass):
         schemes = [self._candidates(unit) for unit in units]
         ref_index = [self._reference_index(unit_schemes) for unit_schemes in schemes]
         costs, proxies = [], []
-        for unit, unit_schemes, ref in progress(
-            list(zip(units, schemes, ref_index)), desc="sensitivity proxies", unit="unit"
+        apart = self._tables_apart_bytes(model, units)
+        for u, (unit, unit_schemes, ref) in enumerate(
+            progress(list(zip(units, schemes, ref_index)), desc="sensitivity proxies", unit="unit")
         ):
             row_bytes, row_proxy = [], []
             for i, scheme in enumerate(unit_schemes):
                 q = quantize_unit(unit, scheme)
-                row_bytes.append(q.bytes)
+                row_bytes.append(q.bytes + (0 if self._shares_tables(scheme) else apart[u]))
                 row_proxy.append(
                     sum(
                         weighted_error(q.dequantized[lin.weight] - lin.weight_kn(), grams[lin.node.inputs[0].name])
@@ -171,7 +173,7 @@ class PlanPrecision(CompressionPass):
         ]
         options = [[Option(b, p * scale[u]) for b, p in zip(costs[u], proxies[u])] for u in range(len(units))]
         fixed = self._fixed_bytes(model, units)
-        choice, budget = self._allocate(model, units, schemes, options, fixed)
+        choice, budget = self._allocate(model, units, schemes, options, fixed, apart)
         plan = PrecisionPlan(self.reference)
         for unit, unit_schemes, c in zip(units, schemes, choice):
             for linear in unit.linears:
@@ -229,10 +231,8 @@ class PlanPrecision(CompressionPass):
         per-channel candidate; a unit with a tied table gets symmetric blocks or channels only."""
         target = self.context.target
         fits = []
-        for s in self.candidates:
-            if s.kind == "blockwise" and target.weight_only_layout(s.bits) == "channel":
-                s = Scheme("channel", s.bits, unit.linears[0].k, True)
-            elif s.kind == "blockwise" and not (
+        for s in (self._stored_as(c, unit) for c in self.candidates):
+            if s.kind == "blockwise" and not (
                 s.bits in target.block_bits
                 and s.group in target.block_sizes
                 and (s.symmetric or not target.symmetric_only)
@@ -245,6 +245,12 @@ class PlanPrecision(CompressionPass):
             fits = [s for s in fits if s.kind in ("blockwise", "channel") and s.symmetric]
         return fits or [Scheme("keep")]
 
+    def _stored_as(self, scheme: Scheme, unit: Unit) -> Scheme:
+        """The scheme as the target stores it: bits it reads per channel but does not block → per channel."""
+        if scheme.kind == "blockwise" and self.context.target.weight_only_layout(scheme.bits) == "channel":
+            return Scheme("channel", scheme.bits, unit.linears[0].k, True)
+        return scheme
+
     def _fixed_bytes(self, model: ir.Model, units: list[Unit]) -> int:
         """Predicted bytes of everything but the units' weights: the input's graph bytes, plus
         NODE_BYTES per weight for the nodes, attributes and names a quantized layer adds; tied tables
@@ -253,13 +259,31 @@ class PlanPrecision(CompressionPass):
         tied = {name for unit in units for name in unit.tied_tables}
         fixed = self.context.graph_bytes + initializer_bytes(model)
         fixed += sum(NODE_BYTES * len(unit.weights()) - unit.float_bytes for unit in units)
-        for shape_tables in row_gather_tables(model).values():
-            for gather, table in {g.inputs[0].name: (g, t) for g, t in shape_tables}.values():
-                if gather.inputs[0].name in tied:
-                    fixed -= table.nbytes
-                elif self.opts["embedding_tables"] == "int8" and table.size >= 1_000_000:
-                    fixed -= table.nbytes - table.size - 4 * table.shape[0]
+        for name, table in _gathered_tables(model).items():
+            fixed -= table.nbytes if name in tied else table.nbytes - self._table_bytes(table)
         return fixed
+
+    def _table_bytes(self, table: np.ndarray) -> int:
+        """A word table's stored bytes when it is not shared with an LM head (quantize_embedding's rule)."""
+        if self.opts["embedding_tables"] == "int8" and table.size >= 1_000_000:
+            return table.size + 4 * table.shape[0]
+        return table.nbytes
+
+    def _tables_apart_bytes(self, model: ir.Model, units: list[Unit]) -> list[int]:
+        """Per unit, the bytes its tied tables cost if its scheme cannot share them (see `_shares_tables`)."""
+        tables = _gathered_tables(model)
+        return [sum(self._table_bytes(tables[name]) for name in unit.tied_tables) for unit in units]
+
+    def _shares_tables(self, scheme: Scheme) -> bool:
+        """Whether an LM head at `scheme` also serves its tied tables' row Gathers, as the emitter writes it:
+        per channel through its DequantizeLinear; in blocks only where the target's default weight-only
+        format lets GatherBlockQuantized read the codes (MatMulNBits, MatMulInt4; not qdq: tensorrt,
+        portable). Otherwise the table is stored apart, as quantize_embedding stores word tables."""
+        if scheme.kind == "channel":
+            return True
+        if scheme.kind != "blockwise":
+            return False
+        return BlockwiseEmitter(self.context.target.weight_only_formats[0]).format_for(scheme.bits).gather_shares_codes
 
     def _measure(self, model, units, references, ref_proxies) -> tuple[list[float], list[int], str]:
         """Measured error of each unit at its reference scheme (the rest scaled from their proxy),
@@ -285,15 +309,15 @@ class PlanPrecision(CompressionPass):
             measured[u] = ref_proxies[u] * factor
         return measured, chosen, metric
 
-    def _allocate(self, model, units, schemes, options, fixed) -> tuple[list[int], dict]:
+    def _allocate(self, model, units, schemes, options, fixed, apart) -> tuple[list[int], dict]:
         o = self.opts
         if o["max_error"] is not None:
             return allocate_error(options, float(o["max_error"])), {"max_error": float(o["max_error"])}
         kind, value = parse_size_budget(o["size_budget"])
         if kind == "uniform":
             unit_budget = sum(
-                self._uniform_bytes(unit, unit_schemes, opts)
-                for unit, unit_schemes, opts in zip(units, schemes, options)
+                self._uniform_bytes(unit, unit_schemes, opts, unit_apart)
+                for unit, unit_schemes, opts, unit_apart in zip(units, schemes, options, apart)
             )
             file_budget = fixed + unit_budget  # the predicted file of the presets' rule
         else:
@@ -308,14 +332,15 @@ class PlanPrecision(CompressionPass):
         choice = allocate_bytes(options, unit_budget)
         return choice, {"size_budget": str(o["size_budget"]), "unit_bytes": unit_budget, "file_bytes": file_budget}
 
-    def _uniform_bytes(self, unit: Unit, unit_schemes, opts) -> int:
+    def _uniform_bytes(self, unit: Unit, unit_schemes, opts, apart: int) -> int:
         """The unit's bytes under the presets' rule: the reference scheme, output layers at output_layer_bits sym."""
         target = self.reference
         if any(is_output_layer(lin.node) for lin in unit.linears) and self.opts["output_layer_bits"]:
             target = replace(target, bits=self.opts["output_layer_bits"], symmetric=True)
+        target = self._stored_as(target, unit)
         if target in unit_schemes:
             return opts[unit_schemes.index(target)].bytes
-        return quantize_unit(unit, target).bytes
+        return quantize_unit(unit, target).bytes + (0 if self._shares_tables(target) else apart)
 
     def _input_bytes(self, model: ir.Model) -> int:
         return self.context.input_bytes or initializer_bytes(model)
@@ -328,6 +353,11 @@ class PlanPrecision(CompressionPass):
         if details.get("proxy_rank_correlation") is not None:
             text += f", proxy/measured rank correlation {details['proxy_rank_correlation']:.2f}"
         return text
+
+
+def _gathered_tables(model: ir.Model) -> dict[str, np.ndarray]:
+    """Constant 2-D float tables read by row Gathers, by initializer name."""
+    return {g.inputs[0].name: t for shape_tables in row_gather_tables(model).values() for g, t in shape_tables}
 
 
 def _count(schemes) -> dict:
