@@ -41,7 +41,7 @@ from onnxcomp.ir.graph import initializer_bytes
 from onnxcomp.ir.patterns import row_gather_tables
 from onnxcomp.passes.base import CompressionPass
 from onnxcomp.precision.measure import holdout_feeds
-from onnxcomp.precision.plan import PrecisionPlan, Scheme, is_output_layer
+from onnxcomp.precision.plan import PrecisionPlan, Scheme, is_output_layer, stored_scheme
 from onnxcomp.precision.sweep import Sweep, check_ray_address
 from onnxcomp.precision.units import Unit, find_units, parse_scheme, quantize_unit, scheme_name
 from onnxcomp.progress import progress
@@ -231,8 +231,10 @@ class PlanPrecision(CompressionPass):
         per-channel candidate; a unit with a tied table gets symmetric blocks or channels only."""
         target = self.context.target
         fits = []
-        for s in (self._stored_as(c, unit) for c in self.candidates):
-            if s.kind == "blockwise" and not (
+        for s in self.candidates:
+            if s.kind == "blockwise" and target.weight_only_layout(s.bits) == "channel":
+                s = Scheme("channel", s.bits, unit.linears[0].k, True)
+            elif s.kind == "blockwise" and not (
                 s.bits in target.block_bits
                 and s.group in target.block_sizes
                 and (s.symmetric or not target.symmetric_only)
@@ -244,12 +246,6 @@ class PlanPrecision(CompressionPass):
         if unit.tied_tables:  # the shared table needs symmetric codes (see onnxcomp.precision.units)
             fits = [s for s in fits if s.kind in ("blockwise", "channel") and s.symmetric]
         return fits or [Scheme("keep")]
-
-    def _stored_as(self, scheme: Scheme, unit: Unit) -> Scheme:
-        """The scheme as the target stores it: bits it reads per channel but does not block → per channel."""
-        if scheme.kind == "blockwise" and self.context.target.weight_only_layout(scheme.bits) == "channel":
-            return Scheme("channel", scheme.bits, unit.linears[0].k, True)
-        return scheme
 
     def _fixed_bytes(self, model: ir.Model, units: list[Unit]) -> int:
         """Predicted bytes of everything but the units' weights: the input's graph bytes, plus
@@ -333,11 +329,13 @@ class PlanPrecision(CompressionPass):
         return choice, {"size_budget": str(o["size_budget"]), "unit_bytes": unit_budget, "file_bytes": file_budget}
 
     def _uniform_bytes(self, unit: Unit, unit_schemes, opts, apart: int) -> int:
-        """The unit's bytes under the presets' rule: the reference scheme, output layers at output_layer_bits sym."""
+        """The unit's bytes as the presets' rule writes it: the reference scheme, output layers at
+        output_layer_bits symmetric, each as the target stores it (tensorrt: int8 per channel; on
+        whole-blocks targets a group that does not divide K shrinks)."""
         target = self.reference
         if any(is_output_layer(lin.node) for lin in unit.linears) and self.opts["output_layer_bits"]:
             target = replace(target, bits=self.opts["output_layer_bits"], symmetric=True)
-        target = self._stored_as(target, unit)
+        target = stored_scheme(target, unit.linears[0].k, self.context.target)
         if target in unit_schemes:
             return opts[unit_schemes.index(target)].bytes
         return quantize_unit(unit, target).bytes + (0 if self._shares_tables(target) else apart)

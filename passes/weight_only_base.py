@@ -17,7 +17,6 @@ LM head stays int8 (as on ort-cpu, in blocks there) and w8a16 runs on tensorrt.
 """
 
 from collections import Counter
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +28,7 @@ from onnxcomp.emit.blockwise import BlockwiseEmitter
 from onnxcomp.ir.folding import FALLBACKS
 from onnxcomp.ir.linears import Linear, weight_only_linears
 from onnxcomp.passes.base import CompressionPass
-from onnxcomp.precision.plan import PrecisionPlan, Scheme, weight_only_plan
+from onnxcomp.precision.plan import PrecisionPlan, Scheme, stored_scheme, weight_only_plan
 
 COMMON_OPTIONS: dict[str, Any] = {
     "bits": 4,
@@ -109,24 +108,8 @@ class WeightOnlyPass(CompressionPass):
         return self.emitter.signed_scales
 
     def scheme_for(self, linear: Linear) -> Scheme:
-        """The plan's scheme, as the target stores it: bits the target does not block but reads per
-        channel (tensorrt: 8) become a `channel` scheme (group = K, symmetric); a group the target does
-        not block by (tensorrt: 32), or on a whole-blocks target (portable, tensorrt) one that does not
-        divide K, becomes the largest accepted one below it that does, else int8 per channel where the
-        target has it, else the layer is kept in float."""
-        scheme = self.plan.scheme_for(linear.node)
-        target = self.context.target
-        if scheme.kind != "blockwise":
-            return scheme
-        channel = Scheme("channel", 8, linear.k, True)
-        if target.weight_only_layout(scheme.bits) == "channel":
-            return replace(channel, bits=scheme.bits)
-        if scheme.group in target.block_sizes and (not target.whole_blocks or linear.k % scheme.group == 0):
-            return scheme
-        fits = [g for g in target.block_sizes if g <= scheme.group and linear.k % g == 0]
-        if fits:
-            return replace(scheme, group=max(fits))
-        return channel if target.weight_only_layout(8) == "channel" else Scheme("keep")
+        """The plan's scheme, as the target stores it (`onnxcomp.precision.plan.stored_scheme`)."""
+        return stored_scheme(self.plan.scheme_for(linear.node), linear.k, self.context.target)
 
     def targets(self, model: ir.Model) -> tuple[list[Linear], list[dict]]:
         """The linears to quantize, and [{node, reason}] for the ones skipped. Sets `self.plan`."""

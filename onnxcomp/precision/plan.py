@@ -70,3 +70,22 @@ def weight_only_plan(
             if is_output_layer(node):
                 plan.nodes[node] = replace(default, bits=output_layer_bits, symmetric=True)
     return plan
+
+
+def stored_scheme(scheme: Scheme, k: int, target) -> Scheme:
+    """A planned scheme for a linear with K input rows as `target` stores it: bits the target does not
+    block but reads per channel (tensorrt: 8) become a `channel` scheme (group = K, symmetric); a group
+    the target does not block by (tensorrt: 32), or on a whole-blocks target (portable, tensorrt) one
+    that does not divide K, becomes the largest accepted one below it that does, else int8 per channel
+    where the target has it, else the layer is kept in float."""
+    if scheme.kind != "blockwise":
+        return scheme
+    channel = Scheme("channel", 8, k, True)
+    if target.weight_only_layout(scheme.bits) == "channel":
+        return replace(channel, bits=scheme.bits)
+    if scheme.group in target.block_sizes and (not target.whole_blocks or k % scheme.group == 0):
+        return scheme
+    fits = [g for g in target.block_sizes if g <= scheme.group and k % g == 0]
+    if fits:
+        return replace(scheme, group=max(fits))
+    return channel if target.weight_only_layout(8) == "channel" else Scheme("keep")
