@@ -228,12 +228,21 @@ class PlanPrecision(CompressionPass):
     def _candidates(self, unit: Unit):
         """The candidates the target can store (block bits and sizes, symmetry; groups that divide K
         on a whole-blocks target); bits it reads per channel but does not block (tensorrt: 8) become one
-        per-channel candidate; a unit with a tied table gets symmetric blocks or channels only."""
+        per-channel candidate; a unit with a tied table gets symmetric blocks or channels only.
+        `int8-channel` where the target also blocks int8 (ort-cpu: a DequantizeLinear over N that ONNX
+        Runtime fuses into an 8-bit MatMulNBits) is not offered to a tied unit: a DequantizeLinear that
+        the table's Gather reads too is not fused (ONNX Runtime 1.32: it then runs on every call)."""
         target = self.context.target
         fits = []
         for s in self.candidates:
             if s.kind == "blockwise" and target.weight_only_layout(s.bits) == "channel":
                 s = Scheme("channel", s.bits, unit.linears[0].k, True)
+            elif s.kind == "channel":
+                if not (s.bits in target.channel_bits and "qdq" in target.weight_only_formats) or (
+                    unit.tied_tables and target.weight_only_layout(s.bits) == "blocks"
+                ):
+                    continue
+                s = replace(s, group=unit.linears[0].k)
             elif s.kind == "blockwise" and not (
                 s.bits in target.block_bits
                 and s.group in target.block_sizes

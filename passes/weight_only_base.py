@@ -142,7 +142,7 @@ class WeightOnlyPass(CompressionPass):
             "symmetric": q.symmetric,
             **({"per_channel": True} if self.scheme_for(linear).kind == "channel" else {}),
             "algorithm": self.algorithm,
-            "format": self.emitter.format_for(q.bits).name,
+            "format": self.emitter.format_for(q.bits, self.scheme_for(linear).kind == "channel").name,
             "relative_weight_error": round(relative_error(dequantize_blockwise(q), weight), 6),
         }
 

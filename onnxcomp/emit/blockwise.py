@@ -34,7 +34,6 @@ from onnxcomp.algorithms.blockwise import BlockQuantized, packed_codes, packed_z
 from onnxcomp.custom_ops.reference import DOMAIN as CUSTOM_DOMAIN
 from onnxcomp.custom_ops.reference import OP_TYPE as CUSTOM_OP
 from onnxcomp.emit.targets import ORT_CPU
-from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, add_initializer
 from onnxcomp.ir.linears import Linear
 from onnxcomp.ir.patterns import row_gather_tables
@@ -166,8 +165,12 @@ class BlockwiseEmitter:
         """Whether symmetric blocks may take negative scales (what the algorithm must produce)."""
         return self.format.signed_scales
 
-    def format_for(self, bits: int) -> LinearFormat:
-        """The layer's format: one that cannot store `bits` (MatMulInt4 is 4-bit) falls back to MatMulNBits."""
+    def format_for(self, bits: int, per_channel: bool = False) -> LinearFormat:
+        """The layer's format: one that cannot store `bits` (MatMulInt4 is 4-bit) falls back to MatMulNBits;
+        a per-channel layer in a format without that form (MatMulNBits, MatMulInt4) is written as an
+        int8 DequantizeLinear over N before the MatMul (ONNX Runtime CPU fuses it into an 8-bit MatMulNBits)."""
+        if per_channel and not self.format.per_channel:
+            return FORMATS["qdq"]
         return self.format if bits in self.format.bits else FORMATS["matmulnbits"]
 
     def emit(
@@ -177,9 +180,7 @@ class BlockwiseEmitter:
         the readers of one weight (filled on first use). `per_channel`: q is one block of all K rows
         per column, written with unblocked per-channel scales (formats that can: qdq)."""
         node = linear.node
-        fmt = self.format_for(q.bits)
-        if per_channel and not fmt.per_channel:
-            raise OnnxcompError(f"format {fmt.name!r} cannot store per-channel weight-only layers ({linear.name})")
+        fmt = self.format_for(q.bits, per_channel)
         weight_name = node.inputs[1].name or node.name
         if "codes" not in stored:
             stored.update(fmt.store(graph, names, q, weight_name, per_channel=per_channel))

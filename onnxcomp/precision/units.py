@@ -54,9 +54,12 @@ class Unit:
 
 
 def parse_scheme(text: str) -> Scheme:
-    """'int4-g128-sym', 'int8-g32-asym', 'fp16', 'keep' → Scheme."""
+    """'int4-g128-sym', 'int8-g32-asym', 'int8-channel', 'fp16', 'keep' → Scheme (a channel scheme's
+    group, K, is the layer's: 0 here)."""
     if text in ("keep", "fp16"):
         return Scheme(text)
+    if text == "int8-channel":
+        return Scheme("channel", 8, 0, True)
     parts = text.split("-")
     try:
         bits, group, sym = parts
@@ -65,7 +68,8 @@ def parse_scheme(text: str) -> Scheme:
         return Scheme("blockwise", int(bits[3:]), int(group[1:]), sym == "sym")
     except (ValueError, AssertionError):
         raise OnnxcompError(
-            f"unknown scheme {text!r} (write int4|int8-g32|g64|g128-sym|asym, e.g. int4-g128-sym, fp16 or keep)"
+            f"unknown scheme {text!r} (write int4|int8-g32|g64|g128-sym|asym, e.g. int4-g128-sym, "
+            "or int8-channel, fp16, keep)"
         ) from None
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
@@ -207,3 +208,44 @@ def test_default_budget_holds_where_blocks_cannot_share_the_tied_table(tiny, tar
     head = next(u for u in details["units"] if u["tied_tables"])
     if target == "tensorrt":
         assert head["choice"] == "int8-channel"
+
+
+def test_int8_per_channel_on_ort_cpu_is_stored_over_n_and_fused_by_onnx_runtime(tiny, tmp_path):
+    """`int8-channel` on ort-cpu: the untied units take it under a generous budget, written as an int8
+    DequantizeLinear over N (one float scale per column: 8.0 bits a weight, the predicted bytes) in a
+    MatMulNBits file; ONNX Runtime fuses each into a MatMulNBits at load. The tied head is not offered
+    it (its table's Gather would keep the DequantizeLinear unfused) and stays in blocks. (ONNX Runtime
+    1.32 also leaves a DequantizeLinear unfused whose MatMul feeds a Relu: o_proj here.)"""
+    model = tiny_lm(tiny)
+    result = compress(
+        model,
+        "w4a16-mixed",
+        feeds(),
+        options={"plan_precision": {"candidates": ["int4-g128-sym", "int8-channel"], "size_budget": "0.9x"}},
+        use_cache=False,
+    )
+    details = plan_details(result.report)
+    assert {u["unit"]: u["choice"] for u in details["units"]} == {
+        "q_proj": "int8-channel",
+        "o_proj": "int8-channel",
+        "lm_head": "int4-g128-sym",
+    }
+    assert set(details["units"][2]["candidates"]) == {"int4-g128-sym"}
+    assert details["predicted_unit_bytes"] == blockwise_bytes(result.model) + dq_bytes(result.model)
+    inits = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    dqs = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dqs) == 3 and all(inits[n.input[0]].dtype == np.int8 and inits[n.input[1]].ndim == 1 for n in dqs)
+    path, optimized = tmp_path / "mixed.onnx", tmp_path / "optimized.onnx"
+    onnx.save(result.model, path)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    still_dequantized = {n.input[0] for n in onnx.load(optimized).graph.node if n.op_type == "DequantizeLinear"}
+    assert not still_dequantized & {"wq_q8", "wk_q8"}  # fused; ORT 1.32 leaves the one before a Relu (o_proj)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    unfused = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"])
+    feed = feeds(1)[0]
+    reference, output = unfused.run(None, feed)[0], session.run(None, feed)[0]
+    assert np.abs(output - reference).max() < 0.02 * np.abs(reference).max()  # the fused kernel: same function
