@@ -2,7 +2,7 @@
 
 For every unit (`onnxcomp.precision.units`: the linears reading one input — Q/K/V, gate/up — with a
 tied embedding table counted in its LM head's unit) and every candidate scheme (int4/int8 blocks,
-group 32/64/128, symmetric or not; `fp16`, stored by `store_fp16`; or `keep` in float):
+group 32/64/128, symmetric or not; int8 per channel; `fp16`, stored by `store_fp16`; or `keep` in float):
 - the stored bytes, from round-to-nearest codes in the emitter's layout;
 - the proxy tr(ΔWᵀ H ΔW), H the Gram of the unit's calibration input (`GramRequest`);
 - measured sensitivity: the model's output error in ONNX Runtime with only this unit at the
@@ -53,6 +53,7 @@ DEFAULT_CANDIDATES = [
     "int4-g32-sym",
     "int4-g32-asym",
     "int8-g128-sym",
+    "int8-channel",  # where the target stores it: ort-cpu (fused to MatMulNBits at load), tensorrt, portable
     "fp16",
 ]
 NODE_BYTES = 400  # a quantized layer's extra nodes, attributes and initializer names (≈ 300 measured on tiny graphs)
