@@ -15,10 +15,10 @@ from onnxcomp.precision.units import find_units, parse_scheme
 VOCAB, HIDDEN = 256, 128
 
 
-def tiny_lm(tiny) -> onnx.ModelProto:
+def tiny_lm(tiny, hidden: int = HIDDEN) -> onnx.ModelProto:
     """ids → Gather(table) → q/k MatMuls (one input) → Add → o MatMul → Relu → +x → head (tableᵀ) → logits."""
     rng = np.random.default_rng(0)
-    table = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32) * 0.2  # logits not saturated
+    table = rng.standard_normal((VOCAB, hidden)).astype(np.float32) * 0.2  # logits not saturated
     h = tiny.helper
     nodes = [
         h.make_node("Gather", ["table", "ids"], ["x"], name="embed"),
@@ -30,7 +30,7 @@ def tiny_lm(tiny) -> onnx.ModelProto:
         h.make_node("Add", ["r", "x"], ["res"]),
         h.make_node("MatMul", ["res", "head"], ["logits"], name="lm_head"),
     ]
-    inits = {name: rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.2 for name in ("wq", "wk", "wo")}
+    inits = {name: rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.2 for name in ("wq", "wk", "wo")}
     inits.update(table=table, head=table.T.copy())
     ids = h.make_tensor_value_info("ids", tiny.TensorProto.INT64, [1, 16])
     return tiny.make_model(nodes, [ids], [("logits", [1, 16, VOCAB])], inits, infer_shapes=True)
@@ -43,6 +43,10 @@ def feeds(n: int = 4) -> list[dict]:
 
 def mixed(model, **plan_options):
     return compress(model, "w4a16-mixed", feeds(), options={"plan_precision": plan_options}, use_cache=False)
+
+
+def mixed_on(model, target: str):
+    return compress(model, "w4a16-mixed", feeds(), target=target, use_cache=False)
 
 
 def plan_details(report: dict) -> dict:
@@ -200,7 +204,7 @@ def test_default_budget_holds_where_blocks_cannot_share_the_tied_table(tiny, tar
     in blocks leaves its tied table stored apart. The planner counts that table (tensorrt: int8 per
     channel shares it, so the head takes that), so the default budget — the preset's file — holds and
     the predicted file is the written one."""
-    result = compress(tiny_lm(tiny), "w4a16-mixed", feeds(), target=target, use_cache=False)
+    result = mixed_on(tiny_lm(tiny), target)
     details = plan_details(result.report)
     assert result.report["size_budget"]["met"]
     predicted, written = details["predicted_file_bytes"], result.report["output_bytes"]
@@ -208,6 +212,15 @@ def test_default_budget_holds_where_blocks_cannot_share_the_tied_table(tiny, tar
     head = next(u for u in details["units"] if u["tied_tables"])
     if target == "tensorrt":
         assert head["choice"] == "int8-channel"
+
+
+def test_default_budget_prices_the_presets_rule_as_the_target_stores_it(tiny):
+    """On tensorrt 128 does not divide K = 192, so the presets write those layers in g64 blocks: the
+    default budget is the preset's file (here w4a16-rtn's), not a padded-g128 estimate."""
+    model = tiny_lm(tiny, hidden=192)
+    preset = compress(model, "w4a16-rtn", target="tensorrt", use_cache=False)
+    budget = plan_details(mixed_on(model, "tensorrt").report)["budget"]["file_bytes"]
+    assert abs(budget - preset.report["output_bytes"]) <= 0.02 * preset.report["output_bytes"]
 
 
 def test_int8_per_channel_on_ort_cpu_is_stored_over_n_and_fused_by_onnx_runtime(tiny, tmp_path):
