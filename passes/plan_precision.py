@@ -149,7 +149,8 @@ class PlanPrecision(CompressionPass):
         schemes = [self._candidates(unit) for unit in units]
         ref_index = [self._reference_index(unit_schemes) for unit_schemes in schemes]
         costs, proxies = [], []
-        apart = self._tables_apart_bytes(model, units)
+        tables = self._word_tables(model)
+        apart = [sum(tables[name][1] for name in unit.tied_tables) for unit in units]  # if not shared
         for u, (unit, unit_schemes, ref) in enumerate(
             progress(list(zip(units, schemes, ref_index)), desc="sensitivity proxies", unit="unit")
         ):
@@ -173,7 +174,7 @@ class PlanPrecision(CompressionPass):
             measured[u] / proxies[u][ref_index[u]] if proxies[u][ref_index[u]] > 0 else 0.0 for u in range(len(units))
         ]
         options = [[Option(b, p * scale[u]) for b, p in zip(costs[u], proxies[u])] for u in range(len(units))]
-        fixed = self._fixed_bytes(model, units)
+        fixed = self._fixed_bytes(model, units, tables)
         choice, budget = self._allocate(model, units, schemes, options, fixed, apart)
         plan = PrecisionPlan(self.reference)
         for unit, unit_schemes, c in zip(units, schemes, choice):
@@ -257,7 +258,7 @@ class PlanPrecision(CompressionPass):
             fits = [s for s in fits if s.kind in ("blockwise", "channel") and s.symmetric]
         return fits or [Scheme("keep")]
 
-    def _fixed_bytes(self, model: ir.Model, units: list[Unit]) -> int:
+    def _fixed_bytes(self, model: ir.Model, units: list[Unit], tables: dict[str, tuple[int, int]]) -> int:
         """Predicted bytes of everything but the units' weights: the input's graph bytes, plus
         NODE_BYTES per weight for the nodes, attributes and names a quantized layer adds; tied tables
         go (stored with their LM head's codes); with `embedding_tables: int8`, other word tables
@@ -265,20 +266,22 @@ class PlanPrecision(CompressionPass):
         tied = {name for unit in units for name in unit.tied_tables}
         fixed = self.context.graph_bytes + initializer_bytes(model)
         fixed += sum(NODE_BYTES * len(unit.weights()) - unit.float_bytes for unit in units)
-        for name, table in _gathered_tables(model).items():
-            fixed -= table.nbytes if name in tied else table.nbytes - self._table_bytes(table)
+        for name, (float_bytes, stored) in tables.items():
+            fixed -= float_bytes if name in tied else float_bytes - stored
         return fixed
 
-    def _table_bytes(self, table: np.ndarray) -> int:
-        """A word table's stored bytes when it is not shared with an LM head (quantize_embedding's rule)."""
-        if self.opts["embedding_tables"] == "int8" and table.size >= 1_000_000:
-            return table.size + 4 * table.shape[0]
-        return table.nbytes
-
-    def _tables_apart_bytes(self, model: ir.Model, units: list[Unit]) -> list[int]:
-        """Per unit, the bytes its tied tables cost if its scheme cannot share them (see `_shares_tables`)."""
-        tables = _gathered_tables(model)
-        return [sum(self._table_bytes(tables[name]) for name in unit.tied_tables) for unit in units]
+    def _word_tables(self, model: ir.Model) -> dict[str, tuple[int, int]]:
+        """Constant 2-D float tables read by row Gathers, by name: (float bytes, bytes stored apart from an
+        LM head — quantize_embedding's rule: int8 codes plus a float32 scale per row from 1M elements
+        with `embedding_tables: int8`)."""
+        tables = {}
+        for shape_tables in row_gather_tables(model).values():
+            for gather, table in shape_tables:
+                stored = table.nbytes
+                if self.opts["embedding_tables"] == "int8" and table.size >= 1_000_000:
+                    stored = table.size + 4 * table.shape[0]
+                tables[gather.inputs[0].name] = (table.nbytes, stored)
+        return tables
 
     def _shares_tables(self, scheme: Scheme) -> bool:
         """Whether an LM head at `scheme` also serves its tied tables' row Gathers, as the emitter writes it:
@@ -361,11 +364,6 @@ class PlanPrecision(CompressionPass):
         if details.get("proxy_rank_correlation") is not None:
             text += f", proxy/measured rank correlation {details['proxy_rank_correlation']:.2f}"
         return text
-
-
-def _gathered_tables(model: ir.Model) -> dict[str, np.ndarray]:
-    """Constant 2-D float tables read by row Gathers, by initializer name."""
-    return {g.inputs[0].name: t for shape_tables in row_gather_tables(model).values() for g, t in shape_tables}
 
 
 def _count(schemes) -> dict:

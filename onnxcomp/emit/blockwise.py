@@ -178,7 +178,7 @@ class BlockwiseEmitter:
     ) -> None:
         """Replaces the linear's node by its quantized form; `stored` carries the initializers between
         the readers of one weight (filled on first use). `per_channel`: q is one block of all K rows
-        per column, written with unblocked per-channel scales (formats that can: qdq)."""
+        per column, written with unblocked per-channel scales (as a qdq layer whatever the format)."""
         node = linear.node
         fmt = self.format_for(q.bits, per_channel)
         weight_name = node.inputs[1].name or node.name
