@@ -30,6 +30,12 @@ wastes half its codes) keeps a float activation (`one_sided_float`; MiniLM: cosi
 see benchmarks/targets.py); its weight is int8 per channel, weight-only, where the target runs that
 (`one_sided_weights`, None = the target decides: tensorrt's int8 weight-only per channel), else float.
 Convs after ReLU stay int8, as TensorRT's own placement does.
+Weight rounding (`weight_rounding`): `nearest` (default) rounds each int8 weight to its nearest
+code; `gptq` keeps the same per-channel scales but lets GPTQ choose the MatMul/Gemm codes
+(`onnxcomp.algorithms.gptq.gptq_per_channel`: each input row's rounding error pushed onto the rows
+not yet rounded, weighted by the Gram H = 2XᵀX/rows of the layer's float calibration input, asked
+for as a `GramRequest`), which lowers the output error where SmoothQuant has made weight rows
+uneven. Convs keep nearest rounding.
 LayerNorm, Softmax and the attention core (activation MatMuls) stay float on every target.
 Requires: range statistics of every quantized activation (its `statistic_requests`), collected by
 the pass manager at the `calibrate` step before it, or just before it runs.
@@ -41,13 +47,14 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
+from onnxcomp.algorithms.gptq import gptq_per_channel
 from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, quantize_weight_per_channel
 from onnxcomp.calibration.collectors import METHODS
-from onnxcomp.calibration.requests import RangeRequest
+from onnxcomp.calibration.requests import GramRequest, RangeRequest
 from onnxcomp.emit.qdq import dequantized_constant, dynamic_qdq_pair, qdq_pair
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, NodeFilter, constant_array, is_float32_activation
-from onnxcomp.ir.linears import linear_of
+from onnxcomp.ir.linears import Linear, linear_of
 from onnxcomp.passes.base import CompressionPass
 
 SHARED_SCALE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Identity"}
@@ -68,6 +75,7 @@ class QuantizeQDQ(CompressionPass):
         "one_sided_float": None,  # None: the target decides (true when it is symmetric-only)
         "one_sided_weights": None,  # those layers' weights int8 per channel; None: when the target runs that
         "activations": "static",
+        "weight_rounding": "nearest",
     }
 
     def __init__(self, *args, **options):
@@ -104,6 +112,8 @@ class QuantizeQDQ(CompressionPass):
                 raise self.fail(f"{flag} must be true or false, not {self.opts[flag]!r}")
         if self.opts["one_sided_weights"] and target.weight_only_layout(8) is None:
             raise self.fail(f"one_sided_weights: target {target.name!r} runs no int8 weight-only layers")
+        if self.opts["weight_rounding"] not in ("nearest", "gptq"):
+            raise self.fail(f"weight_rounding must be 'nearest' or 'gptq', not {self.opts['weight_rounding']!r}")
         if not 0 < float(self.opts["percentile"]) <= 100:
             raise OnnxcompError(f"pass 'quantize_qdq': percentile must be in (0, 100], not {self.opts['percentile']}")
 
@@ -179,8 +189,17 @@ class QuantizeQDQ(CompressionPass):
         inputs = [n.inputs[i] for n, idx in plan.items() if not self._is_dynamic(n) for i in idx]
         return list(dict.fromkeys(inputs + outputs))
 
-    def statistic_requests(self, model: ir.Model) -> list[RangeRequest]:
-        return [RangeRequest(v.name) for v in self._values_to_quantize(model)]
+    def _gptq_linears(self, plan: dict) -> dict[ir.Node, Linear]:
+        """The planned MatMul/Gemm layers whose int8 weights GPTQ rounds (`weight_rounding: gptq`)."""
+        if self.opts["weight_rounding"] != "gptq":
+            return {}
+        linears = {node: linear_of(node) for node in plan if node.op_type in ("MatMul", "Gemm")}
+        return {node: lin for node, lin in linears.items() if lin is not None and not lin.skip_reason()}
+
+    def statistic_requests(self, model: ir.Model) -> list:
+        ranges = [RangeRequest(v.name) for v in self._values_to_quantize(model)]
+        grams = {node.inputs[0].name for node in self._gptq_linears(self._plan(model)[0])}
+        return ranges + [GramRequest(name) for name in sorted(grams)]
 
     @staticmethod
     def _scale_root(value: ir.Value, quantized: set[ir.Value]) -> ir.Value:
@@ -271,6 +290,8 @@ class QuantizeQDQ(CompressionPass):
                     use.node.replace_input_with(use.idx, dq_value)
 
         weight_cache: dict[tuple[str, int], tuple[ir.Value, np.ndarray]] = {}
+        grams = self.context.statistics.grams
+        gptq = {node: (lin, grams[node.inputs[0].name]) for node, lin in self._gptq_linears(plan).items()}
         layers = []
         for node, indices in plan.items():
             is_dynamic = self._is_dynamic(node)
@@ -288,7 +309,13 @@ class QuantizeQDQ(CompressionPass):
                 array, axis = linear.array, linear.out_axis
                 key = (weight.name, axis)
                 if key not in weight_cache:
-                    q, scales = quantize_weight_per_channel(array, axis)
+                    if node in gptq:
+                        gptq_linear, hessian = gptq[node]
+                        q, scales = gptq_per_channel(gptq_linear.weight_kn(), hessian)
+                        q = q.T if gptq_linear.transposed else q
+                        layer["weight_rounding"] = "gptq"
+                    else:
+                        q, scales = quantize_weight_per_channel(array, axis)
                     zero_points = np.zeros_like(scales, dtype=np.int8)
                     dq = dequantized_constant(graph, names, weight.name, q, scales, zero_points, axis)
                     new_nodes.append(dq)

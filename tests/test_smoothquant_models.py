@@ -62,3 +62,15 @@ def test_minilm_w8a8_smoothquant_cosine():
     smooth = module.compare(reference, runner(ort_session(onnxcomp.compress(path, "w8a8-smoothquant", feeds).model)))
     assert smooth["mean_cosine"] >= 0.99
     assert smooth["mean_cosine"] >= plain["mean_cosine"] - 1e-4, (smooth, plain)  # never worse than plain W8A8
+
+
+def test_minilm_w8a8_mixed_meets_issue_12s_accuracy_on_held_out_sentences():
+    """Issue 12's MiniLM targets for `w8a8-mixed`: cosine ≥ 0.998 and nearest-neighbour agreement ≥
+    0.95 against fp32 on the 256 evaluation sentences (measured 0.99940 / 0.969 with GPTQ-rounded
+    weights, 0.99924 / 0.973 with nearest rounding; one sentence moves NN by 0.004)."""
+    module, path = models.get("minilm"), models.onnx_path("minilm")
+    result = onnxcomp.compress(path, "w8a8-mixed", module.calibration_feeds())
+    metric = module.compare(runner(ort_session(path)), runner(ort_session(result.model)))
+    assert metric["mean_cosine"] >= 0.998 and metric["nn_agreement"] >= 0.95, metric
+    layers = next(p for p in result.report["passes"] if p["pass"] == "quantize_qdq")["details"]["layers"]
+    assert sum(layer.get("weight_rounding") == "gptq" for layer in layers) == len(layers) >= 24

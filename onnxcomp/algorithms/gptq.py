@@ -161,3 +161,15 @@ def hessian_error(weight: np.ndarray, dequantized: np.ndarray, hessian: np.ndarr
         den += float(((hessian @ w) * w).sum())
         num += float(((hessian @ d) * d).sum())
     return num / max(den, 1e-30)
+
+
+def gptq_per_channel(weight: np.ndarray, hessian: np.ndarray, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per-output-channel codes of W[K, N] chosen by GPTQ: (int8 [K, N], float32 scales [N]).
+
+    One block of all K rows per column with RTN's scale (absmax / 127, or / 128 when the extreme is
+    negative), so only the codes differ from round-to-nearest; codes lie in [-128, 127] (zero point 0)
+    and dequantize as codes · scale. `quantize_qdq` uses it for `weight_rounding: gptq`."""
+    k = weight.shape[0]
+    q = gptq_quantize(weight, hessian, 8, k, True, damp)
+    codes = q.codes[:, 0, :k].astype(np.int16) - q.zero_points[:, :1].astype(np.int16)
+    return codes.T.astype(np.int8), q.scales[:, 0].astype(np.float32)

@@ -540,3 +540,53 @@ def test_dynamic_activations_are_refused_for_symmetric_only_targets(tiny):
             two_matmuls(tiny), [("calibrate", {}), ("quantize_qdq", {"activations": "dynamic"})],
             calibration=dynamic_feeds(1.0), target="tensorrt", use_cache=False,
         )  # fmt: skip
+
+
+def uneven_model(tiny, trans_b):
+    """x[32, 64] → Gemm (16 outputs; transB as given) → Relu → MatMul (8 outputs), on correlated
+    inputs; a few weight rows 20× the rest (what SmoothQuant's scales leave), so a per-channel step is
+    coarse for the others."""
+    rng = np.random.default_rng(5)
+    w1 = rng.standard_normal((64, 16)).astype(np.float32)
+    w1[:4] *= 20.0
+    w2 = rng.standard_normal((16, 8)).astype(np.float32)
+    nodes = [
+        h.make_node("Gemm", ["x", "w1", "b1"], ["g"], name="first", transB=trans_b),
+        h.make_node("Relu", ["g"], ["r"]),
+        h.make_node("MatMul", ["r", "w2"], ["y"], name="second"),
+    ]
+    inits = {"w1": w1.T.copy() if trans_b else w1, "b1": np.zeros(16, np.float32), "w2": w2}
+    outputs = [("y", [32, 8]), ("g", [32, 16])]
+    return tiny.make_model(nodes, [("x", [32, 64])], outputs, inits, infer_shapes=True)
+
+
+def correlated_feeds(n=4):
+    rng = np.random.default_rng(6)
+    mix = rng.standard_normal((64, 64)).astype(np.float32)
+    return [{"x": (rng.standard_normal((32, 64)).astype(np.float32) @ mix) / 8} for _ in range(n)]
+
+
+@pytest.mark.parametrize("trans_b", [1, 0])
+def test_gptq_weight_rounding_lowers_the_output_error_with_the_same_scales(tiny, trans_b):
+    model, feeds = uneven_model(tiny, trans_b), correlated_feeds()
+    nearest = quantize(model, feeds)
+    gptq = quantize(model, feeds, weight_rounding="gptq")
+
+    def error(result):  # of the uneven layer's output, on the calibration data
+        return np.mean([np.linalg.norm(tiny.run(result.model, f)[1] - tiny.run(model, f)[1]) for f in feeds])
+
+    assert error(gptq) < 0.8 * error(nearest), (error(gptq), error(nearest))
+    for name in ("first", "second"):
+        want = tiny.dq_params(nearest.model, tiny.node_named(nearest.model, name).input[1])
+        got = tiny.dq_params(gptq.model, tiny.node_named(gptq.model, name).input[1])
+        assert got["q"].dtype == np.int8 and got["q"].shape == want["q"].shape and got["axis"] == want["axis"]
+        np.testing.assert_allclose(got["scale"], want["scale"], rtol=0.01)  # RTN's scales (absmax/127 or /128)
+        assert (got["q"] != want["q"]).any()  # only the codes differ
+    layers = next(p for p in gptq.report["passes"] if p["pass"] == "quantize_qdq")["details"]["layers"]
+    assert [layer.get("weight_rounding") for layer in layers] == ["gptq", "gptq"]
+
+
+def test_bad_weight_rounding_is_one_line(tiny):
+    model, feeds = uneven_model(tiny, 1), correlated_feeds(1)
+    with pytest.raises(OnnxcompError, match="weight_rounding must be 'nearest' or 'gptq', not 'best'"):
+        quantize(model, feeds, weight_rounding="best")
