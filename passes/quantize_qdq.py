@@ -281,6 +281,9 @@ class QuantizeQDQ(CompressionPass):
                 source_of[dq.outputs[0]] = value
             return dequantized[value]
 
+        grams = self.context.statistics.grams  # by each layer's input name, read before any rewiring
+        gptq = {node: (lin, grams[node.inputs[0].name]) for node, lin in self._gptq_linears(plan).items()}
+
         # Outputs of e.g. Conv: every consumer reads the quantized tensor.
         for value in outputs:
             dq_value = quantize_activation(value)
@@ -290,8 +293,6 @@ class QuantizeQDQ(CompressionPass):
                     use.node.replace_input_with(use.idx, dq_value)
 
         weight_cache: dict[tuple[str, int], tuple[ir.Value, np.ndarray]] = {}
-        grams = self.context.statistics.grams
-        gptq = {node: (lin, grams[node.inputs[0].name]) for node, lin in self._gptq_linears(plan).items()}
         layers = []
         for node, indices in plan.items():
             is_dynamic = self._is_dynamic(node)

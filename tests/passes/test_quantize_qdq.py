@@ -590,3 +590,23 @@ def test_bad_weight_rounding_is_one_line(tiny):
     model, feeds = uneven_model(tiny, 1), correlated_feeds(1)
     with pytest.raises(OnnxcompError, match="weight_rounding must be 'nearest' or 'gptq', not 'best'"):
         quantize(model, feeds, weight_rounding="best")
+
+
+def test_gptq_weight_rounding_reads_a_quantized_conv_output(tiny):
+    """A MatMul reading a Conv output, which quantize_qdq rewires to its DequantizeLinear first: the
+    MatMul's Gram is still the one of the float tensor it was requested for."""
+    rng = np.random.default_rng(7)
+    nodes = [
+        h.make_node("Conv", ["x", "wc"], ["c"], name="conv"),
+        h.make_node("MatMul", ["c", "w2"], ["y"], name="mm"),
+    ]
+    inits = {
+        "wc": rng.standard_normal((3, 2, 1, 1)).astype(np.float32),
+        "w2": rng.standard_normal((4, 5)).astype(np.float32),
+    }
+    model = tiny.make_model(nodes, [("x", [1, 2, 4, 4])], [("y", [1, 3, 4, 5])], inits, infer_shapes=True)
+    feeds = [{"x": rng.standard_normal((1, 2, 4, 4)).astype(np.float32)} for _ in range(2)]
+    result = quantize(model, feeds, weight_rounding="gptq")
+    layers = next(p for p in result.report["passes"] if p["pass"] == "quantize_qdq")["details"]["layers"]
+    assert {layer["node"]: layer.get("weight_rounding") for layer in layers} == {"conv": None, "mm": "gptq"}
+    assert tiny.producer(result.model, tiny.node_named(result.model, "mm").input[0]).op_type == "DequantizeLinear"
