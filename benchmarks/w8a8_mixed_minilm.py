@@ -56,7 +56,12 @@ ROWS = {
     "w8a8-smoothquant + split_outliers": with_steps("w8a8-smoothquant", "quantize_qdq", SPLIT),
     "w8a8-mixed before split_outliers": without_split(),
     "w8a8-mixed (default)": "w8a8-mixed",
-    "w8a8-mixed with nearest weight rounding": [("w8a8-mixed", {"quantize_qdq": {"weight_rounding": "nearest"}})],
+    "w8a8-mixed with nearest weight rounding": [
+        (
+            "w8a8-mixed",
+            {"plan_fallback": {"weight_rounding": "nearest"}, "quantize_qdq": {"weight_rounding": "nearest"}},
+        )
+    ],
     "all int8 + split (GPTQ weights)": [("w8a8-mixed", {"plan_fallback": {"max_fallback": 0.0}})],
     "w8a8-mixed without the weights cap": [("w8a8-mixed", {"plan_fallback": {"max_fallback_weights": 1.0}})],
     "w8a8-mixed error_ratio 0.8": [("w8a8-mixed", {"plan_fallback": {"error_ratio": 0.8}})],

@@ -13,8 +13,11 @@ sensitive layers are kept in float until the remaining layers' summed error is a
 `max_fallback_weights` of their weight elements (float layers cost time in proportion to their
 weights: a cap on them is a cap on the slowdown). The error of the chosen mix is then measured.
 
-Requires: calibration ranges of the layers' activation inputs (its `statistic_requests`; use the
-same `method`, `percentile` and `activation_dtype` as the `quantize_qdq` that follows).
+Weights in the probe are int8 per channel, rounded as `weight_rounding` says (`gptq`: GPTQ's codes
+on the Gram of each MatMul/Gemm input, as `quantize_qdq` writes them with the same option).
+Requires: calibration ranges of the layers' activation inputs (its `statistic_requests`, and their
+Grams with `gptq`; use the same `method`, `percentile`, `activation_dtype` and `weight_rounding`
+as the `quantize_qdq` that follows).
 Guarantees: the graph is unchanged; `context.precision_plan` marks the chosen layers `keep` (and the
 dynamic ones `dynamic`), which `quantize_qdq` honours; the report lists every layer's measured
 error(s), the fallback set, and the measured error of all-int8 and of the chosen mix.
@@ -22,9 +25,10 @@ error(s), the fallback set, and the measured error of all-int8 and of the chosen
 
 import onnx_ir as ir
 
+from onnxcomp.algorithms.gptq import gptq_can_round
 from onnxcomp.algorithms.quant_math import activation_qparams
 from onnxcomp.calibration.collectors import METHODS
-from onnxcomp.calibration.requests import RangeRequest
+from onnxcomp.calibration.requests import GramRequest, RangeRequest
 from onnxcomp.ir.graph import NodeFilter, is_float32_activation
 from onnxcomp.ir.linears import Linear, linear_of
 from onnxcomp.passes.base import CompressionPass
@@ -47,6 +51,7 @@ class PlanFallback(CompressionPass):
         "measure_sequence": 128,
         "exclude": [],
         "activations": "static",
+        "weight_rounding": "nearest",
     }
     needs_calibration = True
 
@@ -63,6 +68,8 @@ class PlanFallback(CompressionPass):
             raise self.fail("dynamic activations are uint8 asymmetric: not with int8 activations or this target")
         if o["activation_dtype"] not in ("uint8", "int8"):
             raise self.fail(f"activation_dtype must be uint8 or int8, not {o['activation_dtype']!r}")
+        if o["weight_rounding"] not in ("nearest", "gptq"):
+            raise self.fail(f"weight_rounding must be 'nearest' or 'gptq', not {o['weight_rounding']!r}")
         for key in ("measure_feeds", "measure_sequence"):
             if o[key] < 1:
                 raise self.fail(f"{key} must be a positive integer, not {o[key]!r}")
@@ -90,8 +97,17 @@ class PlanFallback(CompressionPass):
                 layers.append(linear)
         return layers
 
-    def statistic_requests(self, model: ir.Model) -> list[RangeRequest]:
-        return sorted({RangeRequest(linear.node.inputs[0].name) for linear in self._layers(model)})
+    def _gptq_inputs(self, layers: list[Linear]) -> dict[str, str]:
+        """Layer name → input name, for the layers whose weights GPTQ rounds (`weight_rounding: gptq`)."""
+        if self.opts["weight_rounding"] != "gptq":
+            return {}
+        rounded = [lin for lin in layers if lin.node.op_type in ("MatMul", "Gemm") and gptq_can_round(lin)]
+        return {linear.name: linear.node.inputs[0].name for linear in rounded}
+
+    def statistic_requests(self, model: ir.Model) -> list:
+        layers = self._layers(model)
+        ranges = sorted({RangeRequest(linear.node.inputs[0].name) for linear in layers})
+        return ranges + [GramRequest(name) for name in sorted(set(self._gptq_inputs(layers).values()))]
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.opts
@@ -110,6 +126,7 @@ class PlanFallback(CompressionPass):
             qparams,
             holdout_feeds(self.context.calibration, self.opts["measure_feeds"], self.opts["measure_sequence"]),
             dynamic=o["activations"] != "static",
+            grams={layer: self.context.statistics.grams[name] for layer, name in self._gptq_inputs(layers).items()},
         )
         measured = []
         for linear in progress(layers, desc="int8 sensitivity", unit="layer"):

@@ -47,14 +47,14 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
-from onnxcomp.algorithms.gptq import gptq_per_channel
-from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias, quantize_weight_per_channel
+from onnxcomp.algorithms.gptq import gptq_can_round, int8_weight
+from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import GramRequest, RangeRequest
 from onnxcomp.emit.qdq import dequantized_constant, dynamic_qdq_pair, qdq_pair
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.ir.graph import NameAllocator, NodeFilter, constant_array, is_float32_activation
-from onnxcomp.ir.linears import Linear, linear_of
+from onnxcomp.ir.linears import linear_of
 from onnxcomp.passes.base import CompressionPass
 
 SHARED_SCALE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Identity"}
@@ -189,16 +189,15 @@ class QuantizeQDQ(CompressionPass):
         inputs = [n.inputs[i] for n, idx in plan.items() if not self._is_dynamic(n) for i in idx]
         return list(dict.fromkeys(inputs + outputs))
 
-    def _gptq_linears(self, plan: dict) -> dict[ir.Node, Linear]:
+    def _gptq_layers(self, plan: dict) -> list[ir.Node]:
         """The planned MatMul/Gemm layers whose int8 weights GPTQ rounds (`weight_rounding: gptq`)."""
         if self.opts["weight_rounding"] != "gptq":
-            return {}
-        linears = {node: linear_of(node) for node in plan if node.op_type in ("MatMul", "Gemm")}
-        return {node: lin for node, lin in linears.items() if lin is not None and not lin.skip_reason()}
+            return []
+        return [node for node in plan if node.op_type in ("MatMul", "Gemm") and gptq_can_round(linear_of(node))]
 
     def statistic_requests(self, model: ir.Model) -> list:
         ranges = [RangeRequest(v.name) for v in self._values_to_quantize(model)]
-        grams = {node.inputs[0].name for node in self._gptq_linears(self._plan(model)[0])}
+        grams = {node.inputs[0].name for node in self._gptq_layers(self._plan(model)[0])}
         return ranges + [GramRequest(name) for name in sorted(grams)]
 
     @staticmethod
@@ -282,7 +281,7 @@ class QuantizeQDQ(CompressionPass):
             return dequantized[value]
 
         grams = self.context.statistics.grams  # by each layer's input name, read before any rewiring
-        gptq = {node: (lin, grams[node.inputs[0].name]) for node, lin in self._gptq_linears(plan).items()}
+        gptq = {node: grams[node.inputs[0].name] for node in self._gptq_layers(plan)}
 
         # Outputs of e.g. Conv: every consumer reads the quantized tensor.
         for value in outputs:
@@ -307,16 +306,12 @@ class QuantizeQDQ(CompressionPass):
             if not indices:
                 layer["activations"] = "float (weight-only)"
             if linear is not None and linear.array.dtype.kind == "f" and linear.array.ndim >= 2:
-                array, axis = linear.array, linear.out_axis
+                axis = linear.out_axis
                 key = (weight.name, axis)
                 if key not in weight_cache:
+                    q, scales = int8_weight(linear, gptq.get(node))
                     if node in gptq:
-                        gptq_linear, hessian = gptq[node]
-                        q, scales = gptq_per_channel(gptq_linear.weight_kn(), hessian)
-                        q = q.T if gptq_linear.transposed else q
                         layer["weight_rounding"] = "gptq"
-                    else:
-                        q, scales = quantize_weight_per_channel(array, axis)
                     zero_points = np.zeros_like(scales, dtype=np.int8)
                     dq = dequantized_constant(graph, names, weight.name, q, scales, zero_points, axis)
                     new_nodes.append(dq)

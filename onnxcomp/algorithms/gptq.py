@@ -34,6 +34,7 @@ from onnxcomp.algorithms.blockwise import (
     search_block_range,
     to_blocks,
 )
+from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
 from onnxcomp.errors import OnnxcompError
 
 CHUNK = 4096  # output columns per GPTQ chunk
@@ -173,3 +174,18 @@ def gptq_per_channel(weight: np.ndarray, hessian: np.ndarray, damp: float = 0.01
     q = gptq_quantize(weight, hessian, 8, k, True, damp)
     codes = q.codes[:, 0, :k].astype(np.int16) - q.zero_points[:, :1].astype(np.int16)
     return codes.T.astype(np.int8), q.scales[:, 0].astype(np.float32)
+
+
+def gptq_can_round(linear) -> bool:
+    """Whether `int8_weight` can take GPTQ's codes for this linear (a plain 2-D float matrix)."""
+    return linear is not None and not linear.skip_reason()
+
+
+def int8_weight(linear, hessian: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A linear's (`onnxcomp.ir.linears.Linear`) int8 per-channel weight in its own layout:
+    (int8 codes, float32 scales over `linear.out_axis`). Round-to-nearest without a Hessian;
+    with one (H of the layer's input, a 2-D MatMul/Gemm weight), GPTQ's codes, same scales."""
+    if hessian is None:
+        return quantize_weight_per_channel(linear.array, linear.out_axis)
+    codes, scales = gptq_per_channel(linear.weight_kn(), hessian)
+    return (codes.T if linear.transposed else codes), scales

@@ -5,15 +5,17 @@ replaced, for that layer only, by `a + g·(DQ(Q(a)) − a)` with `g` a scalar gr
 1: int8 with the calibrated scale and zero point), and its weight is declared an overridable
 initializer so a run can feed the int8-dequantized weight. With `dynamic`, MatMul/Gemm layers also
 get `+ h·(DQ(DynamicQuantizeLinear(a)) − a)`: int8 with the tensor's own range at run time.
-`error(layers, dynamic)` runs the feeds with those layers switched on (static or dynamic) and
-returns the output error against the float model.
+Weights are int8 per channel, rounded to nearest or, for layers given a Gram, by GPTQ (as
+`quantize_qdq` with `weight_rounding: gptq` writes them). `error(layers, dynamic)` runs the feeds
+with those layers switched on (static or dynamic) and returns the output error against the float
+model.
 """
 
 import numpy as np
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
+from onnxcomp.algorithms.gptq import int8_weight
 from onnxcomp.ir.linears import Linear
 from onnxcomp.precision.measure import OutputComparison
 from onnxcomp.runtime import ort_session
@@ -21,9 +23,16 @@ from onnxcomp.runtime import ort_session
 
 class QDQProbe:
     def __init__(
-        self, model: ir.Model, layers: list[Linear], qparams: dict[str, tuple], feeds: list[dict], dynamic: bool = False
+        self,
+        model: ir.Model,
+        layers: list[Linear],
+        qparams: dict[str, tuple],
+        feeds: list[dict],
+        dynamic: bool = False,
+        grams: dict[str, np.ndarray] | None = None,
     ):
-        """layers: named linears; qparams: activation input name → (scale, zero point) as numpy scalars."""
+        """layers: named linears; qparams: activation input name → (scale, zero point) as numpy scalars;
+        grams: layer name → Gram of its input, for the layers whose int8 weights GPTQ rounds."""
         proto = ir.to_proto(model)
         by_name = {node.name: i for i, node in enumerate(proto.graph.node)}
         inits = {init.name: init for init in proto.graph.initializer}
@@ -68,7 +77,7 @@ class QDQProbe:
             if w not in {i.name for i in proto.graph.input}:
                 init = inits[w]
                 proto.graph.input.append(helper.make_tensor_value_info(w, init.data_type, list(init.dims)))
-            q, scales = quantize_weight_per_channel(linear.array, linear.out_axis)
+            q, scales = int8_weight(linear, (grams or {}).get(linear.name))
             shape = [1] * q.ndim
             shape[linear.out_axis] = -1
             self.weights[linear.name] = (w, (q.astype(np.float32) * scales.reshape(shape)).astype(np.float32))

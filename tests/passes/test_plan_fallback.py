@@ -61,7 +61,14 @@ def test_the_float_layers_weights_are_capped(tiny, cap, fallback):
 
 
 @pytest.mark.parametrize(
-    "options", [{"error_ratio": 1.5}, {"max_fallback": -0.1}, {"max_fallback_weights": 2}, {"method": "best"}]
+    "options",
+    [
+        {"error_ratio": 1.5},
+        {"max_fallback": -0.1},
+        {"max_fallback_weights": 2},
+        {"method": "best"},
+        {"weight_rounding": "best"},
+    ],
 )
 def test_bad_options_are_one_line(tiny, options):
     with pytest.raises(OnnxcompError, match="plan_fallback"):
@@ -80,3 +87,26 @@ def test_auto_gives_each_layer_the_activation_ranges_that_err_less(tiny):
         dq = tiny.producer(result.model, tiny.node_named(result.model, name).input[0])
         source = tiny.producer(result.model, dq.input[0]).op_type
         assert source == ("DynamicQuantizeLinear" if name in details["dynamic"] else "QuantizeLinear")
+
+
+def test_with_gptq_rounding_the_probe_measures_the_weights_quantize_qdq_writes(tiny):
+    """The uneven Gemm's int8 error is measured with the codes quantize_qdq will write: with GPTQ's,
+    lower than with nearest rounding (alone and in the all-int8 mix)."""
+    from tests.passes.test_quantize_qdq import correlated_feeds, uneven_model
+
+    model, calibration = uneven_model(tiny, 1), correlated_feeds()
+
+    def planned(rounding):
+        recipe = [
+            ("calibrate", {}),
+            ("plan_fallback", {"max_fallback": 0.0, "weight_rounding": rounding}),
+            ("quantize_qdq", {"weight_rounding": rounding}),
+        ]
+        result = compress(model, recipe, calibration, use_cache=False)
+        return next(p["details"] for p in result.report["passes"] if p["pass"] == "plan_fallback")
+
+    near, rounded = planned("nearest"), planned("gptq")
+    first = {name: {layer["node"]: layer["static_error"] for layer in d["layers"]}["first"] for name, d in
+             (("nearest", near), ("gptq", rounded))}  # fmt: skip
+    assert first["gptq"] < 0.8 * first["nearest"], first
+    assert rounded["measured_error_all_int8"] < near["measured_error_all_int8"]
