@@ -169,7 +169,7 @@ def gptq_per_channel(weight: np.ndarray, hessian: np.ndarray, damp: float = 0.01
 
     One block of all K rows per column with RTN's scale (absmax / 127, or / 128 when the extreme is
     negative), so only the codes differ from round-to-nearest; codes lie in [-128, 127] (zero point 0)
-    and dequantize as codes · scale. `quantize_qdq` uses it for `weight_rounding: gptq`."""
+    and dequantize as codes · scale (`int8_weight` with a Hessian: `weight_rounding: gptq`)."""
     k = weight.shape[0]
     q = gptq_quantize(weight, hessian, 8, k, True, damp)
     codes = q.codes[:, 0, :k].astype(np.int16) - q.zero_points[:, :1].astype(np.int16)
