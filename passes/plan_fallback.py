@@ -25,7 +25,7 @@ error(s), the fallback set, and the measured error of all-int8 and of the chosen
 
 import onnx_ir as ir
 
-from onnxcomp.algorithms.gptq import gptq_can_round
+from onnxcomp.algorithms.gptq import WEIGHT_ROUNDINGS, gptq_can_round
 from onnxcomp.algorithms.quant_math import activation_qparams
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import GramRequest, RangeRequest
@@ -68,7 +68,7 @@ class PlanFallback(CompressionPass):
             raise self.fail("dynamic activations are uint8 asymmetric: not with int8 activations or this target")
         if o["activation_dtype"] not in ("uint8", "int8"):
             raise self.fail(f"activation_dtype must be uint8 or int8, not {o['activation_dtype']!r}")
-        if o["weight_rounding"] not in ("nearest", "gptq"):
+        if o["weight_rounding"] not in WEIGHT_ROUNDINGS:
             raise self.fail(f"weight_rounding must be 'nearest' or 'gptq', not {o['weight_rounding']!r}")
         for key in ("measure_feeds", "measure_sequence"):
             if o[key] < 1:
@@ -101,8 +101,7 @@ class PlanFallback(CompressionPass):
         """Layer name → input name, for the layers whose weights GPTQ rounds (`weight_rounding: gptq`)."""
         if self.opts["weight_rounding"] != "gptq":
             return {}
-        rounded = [lin for lin in layers if lin.node.op_type in ("MatMul", "Gemm") and gptq_can_round(lin)]
-        return {linear.name: linear.node.inputs[0].name for linear in rounded}
+        return {linear.name: linear.node.inputs[0].name for linear in layers if gptq_can_round(linear)}
 
     def statistic_requests(self, model: ir.Model) -> list:
         layers = self._layers(model)

@@ -47,7 +47,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
-from onnxcomp.algorithms.gptq import gptq_can_round, int8_weight
+from onnxcomp.algorithms.gptq import WEIGHT_ROUNDINGS, gptq_can_round, int8_weight
 from onnxcomp.algorithms.quant_math import activation_qparams, quantize_bias
 from onnxcomp.calibration.collectors import METHODS
 from onnxcomp.calibration.requests import GramRequest, RangeRequest
@@ -112,7 +112,7 @@ class QuantizeQDQ(CompressionPass):
                 raise self.fail(f"{flag} must be true or false, not {self.opts[flag]!r}")
         if self.opts["one_sided_weights"] and target.weight_only_layout(8) is None:
             raise self.fail(f"one_sided_weights: target {target.name!r} runs no int8 weight-only layers")
-        if self.opts["weight_rounding"] not in ("nearest", "gptq"):
+        if self.opts["weight_rounding"] not in WEIGHT_ROUNDINGS:
             raise self.fail(f"weight_rounding must be 'nearest' or 'gptq', not {self.opts['weight_rounding']!r}")
         if not 0 < float(self.opts["percentile"]) <= 100:
             raise OnnxcompError(f"pass 'quantize_qdq': percentile must be in (0, 100], not {self.opts['percentile']}")
@@ -193,7 +193,7 @@ class QuantizeQDQ(CompressionPass):
         """The planned MatMul/Gemm layers whose int8 weights GPTQ rounds (`weight_rounding: gptq`)."""
         if self.opts["weight_rounding"] != "gptq":
             return []
-        return [node for node in plan if node.op_type in ("MatMul", "Gemm") and gptq_can_round(linear_of(node))]
+        return [node for node in plan if gptq_can_round(linear_of(node))]
 
     def statistic_requests(self, model: ir.Model) -> list:
         ranges = [RangeRequest(v.name) for v in self._values_to_quantize(model)]

@@ -176,9 +176,13 @@ def gptq_per_channel(weight: np.ndarray, hessian: np.ndarray, damp: float = 0.01
     return codes.T.astype(np.int8), q.scales[:, 0].astype(np.float32)
 
 
+WEIGHT_ROUNDINGS = ("nearest", "gptq")  # the `weight_rounding` values of quantize_qdq and plan_fallback
+
+
 def gptq_can_round(linear) -> bool:
-    """Whether `int8_weight` can take GPTQ's codes for this linear (a plain 2-D float matrix)."""
-    return linear is not None and not linear.skip_reason()
+    """Whether `int8_weight` takes GPTQ's codes for this linear: a MatMul/Gemm with a plain 2-D float
+    weight (Convs keep nearest rounding)."""
+    return linear is not None and linear.node.op_type in ("MatMul", "Gemm") and not linear.skip_reason()
 
 
 def int8_weight(linear, hessian: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
