@@ -1,7 +1,7 @@
 """quantize_qdq: int8 QuantizeLinear/DequantizeLinear insertion around linear operators.
 
 Rewrites, for each Conv / MatMul / Gemm not excluded (placement policy `ort`):
-- the constant weight → int8 per-channel symmetric initializer + DequantizeLinear on the
+- the constant weight → int8 per-channel symmetric codes + DequantizeLinear on the
   output-channel axis (Conv: 0, MatMul: last, Gemm: 0 with transB=1 else 1);
 - each float activation input → QuantizeLinear → DequantizeLinear with per-tensor parameters
   (uint8 asymmetric or int8 symmetric) from calibration statistics, shared by all consumers
@@ -36,6 +36,9 @@ code; `gptq` keeps the same per-channel scales but lets GPTQ choose the MatMul/G
 not yet rounded, weighted by the Gram H = 2XᵀX/rows of the layer's float calibration input, asked
 for as a `GramRequest`), which lowers the output error where SmoothQuant has made weight rows
 uneven. Convs keep nearest rounding.
+Where the target says `unsigned_int8_weights` (ort-cpu), the int8 codes are stored as uint8 + 128
+with zero point 128 — the same weights — because ONNX Runtime's uint8 × int8 x86 kernel saturates
+on CPUs without VNNI (`onnxcomp.emit.targets`), while its uint8 × uint8 kernel is exact everywhere.
 LayerNorm, Softmax and the attention core (activation MatMuls) stay float on every target.
 Requires: range statistics of every quantized activation (its `statistic_requests`), collected by
 the pass manager at the `calibrate` step before it, or just before it runs.
@@ -313,6 +316,8 @@ class QuantizeQDQ(CompressionPass):
                     if node in gptq:
                         layer["weight_rounding"] = "gptq"
                     zero_points = np.zeros_like(scales, dtype=np.int8)
+                    if self.context.target.unsigned_int8_weights:  # same values, exact ORT kernels
+                        q, zero_points = (q.astype(np.int16) + 128).astype(np.uint8), zero_points.astype(np.uint8) + 128
                     dq = dequantized_constant(graph, names, weight.name, q, scales, zero_points, axis)
                     new_nodes.append(dq)
                     weight_cache[key] = (dq.outputs[0], scales)

@@ -116,6 +116,17 @@ def dq_params(model: onnx.ModelProto, tensor: str) -> dict:
     return out
 
 
+def signed_codes(dq: dict) -> np.ndarray:
+    """A weight DequantizeLinear's int8 codes (`dq_params`): int8 with zero point 0, or (ort-cpu)
+    the same codes stored as uint8 + 128 with zero point 128."""
+    q, zero_point = dq["q"], dq["zero_point"]
+    if q.dtype == np.uint8:
+        assert zero_point is not None and zero_point.dtype == np.uint8 and np.all(zero_point == 128)
+        return (q.astype(np.int16) - 128).astype(np.int8)
+    assert q.dtype == np.int8 and (zero_point is None or (zero_point.dtype == np.int8 and not zero_point.any()))
+    return q
+
+
 def weight_scales(model: onnx.ModelProto) -> list[np.ndarray]:
     """The scales of every MatMulNBits, MatMulInt4 and blocked DequantizeLinear weight."""
     scale_input = {"MatMulNBits": 2, "MatMulInt4": 2, "DequantizeLinear": 1}
@@ -142,6 +153,7 @@ def tiny():
         consumers=consumers,
         node_named=node_named,
         dq_params=dq_params,
+        signed_codes=signed_codes,
         attr=attr,
         weight_scales=weight_scales,
         helper=helper,

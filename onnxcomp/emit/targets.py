@@ -45,6 +45,15 @@ Sources (read 2026-11-30):
   dequantized, then gathered). Operators marked "N" (`excluded_ops`: DynamicQuantizeLinear,
   MatMulInteger, ConvInteger, QLinearConv, QLinearMatMul, the Sequence/Optional/String ops, …) are
   standard ONNX that TensorRT does not parse.
+- ONNX Runtime's CPU int8 GEMMs (MLAS, onnxruntime/core/mlas/lib/platform.cpp, read 2026-12-01):
+  on x86 with AVX2 but no VNNI, uint8 × int8 runs `MlasGemmU8S8DispatchAvx2`, whose vpmaddubsw adds
+  pairs of products into saturating int16 (255 · 127 · 2 > 32767), while uint8 × uint8 runs an exact
+  kernel; with AVX-VNNI or AVX512-VNNI, MLAS sends uint8 × uint8 through the same U8S8 dispatch as
+  uint8 × int8 (`MlasPlatformU8S8Overflow` is the test for the difference). Measured here on an AVX2
+  EPYC (2026-12-01): MiniLM `w8a8-mixed` held-out cosine / NN 0.9994 / 0.969 with graph optimizations
+  off (float math) but 0.99707 / 0.934 fused with int8 weights, and 0.9994 / 0.969 fused with the same
+  codes stored as uint8 + 128, at the same latency (54.1 vs 54.2 ms). Hence `unsigned_int8_weights` for
+  ort-cpu: a weight DequantizeLinear reads uint8 codes with zero point 128, exact on every x86 host.
 - ONNX operator specification (QuantizeLinear/DequantizeLinear-21: int4/uint4 and `block_size`)
   for `portable`: the standard domains only, so DirectML, WebGPU, OpenVINO and other runtimes that
   implement the standard read it. Whole blocks (`whole_blocks`): OpenVINO 2026.4's ONNX frontend
@@ -152,6 +161,7 @@ class Target:
     fp16: bool = False  # computes in float16 (the convert_fp16 variant is for it)
     excluded_ops: frozenset = frozenset()  # default-domain ops the runtime does not run, though standard
     quantized_through_dq: bool = False  # int8/int4 tensors are read by DequantizeLinear only
+    unsigned_int8_weights: bool = False  # int8 QDQ weights stored as uint8 + 128 (zero point 128): same values
     min_opset: int = 13
     max_opset: int | None = None
     verified: str = "ONNX Runtime CPU, on this machine"
@@ -181,6 +191,7 @@ ORT_CPU = Target(
     weight_only_formats=("matmulnbits", "qdq", "custom"),
     activation_dtypes=("uint8", "int8"),
     weight_dtypes=("int8", "uint8", "int4", "uint4", "int32"),
+    unsigned_int8_weights=True,
 )
 
 ORT_CUDA = Target(
