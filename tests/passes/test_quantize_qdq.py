@@ -610,3 +610,30 @@ def test_gptq_weight_rounding_reads_a_quantized_conv_output(tiny):
     layers = next(p for p in result.report["passes"] if p["pass"] == "quantize_qdq")["details"]["layers"]
     assert {layer["node"]: layer.get("weight_rounding") for layer in layers} == {"conv": None, "mm": "gptq"}
     assert tiny.producer(result.model, tiny.node_named(result.model, "mm").input[0]).op_type == "DequantizeLinear"
+
+
+def test_ort_cpu_stores_int8_codes_as_uint8_unless_asked_for_int8(tiny):
+    """ort-cpu writes the int8 codes + 128 with zero point 128 (exact in ONNX Runtime's uint8 × uint8
+    kernel on CPUs without VNNI); `weight_dtype: int8` keeps the signed form; same codes and scales."""
+    model, feeds = uneven_model(tiny, 1), correlated_feeds(1)
+    default, signed = quantize(model, feeds), quantize(model, feeds, weight_dtype="int8")
+    for name in ("first", "second"):
+        unsigned_dq = tiny.dq_params(default.model, tiny.node_named(default.model, name).input[1])
+        signed_dq = tiny.dq_params(signed.model, tiny.node_named(signed.model, name).input[1])
+        assert unsigned_dq["q"].dtype == np.uint8 and signed_dq["q"].dtype == np.int8
+        np.testing.assert_array_equal(tiny.signed_codes(unsigned_dq), tiny.signed_codes(signed_dq))
+        np.testing.assert_array_equal(unsigned_dq["scale"], signed_dq["scale"])
+
+
+@pytest.mark.parametrize(
+    "weight_dtype, target, message",
+    [
+        ("int4", "ort-cpu", "weight_dtype must be 'int8' or 'uint8', not 'int4'"),
+        ("uint8", "tensorrt", "weight_dtype 'uint8' is not read by target 'tensorrt'"),
+    ],
+)
+def test_bad_weight_dtype_is_one_line(tiny, weight_dtype, target, message):
+    model, feeds = uneven_model(tiny, 1), correlated_feeds(1)
+    recipe = [("calibrate", {}), ("quantize_qdq", {"weight_dtype": weight_dtype})]
+    with pytest.raises(OnnxcompError, match=message):
+        onnxcomp.compress(model, recipe, calibration=feeds, use_cache=False, target=target)
