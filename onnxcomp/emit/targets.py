@@ -52,8 +52,10 @@ Sources (read 2026-11-30):
   uint8 × int8 (`MlasPlatformU8S8Overflow` is the test for the difference). Measured here on an AVX2
   EPYC (2026-12-01): MiniLM `w8a8-mixed` held-out cosine / NN 0.9994 / 0.969 with graph optimizations
   off (float math) but 0.99707 / 0.934 fused with int8 weights, and 0.9994 / 0.969 fused with the same
-  codes stored as uint8 + 128, at the same latency (54.1 vs 54.2 ms). Hence `unsigned_int8_weights` for
-  ort-cpu: a weight DequantizeLinear reads uint8 codes with zero point 128, exact on every x86 host.
+  codes stored as uint8 + 128; the exact kernel is slower there (`w8a8-smoothquant` 0.96× fp32 against
+  0.80× with int8 codes, quiet machine, interleaved). Hence `unsigned_int8_weights` for ort-cpu: a
+  weight DequantizeLinear reads uint8 codes with zero point 128, exact on every x86 host (speed on
+  VNNI hosts expected unchanged, one dispatch; not measured).
 - ONNX operator specification (QuantizeLinear/DequantizeLinear-21: int4/uint4 and `block_size`)
   for `portable`: the standard domains only, so DirectML, WebGPU, OpenVINO and other runtimes that
   implement the standard read it. Whole blocks (`whole_blocks`): OpenVINO 2026.4's ONNX frontend
