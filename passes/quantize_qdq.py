@@ -323,9 +323,11 @@ class QuantizeQDQ(CompressionPass):
                     q, scales = int8_weight(linear, gptq.get(node))
                     if node in gptq:
                         layer["weight_rounding"] = "gptq"
-                    zero_points = np.zeros_like(scales, dtype=np.int8)
-                    if self._unsigned_weights():  # same values, exact ORT kernels
-                        q, zero_points = (q.astype(np.int16) + 128).astype(np.uint8), zero_points.astype(np.uint8) + 128
+                    if self._unsigned_weights():  # the same values, exact in ORT's uint8 × uint8 kernel
+                        q = (q.astype(np.int16) + 128).astype(np.uint8)
+                        zero_points = np.full(scales.shape, 128, np.uint8)
+                    else:
+                        zero_points = np.zeros(scales.shape, np.int8)
                     dq = dequantized_constant(graph, names, weight.name, q, scales, zero_points, axis)
                     new_nodes.append(dq)
                     weight_cache[key] = (dq.outputs[0], scales)
