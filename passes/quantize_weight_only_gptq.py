@@ -32,7 +32,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.algorithms.blockwise import BlockQuantized, dequantize_blockwise, quantize_blockwise
-from onnxcomp.algorithms.gptq import gptq_quantize, hessian_error
+from onnxcomp.algorithms.gptq import gptq_quantize, hessian_errors
 from onnxcomp.calibration.staged import StagedHessians
 from onnxcomp.ir.graph import NameAllocator
 from onnxcomp.ir.linears import Linear
@@ -163,8 +163,9 @@ class QuantizeWeightOnlyGPTQ(WeightOnlyPass):
         rtn = dequantize_blockwise(
             quantize_blockwise(weight, q.bits, q.group, q.symmetric, signed_scales=self.signed_scales)
         )
+        error, error_rtn = hessian_errors(weight, hessian, back, rtn)
         return {
             **self.layer_report(linear, weight, q),
-            "relative_output_error": round(hessian_error(weight, back, hessian), 8),
-            "relative_output_error_rtn": round(hessian_error(weight, rtn, hessian), 8),
+            "relative_output_error": round(error, 8),
+            "relative_output_error_rtn": round(error_rtn, 8),
         }

@@ -13,11 +13,13 @@ layer's squared output error, H = 2 XᵀX / rows (X: the calibration inputs [row
   block's scale, so no g_idx is needed). `clip_search` picks each block's range ratio from
   `blockwise.CLIP_GRID` by the block's output error δᵀ·H_block·δ (H's diagonal block);
 - blocked lazy updates: rows are processed in blocks of `block` and the remaining rows are
-  updated once per block with one matrix product;
+  updated once per block with one matrix product; inside a block, the same again in pieces of
+  SUB_BLOCK rows (the same arithmetic in a different order; with W kept in its [K, N] layout, so a
+  row is contiguous, a 576 × 1536 layer quantizes ~2× faster than row by row in [N, K]);
 - the output columns are independent, so they are processed in chunks of `CHUNK` columns: a large
   N (an LM head) needs memory for one chunk at a time, not for several float64 copies of W.
 
-`hessian_error` gives tr(ΔWᵀ H ΔW) / tr(Wᵀ H W), the relative output error on the calibration
+`hessian_errors` gives tr(ΔWᵀ H ΔW) / tr(Wᵀ H W), the relative output error on the calibration
 inputs that GPTQ minimizes (RTN's can be computed the same way for comparison).
 
 The Hessians come from calibration (`onnxcomp.calibration.staged`); this module runs no model.
@@ -38,6 +40,7 @@ from onnxcomp.algorithms.quant_math import quantize_weight_per_channel
 from onnxcomp.errors import OnnxcompError
 
 CHUNK = 4096  # output columns per GPTQ chunk
+SUB_BLOCK = 16  # rows updated one at a time inside a block (`_sub_blocks`)
 
 
 def _group_params(blocks, bits, symmetric, grams, clip_search, signed_scales):
@@ -99,69 +102,93 @@ def gptq_quantize(
     zeros = np.empty((n, n_blocks), dtype=np.uint8)
     for c0 in range(0, n, CHUNK):
         c1 = min(c0 + CHUNK, n)
-        w = np.asarray(weight[:, c0:c1], dtype=np.float64).T.copy()  # [n_chunk, K]: one column per input channel
+        w = np.array(weight[:, c0:c1], dtype=np.float64)  # [K, n_chunk]: one row per input channel
         if static:  # from the original weight (dead rows included), RTN's rule
-            scale, zero = _group_params(to_blocks(w.T, group), bits, symmetric, grams, clip_search, signed_scales)
-        w[:, dead] = 0.0
+            scale, zero = _group_params(to_blocks(w, group), bits, symmetric, grams, clip_search, signed_scales)
+        w[dead] = 0.0
         if not static:
             scale, zero = np.ones((c1 - c0, n_blocks)), np.zeros((c1 - c0, n_blocks))
-        w = w[:, order]
-        chunk_codes = _gptq_columns(
+        w = w[order]
+        chunk_codes = _gptq_rows(
             w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search, signed_scales
         )
-        codes[c0:c1, order] = chunk_codes
+        codes[c0:c1, order] = chunk_codes.T
         scales[c0:c1], zeros[c0:c1] = scale, zero
     return BlockQuantized(codes.reshape(n, n_blocks, group), scales, zeros, k, bits, group, symmetric)
 
 
-def _gptq_columns(
+def _gptq_rows(
     w, hinv, order, scale, zero, bits, group, block, symmetric, static, grams, clip_search, signed_scales
 ) -> np.ndarray:
-    """GPTQ's loop over the visited input channels of w [n, K] (already permuted by `order`); fills
-    `scale`/`zero` [n, n_blocks] in place when groups are lazy; returns uint8 codes in visiting order."""
-    n, k = w.shape
+    """GPTQ's loop over the visited input channels, the rows of w [K, n] (already permuted by `order`;
+    updated in place); fills `scale`/`zero` [n, n_blocks] in place when groups are lazy; returns
+    uint8 codes [K, n] in visiting order."""
+    k, n = w.shape
     levels = 2**bits - 1
     group_of = order // group
-    codes = np.empty((n, k), dtype=np.uint8)
+    codes = np.empty((k, n), dtype=np.uint8)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
-        w1 = w[:, i1:i2].copy()
+        w1 = w[i1:i2].copy()
         err1 = np.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = w1[:, i]
-            g = group_of[i1 + i]
-            if not static and (i1 + i) % group == 0:  # lazy groups (no act_order): this block's first row
-                end = min(i1 + i + group, k)
-                current = np.concatenate([w1[:, i : min(i2 - i1, end - i1)], w[:, i2 : max(end, i2)]], axis=1)
-                s, z = _group_params(
-                    current[:, None, :],
-                    bits,
-                    symmetric,
-                    None if grams is None else grams[g : g + 1, : end - i1 - i, : end - i1 - i],
-                    clip_search,
-                    signed_scales,
-                )
-                scale[:, g], zero[:, g] = s[:, 0], z[:, 0]
-            s, z = scale[:, g], zero[:, g]
-            c = np.clip(np.round(col / s) + z, 0, levels)
-            codes[:, i1 + i] = c
-            e = (col - (c - z) * s) / h1[i, i]
-            w1[:, i:] -= np.outer(e, h1[i, i:])
-            err1[:, i] = e
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+        for j1, j2 in _sub_blocks(i1, i2, group, static):
+            for i in range(j1, j2):
+                row = w1[i]
+                g = group_of[i1 + i]
+                if not static and (i1 + i) % group == 0:  # lazy groups (no act_order): this block's first row
+                    end = min(i1 + i + group, k)
+                    current = np.concatenate([w1[i : min(i2 - i1, end - i1)], w[i2 : max(end, i2)]], axis=0)
+                    s, z = _group_params(
+                        current.T[:, None, :],
+                        bits,
+                        symmetric,
+                        None if grams is None else grams[g : g + 1, : end - i1 - i, : end - i1 - i],
+                        clip_search,
+                        signed_scales,
+                    )
+                    scale[:, g], zero[:, g] = s[:, 0], z[:, 0]
+                s, z = scale[:, g], zero[:, g]
+                c = np.clip(np.round(row / s) + z, 0, levels)
+                codes[i1 + i] = c
+                e = (row - (c - z) * s) / h1[i, i]
+                w1[i:j2] -= np.outer(h1[i, i:j2], e)
+                err1[i] = e
+            w1[j2:] -= h1[j1:j2, j2:].T @ err1[j1:j2]
+        w[i2:] -= hinv[i1:i2, i2:].T @ err1
     return codes
 
 
-def hessian_error(weight: np.ndarray, dequantized: np.ndarray, hessian: np.ndarray) -> float:
-    """tr(ΔWᵀ H ΔW) / tr(Wᵀ H W): the relative squared output error on the calibration inputs."""
-    num = den = 0.0
+def _sub_blocks(i1: int, i2: int, group: int, static: bool):
+    """(start, end) offsets of SUB_BLOCK-row pieces of the block [i1, i2): inside a piece each row's
+    error updates the next rows one at a time, the rest of the block once per piece (a matrix
+    product). With lazy groups every group starts a piece, so its first row sees every earlier update."""
+    j1 = 0
+    while j1 < i2 - i1:
+        j2 = min(j1 + SUB_BLOCK, i2 - i1)
+        if not static:
+            j2 = min(j2, (i1 + j1) // group * group + group - i1)
+        yield j1, j2
+        j1 = j2
+
+
+def hessian_errors(weight: np.ndarray, hessian: np.ndarray, *dequantized: np.ndarray) -> list[float]:
+    """tr(ΔWᵀ H ΔW) / tr(Wᵀ H W) for each dequantized version of W: the relative squared output error on
+    the calibration inputs (float32 products: a ratio of sums of squares needs no more)."""
+    h = np.asarray(hessian, np.float32)
+    den, nums = 0.0, [0.0] * len(dequantized)
     for c0 in range(0, weight.shape[1], CHUNK):
         w = np.asarray(weight[:, c0 : c0 + CHUNK], np.float64)
-        d = np.asarray(dequantized[:, c0 : c0 + CHUNK], np.float64) - w
-        den += float(((hessian @ w) * w).sum())
-        num += float(((hessian @ d) * d).sum())
-    return num / max(den, 1e-30)
+        den += _quadratic(h, w)
+        for i, d in enumerate(dequantized):
+            nums[i] += _quadratic(h, np.asarray(d[:, c0 : c0 + CHUNK], np.float64) - w)
+    return [num / max(den, 1e-30) for num in nums]
+
+
+def _quadratic(h: np.ndarray, x: np.ndarray) -> float:
+    """tr(xᵀ h x) with float32 products, summed in float64."""
+    x = x.astype(np.float32)
+    return float(((h @ x) * x).sum(dtype=np.float64))
 
 
 def gptq_per_channel(weight: np.ndarray, hessian: np.ndarray, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
