@@ -30,21 +30,32 @@ def activation_scales(mean_abs: np.ndarray, alpha: float, channel_map: np.ndarra
 
 
 def quantized_output_error(
-    x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]], s: np.ndarray, group: int, signed_scales: bool = False
+    x: np.ndarray,
+    weights: list[tuple[np.ndarray, int, bool]],
+    s: np.ndarray,
+    group: int,
+    signed_scales: bool = False,
+    reference: float | None = None,
 ) -> float:
-    """Relative squared output error of the group scaled by s and quantized by RTN, on rows x [R, K].
-    `weights`: [(W [K, N], bits, symmetric)] of the group's members."""
+    """Relative squared output error of the group scaled by s and quantized by RTN, on rows x [R, K]:
+    ‖x·(Q(diag(s)·W)/s − W)‖² summed over the members [(W [K, N], bits, symmetric)], divided by
+    `reference` (default: ‖x·W‖² summed, `output_energy`)."""
     x = np.asarray(x, dtype=np.float32)
-    scaled_x = x / s.astype(np.float32)
-    error = reference = 0.0
+    s32 = s.astype(np.float32)[:, None]
+    error = 0.0
     for w, bits, symmetric in weights:
-        exact = x @ w.astype(np.float32)
         back = dequantize_blockwise(
             quantize_blockwise(w * s[:, None], bits, group, symmetric, signed_scales=signed_scales)
         )
-        error += float(((scaled_x @ back - exact) ** 2).sum())
-        reference += float((exact**2).sum())
+        error += float(np.square(x @ (back / s32 - w.astype(np.float32))).sum())
+    reference = output_energy(x, weights) if reference is None else reference
     return error / max(reference, 1e-30)
+
+
+def output_energy(x: np.ndarray, weights: list[tuple[np.ndarray, int, bool]]) -> float:
+    """‖x·W‖² summed over the group's members."""
+    x = np.asarray(x, dtype=np.float32)
+    return sum(float(np.square(x @ w.astype(np.float32)).sum()) for w, _, _ in weights)
 
 
 def search_alpha(
@@ -58,10 +69,11 @@ def search_alpha(
 ) -> tuple[float, np.ndarray, dict]:
     """(α, producer scales t, {α: error}) with the smallest quantized output error (ties: smaller α)."""
     mean_abs = np.abs(np.asarray(x, dtype=np.float64)).mean(axis=0)
+    reference = output_energy(x, weights)
     errors, scales = {}, {}
     for alpha in grid:
         scales[alpha] = activation_scales(mean_abs, alpha, channel_map, width)
-        errors[alpha] = quantized_output_error(x, weights, scales[alpha][channel_map], group, signed_scales)
+        errors[alpha] = quantized_output_error(x, weights, scales[alpha][channel_map], group, signed_scales, reference)
     best = min(grid, key=lambda a: (errors[a], a))
     return best, scales[best], errors
 

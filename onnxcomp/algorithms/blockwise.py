@@ -114,8 +114,8 @@ def block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
     """Per block [N, n_blocks]: Σ δ² (weight error), or δᵀ·G·δ (output error) given grams [n_blocks, g, g]."""
     if grams is None:
         return (delta**2).sum(axis=-1)
-    by_block = delta.transpose(1, 0, 2)  # [n_blocks, N, g]
-    return ((by_block @ grams) * by_block).sum(axis=-1).T
+    by_block = delta.transpose(1, 0, 2).astype(grams.dtype)  # [n_blocks, N, g]
+    return ((by_block @ grams) * by_block).sum(axis=-1, dtype=np.float64).T
 
 
 def search_block_range(
@@ -129,7 +129,9 @@ def search_block_range(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per block of blocks [N, n_blocks, g], the (scale, zero point) of the range ratio in `ratios`
     with the smallest error: Σδ², or δᵀ·G·δ given grams [n_blocks, g, g] (ties: the earlier ratio).
-    `float32_scales` rounds each candidate scale to float32 (as stored) before it is judged."""
+    `float32_scales` rounds each candidate scale to float32 (as stored) before it is judged. The
+    output errors are float32 products (they only rank ratios)."""
+    grams = None if grams is None else np.asarray(grams, dtype=np.float32)
     best_err = best_scale = best_zero = None
     for ratio in ratios:
         scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)
