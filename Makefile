@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 export ONNXCOMP_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE = 1
 
-.PHONY: install demo lint test test-fast bench build-ops bench-int4 clean
+.PHONY: install demo lint test test-llm test-fast bench build-ops bench-int4 clean
 
 $(BIN)/onnxcomp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,11 @@ lint: install  ## ruff: style, import order, and no onnx/onnxruntime in onnxcomp
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint  ## ruff, then the whole suite, real models included (what CI runs)
-	$(BIN)/python -m pytest -q -m "not gpu" --durations=15
+test: lint  ## ruff, then the suite, real models included (under 20 min on 2 cores; CI runs it, then test-llm)
+	$(BIN)/python -m pytest -q -m "not gpu and not llm" --durations=15
+
+test-llm: install  ## the SmolLM2 int4 (GPTQ, AWQ) and W8A8 SmoothQuant accuracy tests (~10 min; CI runs them too)
+	$(BIN)/python -m pytest -q -m llm --durations=5
 
 test-fast: install  ## the quick subset for the edit loop
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"

@@ -220,3 +220,45 @@ def digits_int8(digits, digits_path):
     import onnxcomp
 
     return onnxcomp.compress(str(digits_path), "int8", calibration=digits.calibration_feeds())
+
+
+SMOLLM2_CALIBRATION_WINDOWS = 8  # 4 feeds of 2 windows of 256 tokens
+SMOLLM2_EVALUATION_WINDOWS = 6  # the first 6 of the 40 evaluation windows
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M for the slow tests, with fp32 measured once: `module`, `path`, `calibration`,
+    `evaluation` (the first windows of the evaluation text), `reference` (fp32 perplexity there),
+    `compress(preset, options)` (once per arguments in the session: tests share the int8 and RTN
+    models) and `ratio(model)`: a model's perplexity over fp32's on the evaluation windows."""
+    import json
+
+    import onnxcomp
+    from onnxcomp import models
+    from onnxcomp.runtime import ort_session, runner
+
+    module, path = models.get("smollm2"), models.onnx_path("smollm2")
+    calibration = module.calibration_feeds(SMOLLM2_CALIBRATION_WINDOWS)
+    evaluation = module.evaluation_feeds()[:SMOLLM2_EVALUATION_WINDOWS]
+    reference = module.perplexity(runner(ort_session(path)), evaluation)
+    compressed = {}
+
+    def compress(preset, options=None):
+        key = (preset, json.dumps(options, sort_keys=True))
+        if key not in compressed:
+            compressed[key] = onnxcomp.compress(path, preset, calibration, options=options)
+        return compressed[key]
+
+    def ratio(model):
+        return module.perplexity(runner(ort_session(model)), evaluation) / reference
+
+    return types.SimpleNamespace(
+        module=module,
+        path=path,
+        calibration=calibration,
+        evaluation=evaluation,
+        reference=reference,
+        compress=compress,
+        ratio=ratio,
+    )
