@@ -230,8 +230,8 @@ SMOLLM2_EVALUATION_WINDOWS = 6  # the first 6 of the 40 evaluation windows
 def smollm2():
     """SmolLM2-135M for the slow tests, with fp32 measured once: `module`, `path`, `calibration`,
     `evaluation` (the first windows of the evaluation text), `reference` (fp32 perplexity there),
-    `compress(preset, options)` (once per arguments in the session: tests share the int8 and RTN
-    models) and `ratio(model)`: a model's perplexity over fp32's on the evaluation windows."""
+    `compress(preset, options)` (once per arguments in a session: the GPTQ and AWQ tests share the
+    symmetric RTN model) and `ratio(model)`: a model's perplexity over fp32's on the evaluation windows."""
     import json
 
     import onnxcomp

@@ -46,7 +46,8 @@ def test_smoothing_alone_keeps_the_real_model(kind, options, windows):
 
 @pytest.mark.llm
 def test_smollm2_w8a8_smoothquant_meets_the_perplexity_target(smollm2):
-    plain_ratio = smollm2.ratio(smollm2.compress("int8", {"quantize_qdq": {"method": "percentile"}}).model)  # int8's
+    plain = smollm2.compress("int8", {"quantize_qdq": {"method": "percentile"}})  # int8's default, spelled out
+    plain_ratio = smollm2.ratio(plain.model)
     smooth_ratio = smollm2.ratio(smollm2.compress("w8a8-smoothquant").model)
     assert smooth_ratio <= 1.15, (smooth_ratio, plain_ratio)  # target; measured 1.066 on these windows
     assert plain_ratio - smooth_ratio >= 0.5 * (plain_ratio - 1.0)  # closes at least half the gap
