@@ -111,10 +111,19 @@ def block_grams(x: np.ndarray, group: int) -> np.ndarray:
 
 
 def block_errors(delta: np.ndarray, grams: np.ndarray | None) -> np.ndarray:
-    """Per block [N, n_blocks]: Σ δ² (weight error), or δᵀ·G·δ (output error) given grams [n_blocks, g, g]."""
+    """Per block [N, n_blocks]: Σ δ² (weight error), or δᵀ·G·δ (output error) given grams [n_blocks, g, g],
+    in float32 products unless a value leaves float32's range."""
     if grams is None:
         return (delta**2).sum(axis=-1)
-    by_block = delta.transpose(1, 0, 2).astype(grams.dtype)  # [n_blocks, N, g]
+    by_block = delta.transpose(1, 0, 2)  # [n_blocks, N, g]
+    with np.errstate(over="ignore", invalid="ignore"):  # float32 products: they only rank ratios
+        errors = _quadratic_forms(by_block.astype(np.float32), grams.astype(np.float32))
+    if np.isfinite(errors).all():
+        return errors
+    return _quadratic_forms(by_block, grams)  # magnitudes beyond float32's range: float64 again
+
+
+def _quadratic_forms(by_block: np.ndarray, grams: np.ndarray) -> np.ndarray:
     return ((by_block @ grams) * by_block).sum(axis=-1, dtype=np.float64).T
 
 
@@ -129,9 +138,7 @@ def search_block_range(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per block of blocks [N, n_blocks, g], the (scale, zero point) of the range ratio in `ratios`
     with the smallest error: Σδ², or δᵀ·G·δ given grams [n_blocks, g, g] (ties: the earlier ratio).
-    `float32_scales` rounds each candidate scale to float32 (as stored) before it is judged. The
-    output errors are float32 products (they only rank ratios)."""
-    grams = None if grams is None else np.asarray(grams, dtype=np.float32)
+    `float32_scales` rounds each candidate scale to float32 (as stored) before it is judged."""
     best_err = best_scale = best_zero = None
     for ratio in ratios:
         scale, zero = block_scales(blocks, bits, symmetric, ratio, signed_scales)

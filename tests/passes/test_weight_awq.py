@@ -12,7 +12,7 @@ from onnx import helper as h
 
 import onnxcomp
 from onnxcomp.algorithms.awq import activation_scales, quantize_with_clipping, quantized_output_error, search_alpha
-from onnxcomp.algorithms.blockwise import block_grams, dequantize_blockwise, quantize_blockwise
+from onnxcomp.algorithms.blockwise import block_errors, block_grams, dequantize_blockwise, quantize_blockwise
 from onnxcomp.errors import OnnxcompError
 from tests.passes.test_smoothquant import NORM_CONSTS, rms_norm_nodes
 
@@ -51,6 +51,17 @@ def test_block_grams_cover_padding_with_zeros():
     np.testing.assert_allclose(grams[0], x[:, :32].T @ x[:, :32])
     np.testing.assert_allclose(grams[1][:8, :8], x[:, 32:].T @ x[:, 32:])
     assert not grams[1][8:].any()
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e25])
+def test_block_errors_in_float32_match_float64_and_survive_huge_values(magnitude):
+    rng = np.random.default_rng(5)
+    grams = block_grams(rng.standard_normal((64, 64)), 32)
+    delta = rng.standard_normal((8, 2, 32)) * magnitude
+    exact = np.einsum("nbi,bij,nbj->nb", delta, grams, delta)
+    with np.errstate(all="raise"):  # no overflow warning escapes: 1e25² leaves float32, the float64 retry does not
+        got = block_errors(delta, grams)
+    np.testing.assert_allclose(got, exact, rtol=1e-5)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
